@@ -1,0 +1,158 @@
+//! The config file as written: raw serde structs mirroring the TOML.
+//!
+//! `deny_unknown_fields` everywhere so a typo is an error, and `Spanned` on every
+//! name, reference and ranged number so `validate.rs` can point at the exact place.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{de_duration, de_opt_duration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub global: GlobalFile,
+    #[serde(default)]
+    pub frontend: Vec<FrontendFile>,
+    #[serde(default)]
+    pub backend: Vec<BackendFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalFile {
+    pub threads: Option<Spanned<usize>>,
+    pub threading: Option<Threading>,
+    pub maxconn: Option<Spanned<u32>>,
+    pub log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    pub log_connections: bool,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub grace: Option<Duration>,
+}
+
+/// How worker threads are laid out (see README, "Threading model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Threading {
+    /// One single-threaded runtime per thread, each with its own SO_REUSEPORT listener.
+    #[default]
+    PerCore,
+    /// One work-stealing runtime with `threads` workers sharing one listener.
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendFile {
+    pub name: Spanned<String>,
+    pub listen: Spanned<Vec<Spanned<String>>>,
+    pub mode: Option<Spanned<Mode>>,
+    pub maxconn: Option<Spanned<u32>>,
+    pub backlog: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub timeouts: FrontendTimeoutsFile,
+    pub default_backend: Spanned<String>,
+    #[serde(default)]
+    pub accept_proxy: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTimeoutsFile {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub client: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    pub name: Spanned<String>,
+    pub balance: Option<Spanned<BalanceFile>>,
+    #[serde(default)]
+    pub timeouts: BackendTimeoutsFile,
+    pub retries: Option<u32>,
+    pub servers: Spanned<Vec<ServerFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTimeoutsFile {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub connect: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub server: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub queue: Option<Duration>,
+}
+
+/// `balance = "rr"` or `balance = { algorithm = "rr", ... }`.
+#[derive(Debug)]
+pub enum BalanceFile {
+    Name(String),
+    Table(BalanceTable),
+}
+
+impl<'de> Deserialize<'de> for BalanceFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BalanceFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an algorithm name like \"rr\", or a table like { algorithm = \"rr\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BalanceFile, E> {
+                Ok(BalanceFile::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<BalanceFile, A::Error> {
+                BalanceTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(BalanceFile::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceTable {
+    pub algorithm: String,
+}
+
+impl BalanceFile {
+    pub fn algorithm(&self) -> &str {
+        match self {
+            BalanceFile::Name(n) => n,
+            BalanceFile::Table(t) => &t.algorithm,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+    pub maxconn: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub backup: bool,
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}

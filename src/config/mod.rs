@@ -1,0 +1,201 @@
+//! Configuration: the TOML schema, its validation, and the validated `Config`.
+//!
+//! `load(path)` reads and validates a file; `parse(name, text)` does the same for a
+//! string (tests use it). The result never touches sockets: addresses are parsed and
+//! checked, not bound.
+
+mod error;
+mod file;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use file::{Mode, ProxyVersion, Threading};
+
+/// A validated configuration. Every reference is resolved, every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub file: String,
+    pub global: Global,
+    pub frontends: Vec<Frontend>,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// Worker threads (default: the number of cores).
+    pub threads: usize,
+    pub threading: Threading,
+    /// Connections accepted at once over all frontends; `None` = no global cap.
+    pub maxconn: Option<u32>,
+    /// tracing filter directive (`RUST_LOG` overrides it).
+    pub log_level: String,
+    /// One log line per finished connection.
+    pub log_connections: bool,
+    /// How long open connections may run after a stop signal.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub mode: Mode,
+    pub maxconn: Option<u32>,
+    pub backlog: u32,
+    pub timeouts: FrontendTimeouts,
+    /// Index into `Config::backends`.
+    pub default_backend: usize,
+    pub accept_proxy: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FrontendTimeouts {
+    /// Inactivity on the client side.
+    pub client: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub timeouts: BackendTimeouts,
+    /// Extra connect attempts after the first one fails.
+    pub retries: u32,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BackendTimeouts {
+    pub connect: Duration,
+    /// Inactivity on the server side.
+    pub server: Duration,
+    /// How long a connection waits for a server slot when every server is at maxconn.
+    pub queue: Duration,
+}
+
+/// Load-balancing algorithm of a backend, fully typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Strict rotation over the available servers.
+    Rr,
+}
+
+impl Algorithm {
+    pub const NAMES: &'static [&'static str] = &["rr"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::Rr => "rr",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// 0..=256; 0 takes no new traffic.
+    pub weight: u32,
+    pub maxconn: Option<u32>,
+    pub backup: bool,
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// Defaults, in one place so README and code agree.
+pub mod defaults {
+    use std::time::Duration;
+    pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const RETRIES: u32 = 3;
+    pub const BACKLOG: u32 = 1024;
+    pub const GRACE: Duration = Duration::from_secs(10);
+    pub const WEIGHT: u32 = 1;
+    pub const MAX_WEIGHT: u32 = 256;
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&name, &text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: name,
+            line: 0,
+            col: 0,
+            message: format!("cannot read file: {e}"),
+        }])),
+    }
+}
+
+/// Validate config text; `file` is only used in messages.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    validate::validate(file, text)
+}
+
+impl Config {
+    /// A short human summary, printed by `fulcrum check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let servers: usize = self.backends.iter().map(|b| b.servers.len()).sum();
+        let _ = writeln!(
+            s,
+            "{}: ok: {} frontend(s), {} backend(s), {} server(s), {} thread(s)",
+            self.file,
+            self.frontends.len(),
+            self.backends.len(),
+            servers,
+            self.global.threads
+        );
+        for f in &self.frontends {
+            let addrs: Vec<String> = f.listen.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  frontend {:?} mode {} on {} -> backend {:?}",
+                f.name,
+                match f.mode {
+                    Mode::Tcp => "tcp",
+                    Mode::Http => "http",
+                },
+                addrs.join(", "),
+                self.backends[f.default_backend].name
+            );
+        }
+        for b in &self.backends {
+            let list: Vec<String> = b
+                .servers
+                .iter()
+                .map(|sv| {
+                    format!(
+                        "{} {} w{}{}",
+                        sv.name,
+                        sv.addr,
+                        sv.weight,
+                        if sv.backup { " backup" } else { "" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  backend {:?} balance {}: {}",
+                b.name,
+                b.algorithm.name(),
+                list.join(", ")
+            );
+        }
+        s
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}

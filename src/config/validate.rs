@@ -1,0 +1,411 @@
+//! From the raw file to a validated `Config`: defaults, ranges, cross-checks.
+//! Every problem is collected (not only the first) with its line and column.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrors, Locator, nearest};
+use super::file::{BackendFile, FileConfig, FrontendFile, Mode, ServerFile};
+use super::{
+    Algorithm, Backend, BackendTimeouts, Config, Frontend, FrontendTimeouts, Global, ServerConfig,
+    defaults,
+};
+
+pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let loc = Locator::new(file, text);
+    let raw: FileConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let msg = friendly(e.message());
+            return Err(ConfigErrors(vec![loc.error(e.span(), msg)]));
+        }
+    };
+    let mut v = Validator {
+        loc,
+        errors: Vec::new(),
+    };
+    let cfg = v.config(file, raw);
+    if v.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        v.errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// Rewrite serde's wording into ours: "unknown key" with the nearest known key.
+fn friendly(msg: &str) -> String {
+    let msg = msg.trim_end();
+    for (prefix, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let Some(end) = rest.find('`') else { break };
+            let word = &rest[..end];
+            let known: Vec<&str> = rest[end + 1..]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .collect();
+            let list = known
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return match nearest(word, known.iter().copied()) {
+                Some(hint) => format!("unknown {what} \"{word}\" (did you mean \"{hint}\"?)"),
+                None if known.is_empty() => format!("unknown {what} \"{word}\""),
+                None => format!("unknown {what} \"{word}\" (expected one of {list})"),
+            };
+        }
+    }
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return format!("missing required key \"{field}\"");
+    }
+    msg.replace('`', "\"")
+}
+
+struct Validator<'a> {
+    loc: Locator<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
+        let e = self.loc.error(Some(at.span()), msg);
+        self.errors.push(e);
+    }
+
+    fn config(&mut self, file: &str, raw: FileConfig) -> Config {
+        let g = &raw.global;
+        let threads = match &g.threads {
+            Some(t) if *t.get_ref() == 0 || *t.get_ref() > 256 => {
+                self.err(t, "threads must be between 1 and 256");
+                1
+            }
+            Some(t) => *t.get_ref(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let maxconn = g.maxconn.as_ref().map(|m| self.positive(m, "maxconn"));
+        let log_level = match &g.log_level {
+            Some(l) => {
+                if tracing_subscriber::EnvFilter::try_new(l.get_ref()).is_err() {
+                    self.err(l, format!("invalid log_level \"{}\"", l.get_ref()));
+                }
+                l.get_ref().clone()
+            }
+            None => defaults::LOG_LEVEL.to_string(),
+        };
+        let global = Global {
+            threads,
+            threading: g.threading.unwrap_or_default(),
+            maxconn,
+            log_level,
+            log_connections: g.log_connections,
+            grace: g.grace.unwrap_or(defaults::GRACE),
+        };
+
+        let backends: Vec<Backend> = raw.backend.iter().map(|b| self.backend(b)).collect();
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for b in &raw.backend {
+            if seen.insert(b.name.get_ref(), ()).is_some() {
+                self.err(&b.name, format!("duplicate backend name \"{}\"", b.name.get_ref()));
+            }
+        }
+        let names: Vec<&str> = raw.backend.iter().map(|b| b.name.get_ref().as_str()).collect();
+        let mut frontends = Vec::new();
+        let mut seen_fe: HashMap<&str, ()> = HashMap::new();
+        let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+        for f in &raw.frontend {
+            if seen_fe.insert(f.name.get_ref(), ()).is_some() {
+                self.err(&f.name, format!("duplicate frontend name \"{}\"", f.name.get_ref()));
+            }
+            if let Some(fe) = self.frontend(f, &names, &mut bound) {
+                frontends.push(fe);
+            }
+        }
+        if raw.frontend.is_empty() {
+            self.errors
+                .push(self.loc.error(None, "no [[frontend]]: nothing would listen"));
+        }
+        Config {
+            file: file.to_string(),
+            global,
+            frontends,
+            backends,
+        }
+    }
+
+    fn positive(&mut self, v: &Spanned<u32>, what: &str) -> u32 {
+        if *v.get_ref() == 0 {
+            self.err(v, format!("{what} must be at least 1"));
+        }
+        *v.get_ref()
+    }
+
+    fn frontend(
+        &mut self,
+        f: &FrontendFile,
+        backends: &[&str],
+        bound: &mut Vec<(SocketAddr, String)>,
+    ) -> Option<Frontend> {
+        let name = f.name.get_ref().clone();
+        let ctx = format!("frontend \"{name}\"");
+        if name.is_empty() {
+            self.err(&f.name, "frontend name must not be empty");
+        }
+        let mode = f.mode.as_ref().map_or(Mode::Tcp, |m| *m.get_ref());
+        if let Some(m) = &f.mode
+            && *m.get_ref() == Mode::Http
+        {
+            self.err(
+                m,
+                format!("{ctx}: mode \"http\" is not available in this version; use mode \"tcp\""),
+            );
+        }
+        if f.listen.get_ref().is_empty() {
+            self.err(&f.listen, format!("{ctx}: listen must name at least one address"));
+        }
+        let mut listen = Vec::new();
+        for l in f.listen.get_ref() {
+            match l.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => {
+                    if let Some((_, other)) = bound.iter().find(|(b, _)| conflicts(*b, addr)) {
+                        let other = other.clone();
+                        self.err(
+                            l,
+                            format!("{ctx}: address {addr} is already used by frontend \"{other}\""),
+                        );
+                    }
+                    bound.push((addr, name.clone()));
+                    listen.push(addr);
+                }
+                Err(_) => self.err(
+                    l,
+                    format!(
+                        "{ctx}: invalid listen address \"{}\" (expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\")",
+                        l.get_ref()
+                    ),
+                ),
+            }
+        }
+        let maxconn = f.maxconn.as_ref().map(|m| self.positive(m, "maxconn"));
+        let backlog = f
+            .backlog
+            .as_ref()
+            .map_or(defaults::BACKLOG, |b| self.positive(b, "backlog"));
+        let wanted = f.default_backend.get_ref();
+        let default_backend = match backends.iter().position(|b| b == wanted) {
+            Some(i) => i,
+            None => {
+                let hint = nearest(wanted, backends.iter().copied())
+                    .map(|h| format!(" (did you mean \"{h}\"?)"))
+                    .unwrap_or_default();
+                self.err(
+                    &f.default_backend,
+                    format!("{ctx}: default_backend \"{wanted}\" is not a defined backend{hint}"),
+                );
+                return None;
+            }
+        };
+        Some(Frontend {
+            name,
+            listen,
+            mode,
+            maxconn,
+            backlog,
+            timeouts: FrontendTimeouts {
+                client: f.timeouts.client.unwrap_or(defaults::CLIENT_TIMEOUT),
+            },
+            default_backend,
+            accept_proxy: f.accept_proxy,
+        })
+    }
+
+    fn backend(&mut self, b: &BackendFile) -> Backend {
+        let name = b.name.get_ref().clone();
+        let ctx = format!("backend \"{name}\"");
+        if name.is_empty() {
+            self.err(&b.name, "backend name must not be empty");
+        }
+        let algorithm = match &b.balance {
+            None => Algorithm::Rr,
+            Some(bal) => match bal.get_ref().algorithm() {
+                "rr" | "roundrobin" => Algorithm::Rr,
+                other => {
+                    let hint = nearest(other, Algorithm::NAMES.iter().copied())
+                        .map(|h| format!("did you mean \"{h}\"?"))
+                        .unwrap_or_else(|| format!("known: {}", Algorithm::NAMES.join(", ")));
+                    self.err(bal, format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"));
+                    Algorithm::Rr
+                }
+            },
+        };
+        if b.servers.get_ref().is_empty() {
+            self.err(&b.servers, format!("{ctx}: servers must list at least one server"));
+        }
+        let mut servers = Vec::new();
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for s in b.servers.get_ref() {
+            if seen.insert(s.name.get_ref(), ()).is_some() {
+                self.err(&s.name, format!("{ctx}: duplicate server name \"{}\"", s.name.get_ref()));
+            }
+            if let Some(sc) = self.server(&ctx, s) {
+                servers.push(sc);
+            }
+        }
+        Backend {
+            name,
+            algorithm,
+            timeouts: BackendTimeouts {
+                connect: b.timeouts.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
+                server: b.timeouts.server.unwrap_or(defaults::SERVER_TIMEOUT),
+                queue: b.timeouts.queue.unwrap_or(defaults::QUEUE_TIMEOUT),
+            },
+            retries: b.retries.unwrap_or(defaults::RETRIES),
+            servers,
+        }
+    }
+
+    fn server(&mut self, ctx: &str, s: &ServerFile) -> Option<ServerConfig> {
+        let name = s.name.get_ref().clone();
+        let ctx = format!("{ctx}: server \"{name}\"");
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+            self.err(&s.name, format!("{ctx}: a server name must be non-empty, without '/' or spaces"));
+        }
+        let weight = match &s.weight {
+            Some(w) if *w.get_ref() > defaults::MAX_WEIGHT => {
+                self.err(w, format!("{ctx}: weight {} is out of range 0..=256", w.get_ref()));
+                defaults::WEIGHT
+            }
+            Some(w) => *w.get_ref(),
+            None => defaults::WEIGHT,
+        };
+        let maxconn = s.maxconn.as_ref().map(|m| self.positive(m, "maxconn"));
+        let raw = s.address.get_ref();
+        let addr = match raw.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            // Host names are resolved once, at load time.
+            Err(_) => raw.to_socket_addrs().ok().and_then(|mut it| it.next()),
+        };
+        let Some(addr) = addr else {
+            self.err(
+                &s.address,
+                format!("{ctx}: invalid address \"{raw}\" (expected HOST:PORT, like \"127.0.0.1:9001\")"),
+            );
+            return None;
+        };
+        if addr.port() == 0 {
+            self.err(&s.address, format!("{ctx}: address \"{raw}\" needs a port other than 0"));
+        }
+        Some(ServerConfig {
+            name,
+            addr,
+            weight,
+            maxconn,
+            backup: s.backup,
+            send_proxy: s.send_proxy,
+        })
+    }
+}
+
+/// Two listen addresses collide when they share a port (not 0, which the kernel
+/// picks) and either is the same IP or a wildcard of the same family.
+fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0", "[::1]:0"]
+default_backend = "app"
+timeouts = { client = "2s" }
+
+[[backend]]
+name = "app"
+timeouts = { connect = "150ms" }
+servers = [{ name = "a", address = "127.0.0.1:9001", weight = 3 }]
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        validate("t.toml", text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_file_gets_defaults() {
+        let c = validate("t.toml", OK).unwrap();
+        let f = &c.frontends[0];
+        assert_eq!(f.listen.len(), 2);
+        assert_eq!(f.timeouts.client.as_secs(), 2);
+        assert_eq!(f.mode, Mode::Tcp);
+        let b = &c.backends[0];
+        assert_eq!(b.timeouts.connect.as_millis(), 150);
+        assert_eq!(b.timeouts.server, defaults::SERVER_TIMEOUT);
+        assert_eq!(b.retries, defaults::RETRIES);
+        assert_eq!(b.servers[0].weight, 3);
+    }
+
+    #[test]
+    fn unknown_key_suggests_nearest() {
+        let e = errors(&OK.replace("default_backend", "default_backnd"));
+        assert_eq!(
+            e,
+            ["t.toml:5:1: unknown key \"default_backnd\" (did you mean \"default_backend\"?)"]
+        );
+    }
+
+    #[test]
+    fn cross_checks_are_all_reported() {
+        let text = r#"
+[[frontend]]
+name = "a"
+listen = ["127.0.0.1:80"]
+default_backend = "ap"
+
+[[frontend]]
+name = "a"
+listen = ["0.0.0.0:80"]
+default_backend = "app"
+
+[[backend]]
+name = "app"
+servers = [{ name = "x", address = "127.0.0.1:1", weight = 300 }, { name = "x", address = "nope" }]
+"#;
+        let e = errors(text);
+        assert_eq!(
+            e,
+            [
+                "t.toml:5:19: frontend \"a\": default_backend \"ap\" is not a defined backend (did you mean \"app\"?)",
+                "t.toml:8:8: duplicate frontend name \"a\"",
+                "t.toml:9:11: frontend \"a\": address 0.0.0.0:80 is already used by frontend \"a\"",
+                "t.toml:14:60: backend \"app\": server \"x\": weight 300 is out of range 0..=256",
+                "t.toml:14:76: backend \"app\": duplicate server name \"x\"",
+                "t.toml:14:91: backend \"app\": server \"x\": invalid address \"nope\" (expected HOST:PORT, like \"127.0.0.1:9001\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_duration_points_at_the_value() {
+        let e = errors(&OK.replace("\"150ms\"", "\"150 ms\""));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.toml:10:24:"), "{e:?}");
+        assert!(e[0].contains("unknown unit"), "{e:?}");
+    }
+}
