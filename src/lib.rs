@@ -1,8 +1,16 @@
 //! fulcrum: an L4/L7 load-balancer daemon configured by one TOML file.
 //!
-//! Module map (see `DESIGN.md` in the shared docs and README's design notes):
-//! `config` parses and validates; `runtime` builds the immutable snapshot;
-//! `daemon` binds listeners and runs them; `l4` forwards TCP with splice(2);
-//! `balancers` pick servers; `stats` counts; `server` holds live server state.
+//! Dependencies point one way: `daemon → config → runtime → {listener, l4} →
+//! {balancers, stats} → server`. See README's design notes for the module map.
 
+pub mod balancers;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod l4;
+pub mod listener;
+pub mod origin;
+pub mod runtime;
+pub mod server;
+pub mod shutdown;
+pub mod stats;

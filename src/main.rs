@@ -1,1 +1,185 @@
-fn main(){}
+//! The `fulcrum` command line: run, check, origin, demo. Logic lives in the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use fulcrum::config::{self, Config};
+use fulcrum::{daemon, demo, origin};
+
+#[derive(Parser)]
+#[command(name = "fulcrum", version, about = "An L4/L7 load balancer configured by one TOML file")]
+struct Cli {
+    /// Config file (runs the daemon when no subcommand is given).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run,
+    /// Validate the config: print a summary and exit 0, or every error and exit 1.
+    Check,
+    /// Run a small test origin (HTTP by default, TCP echo with --tcp).
+    Origin {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+        /// Echo TCP bytes instead of answering HTTP.
+        #[arg(long)]
+        tcp: bool,
+        /// Hold every answer back this long ("150ms", "2s").
+        #[arg(long, value_parser = parse_duration, default_value = "0")]
+        delay: Duration,
+        /// Probability (0..=1) that a request (tcp: a connection) gets a TCP reset.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// HTTP status to answer with.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+    /// Start three origins and the daemon on config/demo.toml, and print what to try.
+    Demo,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::units::parse_duration(s)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => {
+            let path = cli.config.context("missing -c FILE")?;
+            let cfg = load_or_exit(&path);
+            init_logging(&cfg);
+            run(cfg, None)
+        }
+        Cmd::Check => {
+            let path = cli.config.context("missing -c FILE")?;
+            let cfg = load_or_exit(&path);
+            print!("{}", cfg.summary());
+            Ok(())
+        }
+        Cmd::Origin {
+            listen,
+            name,
+            tcp,
+            delay,
+            fail_rate,
+            status,
+        } => {
+            if !(0.0..=1.0).contains(&fail_rate) {
+                bail!("--fail-rate must be between 0 and 1");
+            }
+            init_logging_level("info");
+            let opts = origin::OriginOpts {
+                name,
+                tcp,
+                delay,
+                fail_rate,
+                status,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let o = origin::spawn(listen, opts).await?;
+                println!("origin listening on {}", o.addr);
+                wait_for_signal().await;
+                anyhow::Ok(())
+            })
+        }
+        Cmd::Demo => {
+            let cfg = match demo::load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            };
+            init_logging(&cfg);
+            run(cfg, Some(()))
+        }
+    }
+}
+
+fn load_or_exit(path: &Path) -> Config {
+    match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} error(s)", path.display(), e.0.len());
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    init_logging_level(&cfg.global.log_level);
+}
+
+fn init_logging_level(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Run the daemon until SIGTERM or SIGINT, then stop gracefully. With `demo`, start
+/// the demo origins first.
+fn run(cfg: Config, demo: Option<()>) -> Result<()> {
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    control.block_on(async move {
+        if demo.is_some() {
+            let origins = demo::start_origins(&cfg)
+                .await
+                .context("cannot start the demo origins")?;
+            for (name, addr) in &origins {
+                println!("origin {name} listening on {addr}");
+            }
+        }
+        let fronts: Vec<(String, Vec<SocketAddr>)>;
+        let running = daemon::start(cfg)?;
+        fronts = running.listening().to_vec();
+        for (name, addrs) in &fronts {
+            for a in addrs {
+                println!("frontend {name} listening on {a}");
+            }
+        }
+        if demo.is_some() {
+            for (_, addrs) in &fronts {
+                for a in addrs {
+                    println!("try: curl -s http://{a}/hello   (repeat it: the answer rotates a, b, c)");
+                }
+            }
+            println!("Ctrl-C stops the demo.");
+        }
+        wait_for_signal().await;
+        tracing::info!("stopping: no new connections, open ones may finish");
+        let stopped = running.shutdown().await;
+        tracing::info!(drained = stopped.drained, "stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

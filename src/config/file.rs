@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::units::{de_duration, de_opt_duration};
+use super::units::de_opt_duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,7 @@ pub struct GlobalFile {
     pub log_level: Option<Spanned<String>>,
     #[serde(default)]
     pub log_connections: bool,
+    pub splice: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub grace: Option<Duration>,
 }

@@ -37,6 +37,8 @@ pub struct Global {
     pub log_level: String,
     /// One log line per finished connection.
     pub log_connections: bool,
+    /// Forward tcp-mode bytes with splice(2) (default) or by copying.
+    pub splice: bool,
     /// How long open connections may run after a stop signal.
     pub grace: Duration,
 }

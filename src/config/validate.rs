@@ -105,6 +105,7 @@ impl Validator<'_> {
             maxconn,
             log_level,
             log_connections: g.log_connections,
+            splice: g.splice.unwrap_or(true),
             grace: g.grace.unwrap_or(defaults::GRACE),
         };
 

@@ -1,0 +1,234 @@
+//! The in-process entry point: `start(config)` binds every listener, starts the
+//! worker threads and returns the bound addresses (so tests can use port 0);
+//! `Running::shutdown()` stops accepting, lets open connections finish within the
+//! grace period, then closes what is left.
+//!
+//! Threading (see README, "Threading model"): `per-core` runs one single-threaded
+//! tokio runtime per thread, each with its own SO_REUSEPORT socket per address, as
+//! HAProxy and nginx do; `shared` runs one work-stealing runtime over one socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::config::{Config, Threading};
+use crate::l4::L4Opts;
+use crate::listener::{self, AcceptCtx};
+use crate::runtime::Shared;
+use crate::stats::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("frontend \"{frontend}\": cannot listen on {addr}: {source}")]
+    Bind {
+        frontend: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot start worker thread: {0}")]
+    Thread(io::Error),
+}
+
+/// A running daemon.
+pub struct Running {
+    listening: Vec<(String, Vec<SocketAddr>)>,
+    shared: Arc<Shared>,
+    stop_accepting: watch::Sender<bool>,
+    force_stop: watch::Sender<bool>,
+    exit: watch::Sender<bool>,
+    drained: mpsc::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every connection finished within the grace period.
+    pub drained: bool,
+}
+
+/// Bind and start serving `config`.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let threads = config.global.threads.max(1);
+    let per_core = config.global.threading == Threading::PerCore && threads > 1;
+    let sockets_per_addr = if per_core { threads } else { 1 };
+
+    // Bind everything up front, in the caller's thread: errors surface here, and
+    // port 0 is resolved once and then shared by the per-thread sockets.
+    let mut listening = Vec::new();
+    // bound[t] = the sockets thread t accepts on: (frontend index, listener).
+    let mut bound: Vec<Vec<(usize, std::net::TcpListener)>> =
+        (0..sockets_per_addr).map(|_| Vec::new()).collect();
+    for (fi, f) in config.frontends.iter().enumerate() {
+        let mut addrs = Vec::new();
+        for &want in &f.listen {
+            let mut addr = want;
+            for slot in bound.iter_mut() {
+                let l = listener::bind(addr, f.backlog, per_core).map_err(|source| StartError::Bind {
+                    frontend: f.name.clone(),
+                    addr,
+                    source,
+                })?;
+                addr = l.local_addr().map_err(|source| StartError::Bind {
+                    frontend: f.name.clone(),
+                    addr,
+                    source,
+                })?;
+                slot.push((fi, l));
+            }
+            addrs.push(addr);
+        }
+        listening.push((f.name.clone(), addrs));
+    }
+
+    let shared = Arc::new(Shared::new(config.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (force_tx, force_rx) = watch::channel(false);
+    let (exit_tx, exit_rx) = watch::channel(false);
+    let (tracker, drained) = mpsc::channel::<()>(1);
+    let global_limit = config
+        .global
+        .maxconn
+        .map(|n| Arc::new(Semaphore::new(n as usize)));
+    let frontend_limits: Vec<Option<Arc<Semaphore>>> = config
+        .frontends
+        .iter()
+        .map(|f| f.maxconn.map(|n| Arc::new(Semaphore::new(n as usize))))
+        .collect();
+    let l4 = Arc::new(L4Opts {
+        splice: config.global.splice,
+        pipe_size: None,
+        log_connections: config.global.log_connections,
+    });
+
+    let make_ctx = |fi: usize| AcceptCtx {
+        shared: shared.clone(),
+        frontend: fi,
+        global_limit: global_limit.clone(),
+        frontend_limit: frontend_limits[fi].clone(),
+        stop_accepting: stop_rx.clone(),
+        force_stop: force_rx.clone(),
+        tracker: tracker.clone(),
+        l4: l4.clone(),
+    };
+
+    let mut handles = Vec::new();
+    for (t, sockets) in bound.into_iter().enumerate() {
+        let jobs: Vec<(std::net::TcpListener, AcceptCtx)> =
+            sockets.into_iter().map(|(fi, l)| (l, make_ctx(fi))).collect();
+        let mut exit = exit_rx.clone();
+        let workers = if per_core { 1 } else { threads };
+        let h = std::thread::Builder::new()
+            .name(format!("fulcrum-{t}"))
+            .spawn(move || {
+                let rt = if workers == 1 {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(workers)
+                        .thread_name("fulcrum-worker")
+                        .enable_all()
+                        .build()
+                };
+                let rt = match rt {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    for (l, ctx) in jobs {
+                        match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => {
+                                tokio::spawn(listener::accept_loop(l, ctx));
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot register listener"),
+                        }
+                    }
+                    let _ = exit.wait_for(|e| *e).await;
+                });
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(h);
+    }
+    for (name, addrs) in &listening {
+        for a in addrs {
+            tracing::info!("frontend {name} listening on {a}");
+        }
+    }
+    Ok(Running {
+        listening,
+        shared,
+        stop_accepting: stop_tx,
+        force_stop: force_tx,
+        exit: exit_tx,
+        drained,
+        threads: handles,
+        grace: config.global.grace,
+    })
+}
+
+impl Running {
+    /// The addresses frontend `name` listens on (port 0 resolved).
+    pub fn addrs(&self, name: &str) -> &[SocketAddr] {
+        self.listening
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&[], |(_, a)| a.as_slice())
+    }
+
+    /// The first address of frontend `name`.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs(name).first().copied()
+    }
+
+    pub fn listening(&self) -> &[(String, Vec<SocketAddr>)] {
+        &self.listening
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Snapshot {
+        self.shared.snapshot().stats()
+    }
+
+    /// Stop accepting, wait up to the grace period for open connections, close the
+    /// rest, and stop every thread.
+    pub async fn shutdown(mut self) -> Stopped {
+        let _ = self.stop_accepting.send(true);
+        let drained = tokio::time::timeout(self.grace, self.drained.recv())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::info!("grace period over: closing the remaining connections");
+            let _ = self.force_stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.drained.recv()).await;
+        }
+        self.finish();
+        Stopped { drained }
+    }
+
+    fn finish(&mut self) {
+        let _ = self.stop_accepting.send(true);
+        let _ = self.force_stop.send(true);
+        let _ = self.exit.send(true);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,185 @@
+//! Both directions of one proxied TCP connection: half-close, reset propagation,
+//! the idle timeout and the forced stop at the end of a graceful shutdown.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::{copy, splice};
+use crate::stats::Counter;
+
+/// When a connection last moved a byte, in milliseconds since it started.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    fn idle_deadline(&self, limit: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Relaxed)) + limit
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+/// The counters one direction bumps for every byte delivered, plus its own total.
+#[derive(Debug)]
+pub struct Tally<'a> {
+    counters: [&'a Counter; 3],
+    total: AtomicU64,
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(counters: [&'a Counter; 3]) -> Self {
+        Tally {
+            counters,
+            total: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.total.fetch_add(n, Relaxed);
+        for c in self.counters {
+            c.add(n);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Relaxed)
+    }
+}
+
+/// Which end of one direction failed.
+#[derive(Debug)]
+pub enum DirError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// How a proxied connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed their sending direction.
+    Closed,
+    /// The client reset or failed; the server was reset in turn.
+    ClientError,
+    /// The server reset or failed; the client was reset in turn.
+    ServerError,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// The graceful-stop period ran out.
+    Shutdown,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::ClientError => "client_error",
+            End::ServerError => "server_error",
+            End::IdleTimeout => "idle_timeout",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
+pub struct PumpOpts {
+    pub splice: bool,
+    pub pipe_size: Option<usize>,
+    pub idle: Duration,
+}
+
+async fn direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    opts: &PumpOpts,
+    act: &Activity,
+    tally: &Tally<'_>,
+) -> Result<u64, DirError> {
+    if opts.splice
+        && let Ok(pipe) = splice::Pipe::new(opts.pipe_size)
+    {
+        return splice::pump(src, dst, &pipe, act, tally).await;
+    }
+    copy::pump(src, dst, act, tally).await
+}
+
+/// Abort a socket: close with RST instead of FIN.
+pub fn reset(s: &TcpStream) {
+    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+/// Pump until both directions are done, one side fails, the connection idles out,
+/// or `force_stop` turns true.
+pub async fn run(
+    client: &TcpStream,
+    server: &TcpStream,
+    opts: &PumpOpts,
+    up: &Tally<'_>,
+    down: &Tally<'_>,
+    force_stop: &mut watch::Receiver<bool>,
+) -> End {
+    let act = Activity::new();
+    let c2s = direction(client, server, opts, &act, up);
+    let s2c = direction(server, client, opts, &act, down);
+    tokio::pin!(c2s, s2c);
+    let (mut up_done, mut down_done) = (false, false);
+    let idle = async {
+        loop {
+            let deadline = act.idle_deadline(opts.idle);
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    };
+    tokio::pin!(idle);
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut c2s, if !up_done => match r {
+                Ok(_) => {
+                    up_done = true;
+                    // Half-close: the client is done sending; the server may still answer.
+                    let _ = SockRef::from(server).shutdown(Shutdown::Write);
+                }
+                Err(DirError::Read(_)) => { reset(server); return End::ClientError; }
+                Err(DirError::Write(_)) => { reset(client); return End::ServerError; }
+            },
+            r = &mut s2c, if !down_done => match r {
+                Ok(_) => {
+                    down_done = true;
+                    let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                }
+                Err(DirError::Read(_)) => { reset(client); return End::ServerError; }
+                Err(DirError::Write(_)) => { reset(server); return End::ClientError; }
+            },
+            _ = &mut idle => return End::IdleTimeout,
+            true = crate::shutdown::fired(force_stop) => return End::Shutdown,
+        }
+    }
+    End::Closed
+}

@@ -1,0 +1,111 @@
+//! Listening sockets (socket2) and the accept loop with connection admission.
+//!
+//! Admission is HAProxy's: when the process or the frontend is at `maxconn`, the
+//! accept loop stops calling accept(2) until a connection ends. The excess waits in
+//! the kernel's listen backlog (`backlog`), and once the backlog is full the kernel
+//! drops further SYNs, so clients retry; nothing accepted is ever refused.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::l4::{self, L4Opts};
+use crate::runtime::Shared;
+
+/// Bind one listening socket. `reuseport` lets several threads each own a socket
+/// on the same address, with the kernel spreading connections between them.
+pub fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if reuseport {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux.
+    sock.set_nodelay(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(sock.into())
+}
+
+/// Everything an accept loop needs, cloned per listener.
+#[derive(Clone)]
+pub struct AcceptCtx {
+    pub shared: Arc<Shared>,
+    pub frontend: usize,
+    pub global_limit: Option<Arc<Semaphore>>,
+    pub frontend_limit: Option<Arc<Semaphore>>,
+    pub stop_accepting: watch::Receiver<bool>,
+    pub force_stop: watch::Receiver<bool>,
+    /// Dropped by every connection task when it ends: shutdown waits for all of them.
+    pub tracker: mpsc::Sender<()>,
+    pub l4: Arc<L4Opts>,
+}
+
+async fn admit(
+    limit: &Option<Arc<Semaphore>>,
+    reached: &crate::stats::Counter,
+) -> Option<OwnedSemaphorePermit> {
+    let sem = limit.as_ref()?;
+    match sem.clone().try_acquire_owned() {
+        Ok(p) => Some(p),
+        Err(_) => {
+            reached.inc();
+            sem.clone().acquire_owned().await.ok()
+        }
+    }
+}
+
+/// Accept connections until `stop_accepting` turns true, then drop the listener
+/// (new connections are refused from then on).
+pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+    let mut stop = ctx.stop_accepting.clone();
+    loop {
+        let rt = ctx.shared.snapshot();
+        let counters = rt.frontends[ctx.frontend].counters.clone();
+        let admitted = async {
+            let g = admit(&ctx.global_limit, &counters.maxconn_reached).await;
+            let f = admit(&ctx.frontend_limit, &counters.maxconn_reached).await;
+            (g, f)
+        };
+        let permits = tokio::select! {
+            p = admitted => p,
+            true = crate::shutdown::fired(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            true = crate::shutdown::fired(&mut stop) => break,
+        };
+        counters.conn_total.inc();
+        counters.conn_cur.inc();
+        let rt = ctx.shared.snapshot();
+        let fe = ctx.frontend;
+        let tracker = ctx.tracker.clone();
+        let force = ctx.force_stop.clone();
+        let l4 = ctx.l4.clone();
+        tokio::spawn(async move {
+            let _tracker = tracker;
+            let _permits = permits;
+            l4::serve(stream, peer, rt, fe, &l4, force).await;
+            counters.conn_cur.dec();
+        });
+    }
+    // Returning drops the listener (new connections are refused) and this loop's
+    // tracker clone, so shutdown sees only the connections still open.
+}

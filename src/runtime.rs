@@ -1,0 +1,208 @@
+//! The runtime snapshot: an immutable view built from a validated `Config`, published
+//! through one `ArcSwap`. Request paths load it once per connection and never lock.
+//!
+//! What must survive a rebuild lives in `Arc`s keyed by name and is carried over by
+//! `Runtime::build(.., prev)`: each server's `ServerState` (keyed `backend/server`,
+//! kept only while the address is unchanged) and the frontend/backend counters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::balancers::{self, Balance, PickCtx};
+use crate::config::{BackendTimeouts, Config, Mode};
+use crate::server::{Server, ServerState};
+use crate::stats::{BackendCounters, FrontendCounters, Snapshot};
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub frontends: Vec<FrontendRt>,
+    pub backends: Vec<BackendRt>,
+}
+
+#[derive(Debug)]
+pub struct FrontendRt {
+    pub name: Arc<str>,
+    pub mode: Mode,
+    pub backend: usize,
+    pub client_timeout: Duration,
+    pub accept_proxy: bool,
+    pub counters: Arc<FrontendCounters>,
+}
+
+#[derive(Debug)]
+pub struct BackendRt {
+    pub name: Arc<str>,
+    pub servers: Vec<Server>,
+    pub backups: Vec<Server>,
+    balancer: Box<dyn Balance>,
+    backup_balancer: Box<dyn Balance>,
+    pub timeouts: BackendTimeouts,
+    pub retries: u32,
+    pub counters: Arc<BackendCounters>,
+    /// Notified whenever any of this backend's servers frees a slot.
+    pub slot_freed: Arc<Notify>,
+}
+
+impl BackendRt {
+    /// Pick a server: primaries first, backups only when no primary is eligible.
+    /// `avoid` is a server that just failed (HAProxy's redispatch).
+    pub fn pick(&self, ctx: &PickCtx<'_>, avoid: Option<&Arc<ServerState>>) -> Option<&Server> {
+        for (list, bal) in [
+            (&self.servers, &self.balancer),
+            (&self.backups, &self.backup_balancer),
+        ] {
+            let mut c = *ctx;
+            c.avoid = avoid.and_then(|a| list.iter().position(|s| Arc::ptr_eq(&s.state, a)));
+            if let Some(i) = bal.pick(list, &c) {
+                return list.get(i);
+            }
+        }
+        None
+    }
+
+    /// True when some server could take the connection if one of its slots freed up.
+    pub fn any_full(&self) -> bool {
+        self.servers.iter().chain(&self.backups).any(Server::full)
+    }
+
+    pub fn all_servers(&self) -> impl Iterator<Item = &Server> {
+        self.servers.iter().chain(&self.backups)
+    }
+}
+
+impl Runtime {
+    /// Build from a validated config, carrying live state over from `prev` by name.
+    pub fn build(cfg: Arc<Config>, prev: Option<&Runtime>, generation: u64) -> Runtime {
+        let mut old_servers: HashMap<(&str, &str), &Server> = HashMap::new();
+        let mut old_be: HashMap<&str, &BackendRt> = HashMap::new();
+        let mut old_fe: HashMap<&str, &FrontendRt> = HashMap::new();
+        if let Some(p) = prev {
+            for b in &p.backends {
+                old_be.insert(&b.name, b);
+                for s in b.all_servers() {
+                    old_servers.insert((&b.name, &s.name), s);
+                }
+            }
+            for f in &p.frontends {
+                old_fe.insert(&f.name, f);
+            }
+        }
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                let prev_be = old_be.get(b.name.as_str());
+                let slot_freed = prev_be.map_or_else(|| Arc::new(Notify::new()), |p| p.slot_freed.clone());
+                let (mut servers, mut backups) = (Vec::new(), Vec::new());
+                for s in &b.servers {
+                    let state = match old_servers.get(&(b.name.as_str(), s.name.as_str())) {
+                        Some(old) if old.addr == s.addr => {
+                            old.state.set_effective_weight(s.weight);
+                            old.state.clone()
+                        }
+                        _ => Arc::new(ServerState::new(s.weight, slot_freed.clone())),
+                    };
+                    let server = Server {
+                        name: s.name.as_str().into(),
+                        addr: s.addr,
+                        weight: s.weight,
+                        maxconn: s.maxconn,
+                        send_proxy: s.send_proxy,
+                        state,
+                    };
+                    if s.backup {
+                        backups.push(server);
+                    } else {
+                        servers.push(server);
+                    }
+                }
+                BackendRt {
+                    name: b.name.as_str().into(),
+                    balancer: balancers::build(&b.algorithm, &servers),
+                    backup_balancer: balancers::build(&b.algorithm, &backups),
+                    servers,
+                    backups,
+                    timeouts: b.timeouts,
+                    retries: b.retries,
+                    counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
+                    slot_freed,
+                }
+            })
+            .collect();
+        let frontends = cfg
+            .frontends
+            .iter()
+            .map(|f| FrontendRt {
+                name: f.name.as_str().into(),
+                mode: f.mode,
+                backend: f.default_backend,
+                client_timeout: f.timeouts.client,
+                accept_proxy: f.accept_proxy,
+                counters: old_fe
+                    .get(f.name.as_str())
+                    .map_or_else(Default::default, |p| p.counters.clone()),
+            })
+            .collect();
+        Runtime {
+            generation,
+            config: cfg,
+            frontends,
+            backends,
+        }
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        Snapshot {
+            frontends: self
+                .frontends
+                .iter()
+                .map(|f| f.counters.snapshot(&f.name))
+                .collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| {
+                    let servers = b.all_servers().map(Server::snapshot).collect();
+                    b.counters.snapshot(&b.name, servers)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The handle every task holds: readers never block; writers are serialised.
+#[derive(Debug)]
+pub struct Shared {
+    current: ArcSwap<Runtime>,
+    write_lock: std::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn new(cfg: Arc<Config>) -> Shared {
+        Shared {
+            current: ArcSwap::from_pointee(Runtime::build(cfg, None, 1)),
+            write_lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot, for one connection.
+    pub fn snapshot(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Build a new snapshot from `cfg` and swap it in; returns its generation.
+    pub fn replace(&self, cfg: Arc<Config>) -> u64 {
+        let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let new = Runtime::build(cfg, Some(&old), old.generation + 1);
+        let generation = new.generation;
+        self.current.store(Arc::new(new));
+        generation
+    }
+}

@@ -1,0 +1,185 @@
+//! Counters: relaxed atomics bumped on the network path, read as plain snapshots.
+//!
+//! Direction names follow HAProxy: `bytes_in` is what clients sent (towards the
+//! servers), `bytes_out` is what servers sent back (towards the clients).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge that goes up and down (current connections, queue length).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Per-frontend counters.
+#[derive(Debug, Default)]
+pub struct FrontendCounters {
+    /// Connections accepted.
+    pub conn_total: Counter,
+    /// Connections open now.
+    pub conn_cur: Gauge,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    /// Times the accept loop paused because this frontend or the process was at maxconn.
+    pub maxconn_reached: Counter,
+    /// Connections rejected for a missing or malformed PROXY protocol header.
+    pub proxy_errors: Counter,
+    /// Connections closed for inactivity.
+    pub idle_timeouts: Counter,
+}
+
+/// Per-backend counters.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// Connections that reached a server.
+    pub conn_total: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    /// Connect attempts that failed (refused, unreachable, timed out).
+    pub connect_errors: Counter,
+    /// Connect attempts repeated on another server after a failure.
+    pub retries: Counter,
+    /// Connections closed because no server was available or every attempt failed.
+    pub no_server: Counter,
+    /// Connections that waited for a server slot (every server at maxconn).
+    pub queued_total: Counter,
+    /// Connections waiting for a server slot now.
+    pub queue_cur: Gauge,
+    /// Queued connections that gave up after `timeouts.queue`.
+    pub queue_timeouts: Counter,
+}
+
+/// Per-server counters (live on `ServerState`, carried across reloads).
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub conn_total: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connect_errors: Counter,
+}
+
+/// A plain copy of a frontend's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrontendStats {
+    pub name: String,
+    pub conn_total: u64,
+    pub conn_cur: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub maxconn_reached: u64,
+    pub proxy_errors: u64,
+    pub idle_timeouts: u64,
+}
+
+impl FrontendCounters {
+    pub fn snapshot(&self, name: &str) -> FrontendStats {
+        FrontendStats {
+            name: name.to_string(),
+            conn_total: self.conn_total.get(),
+            conn_cur: self.conn_cur.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            maxconn_reached: self.maxconn_reached.get(),
+            proxy_errors: self.proxy_errors.get(),
+            idle_timeouts: self.idle_timeouts.get(),
+        }
+    }
+}
+
+/// A plain copy of a backend's counters and its servers'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    pub name: String,
+    pub conn_total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub retries: u64,
+    pub no_server: u64,
+    pub queued_total: u64,
+    pub queue_cur: u64,
+    pub queue_timeouts: u64,
+    pub servers: Vec<ServerStats>,
+}
+
+impl BackendCounters {
+    pub fn snapshot(&self, name: &str, servers: Vec<ServerStats>) -> BackendStats {
+        BackendStats {
+            name: name.to_string(),
+            conn_total: self.conn_total.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            connect_errors: self.connect_errors.get(),
+            retries: self.retries.get(),
+            no_server: self.no_server.get(),
+            queued_total: self.queued_total.get(),
+            queue_cur: self.queue_cur.get(),
+            queue_timeouts: self.queue_timeouts.get(),
+            servers,
+        }
+    }
+}
+
+/// A plain copy of a server's counters and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub name: String,
+    pub status: String,
+    pub conn_cur: u64,
+    pub conn_total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+}
+
+/// Everything, as one consistent-enough read (each counter is read once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub frontends: Vec<FrontendStats>,
+    pub backends: Vec<BackendStats>,
+}
+
+impl Snapshot {
+    pub fn frontend(&self, name: &str) -> Option<&FrontendStats> {
+        self.frontends.iter().find(|f| f.name == name)
+    }
+    pub fn backend(&self, name: &str) -> Option<&BackendStats> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+impl BackendStats {
+    pub fn server(&self, name: &str) -> Option<&ServerStats> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
