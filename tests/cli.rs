@@ -1,0 +1,214 @@
+//! The real binary: `check` on every shipped config and on the bad ones (exact
+//! output), SIGTERM with a transfer in flight, and the demo.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn configs(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != "bad" {
+                configs(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn check_accepts_every_shipped_config() {
+    let mut files = Vec::new();
+    configs(&root().join("config"), &mut files);
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let rel = f.strip_prefix(root()).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(rel)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            rel.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.starts_with(&format!("{}: ok: ", rel.display())), "{stdout}");
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_position() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("config/bad")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        n += 1;
+        let rel = p.strip_prefix(root()).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(rel)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", rel.display());
+        let want = std::fs::read_to_string(p.with_extension("expected")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{}", rel.display());
+    }
+    assert!(n >= 4);
+}
+
+/// A child process killed on drop, so no test leaves one behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Read stdout lines until every `frontend NAME listening on ADDR` line we need.
+fn listening(child: &mut Child, want: usize) -> Vec<SocketAddr> {
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < want {
+        let line = lines.next().expect("daemon printed its listeners").unwrap();
+        if let Some(a) = line.strip_prefix("frontend ").and_then(|l| l.split(" listening on ").nth(1)) {
+            addrs.push(a.parse().unwrap());
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    addrs
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
+    // An origin in a thread: read to EOF, answer the byte count.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let oaddr = origin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = origin.accept() {
+            let mut n = 0usize;
+            let mut buf = [0u8; 65536];
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            let _ = s.write_all(format!("got {n}\n").as_bytes());
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("term.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nthreads = 1\ngrace = \"10s\"\n\n[[frontend]]\nname = \"fe\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"be\"\n\n[[backend]]\nname = \"be\"\nservers = [{{ name = \"o\", address = \"{oaddr}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let fe = listening(&mut child.0, 1)[0];
+    let mut c = TcpStream::connect(fe).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    c.write_all(&chunk).unwrap();
+    // SAFETY: sending a signal to our own child process, whose pid we hold.
+    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    // The listener goes away, the connection in flight does not.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(fe).is_ok() {
+        assert!(Instant::now() < deadline, "listener still open after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        c.write_all(&chunk).unwrap();
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, format!("got {}\n", 4 << 20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not exit after draining");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_serves_three_origins_in_rotation() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let text = std::fs::read_to_string(root().join("config/demo.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports[0]))
+        .replace("127.0.0.1:9001", &format!("127.0.0.1:{}", ports[1]))
+        .replace("127.0.0.1:9002", &format!("127.0.0.1:{}", ports[2]))
+        .replace("127.0.0.1:9003", &format!("127.0.0.1:{}", ports[3]));
+    let dir = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("demo.toml");
+    std::fs::write(&conf, text).unwrap();
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["demo", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let fe = listening(&mut child.0, 1)[0];
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        let mut c = TcpStream::connect(fe).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /hello HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        let body = resp.split("\r\n\r\n").nth(1).unwrap();
+        let (name, rest) = body.split_once(' ').unwrap();
+        assert_eq!(rest, "GET /hello\n");
+        names.push(name.to_string());
+    }
+    assert_eq!(names, ["a", "b", "c", "a", "b", "c"]);
+}

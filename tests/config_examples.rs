@@ -1,0 +1,87 @@
+//! Every example under config/ is loaded and driven through real sockets, with its
+//! listen addresses moved to port 0 and its servers pointed at in-test origins.
+
+mod support;
+
+use fulcrum::server::Status;
+use support::*;
+
+/// The example's text with listeners on port 0 and servers at `origins`, in order.
+fn localize(path: &str, origins: &[&Origin]) -> String {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut doc: toml::Table = text.parse().unwrap();
+    let mut next = origins.iter();
+    if let Some(toml::Value::Array(fronts)) = doc.get_mut("frontend") {
+        for f in fronts {
+            let listen = f.get_mut("listen").and_then(|l| l.as_array_mut()).unwrap();
+            for l in listen.iter_mut() {
+                let v6 = l.as_str().unwrap().starts_with('[');
+                *l = toml::Value::String(if v6 { "[::1]:0" } else { "127.0.0.1:0" }.into());
+            }
+        }
+    }
+    if let Some(toml::Value::Array(backs)) = doc.get_mut("backend") {
+        for b in backs {
+            for s in b.get_mut("servers").and_then(|s| s.as_array_mut()).unwrap() {
+                let o = next.next().expect("an origin per server");
+                s.as_table_mut()
+                    .unwrap()
+                    .insert("address".into(), toml::Value::String(o.addr.to_string()));
+            }
+        }
+    }
+    toml::to_string(&doc).unwrap()
+}
+
+#[tokio::test]
+async fn tcp_example_balances_and_falls_back_to_the_backup() {
+    bounded(10, async {
+        let (a, b, c) = (
+            Origin::start("pg1", Behaviour::Echo).await,
+            Origin::start("pg2", Behaviour::Echo).await,
+            Origin::start("pg3", Behaviour::Echo).await,
+        );
+        let d = start(&localize("config/examples/tcp.toml", &[&a, &b, &c]), &[]);
+        let addrs = d.addrs("db").to_vec();
+        assert_eq!(addrs.len(), 2);
+        for i in 0..8u8 {
+            assert_eq!(exchange(addrs[usize::from(i % 2)], &[i]).await, [i]);
+        }
+        assert_eq!((a.conns(), b.conns(), c.conns()), (4, 4, 0), "rr over primaries, backup idle");
+
+        // With both primaries down (as a health check would mark them), the backup serves.
+        let rt = d.shared().snapshot();
+        for s in &rt.backends[0].servers {
+            s.state.set_status(Status::Down);
+        }
+        for i in 0..3u8 {
+            assert_eq!(exchange(addrs[0], &[i]).await, [i]);
+        }
+        assert_eq!(c.conns(), 3);
+        let st = d.stats();
+        assert_eq!(st.backend("postgres").unwrap().server("pg3").unwrap().conn_total, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_example_passes_the_client_through() {
+    bounded(10, async {
+        let (a, b) = (
+            Origin::start("a", Behaviour::Record).await,
+            Origin::start("b", Behaviour::Record).await,
+        );
+        let d = start(&localize("config/examples/proxy-protocol.toml", &[&a, &b]), &[]);
+        let fe = d.addr("edge").unwrap();
+        exchange(fe, b"PROXY TCP4 198.51.100.9 192.0.2.1 40000 443\r\none").await;
+        exchange(fe, b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo").await;
+        eventually(5, "both origins saw a stream", || {
+            a.conns() == 1 && b.conns() == 1 && a.seen(0).ends_with(b"one") && b.seen(0).ends_with(b"two")
+        })
+        .await;
+        // a wants v2 (binary), b wants v1 (text).
+        assert!(a.seen(0).starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11"));
+        assert_eq!(b.seen(0), b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo");
+    })
+    .await;
+}
