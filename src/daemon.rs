@@ -69,10 +69,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         for &want in &f.listen {
             let mut addr = want;
             for slot in bound.iter_mut() {
-                let l = listener::bind(addr, f.backlog, per_core).map_err(|source| StartError::Bind {
-                    frontend: f.name.clone(),
-                    addr,
-                    source,
+                let l = listener::bind(addr, f.backlog, per_core).map_err(|source| {
+                    StartError::Bind {
+                        frontend: f.name.clone(),
+                        addr,
+                        source,
+                    }
                 })?;
                 addr = l.local_addr().map_err(|source| StartError::Bind {
                     frontend: f.name.clone(),
@@ -119,15 +121,19 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
     let mut handles = Vec::new();
     for (t, sockets) in bound.into_iter().enumerate() {
-        let jobs: Vec<(std::net::TcpListener, AcceptCtx)> =
-            sockets.into_iter().map(|(fi, l)| (l, make_ctx(fi))).collect();
+        let jobs: Vec<(std::net::TcpListener, AcceptCtx)> = sockets
+            .into_iter()
+            .map(|(fi, l)| (l, make_ctx(fi)))
+            .collect();
         let mut exit = exit_rx.clone();
         let workers = if per_core { 1 } else { threads };
         let h = std::thread::Builder::new()
             .name(format!("fulcrum-{t}"))
             .spawn(move || {
                 let rt = if workers == 1 {
-                    tokio::runtime::Builder::new_current_thread().enable_all().build()
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
                 } else {
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(workers)

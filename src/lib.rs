@@ -3,6 +3,9 @@
 //! Dependencies point one way: `daemon → config → runtime → {listener, l4} →
 //! {balancers, stats} → server`. See README's design notes for the module map.
 
+// Nothing on the network path may panic on input: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod balancers;
 pub mod config;
 pub mod daemon;

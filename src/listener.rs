@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::l4::{self, L4Opts};
@@ -64,13 +64,17 @@ async fn admit(
     }
 }
 
-/// Accept connections until `stop_accepting` turns true, then drop the listener
-/// (new connections are refused from then on).
+type Permits = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
+
+/// Accept connections until `stop_accepting` turns true; then serve what is already
+/// in the backlog (those clients completed their handshake before the stop) and
+/// drop the listener, so new connections are refused.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     let mut stop = ctx.stop_accepting.clone();
     loop {
-        let rt = ctx.shared.snapshot();
-        let counters = rt.frontends[ctx.frontend].counters.clone();
+        let counters = ctx.shared.snapshot().frontends[ctx.frontend]
+            .counters
+            .clone();
         let admitted = async {
             let g = admit(&ctx.global_limit, &counters.maxconn_reached).await;
             let f = admit(&ctx.frontend_limit, &counters.maxconn_reached).await;
@@ -92,20 +96,47 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
             true = crate::shutdown::fired(&mut stop) => break,
         };
-        counters.conn_total.inc();
-        counters.conn_cur.inc();
-        let rt = ctx.shared.snapshot();
-        let fe = ctx.frontend;
-        let tracker = ctx.tracker.clone();
-        let force = ctx.force_stop.clone();
-        let l4 = ctx.l4.clone();
-        tokio::spawn(async move {
-            let _tracker = tracker;
-            let _permits = permits;
-            l4::serve(stream, peer, rt, fe, &l4, force).await;
-            counters.conn_cur.dec();
-        });
+        spawn_connection(&ctx, stream, peer, permits);
     }
+    drain_backlog(&listener, &ctx).await;
     // Returning drops the listener (new connections are refused) and this loop's
     // tracker clone, so shutdown sees only the connections still open.
+}
+
+/// Accept whatever is queued right now, within the connection limits, without waiting.
+async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx) {
+    loop {
+        let try_permit = |l: &Option<Arc<Semaphore>>| match l {
+            None => Ok(None),
+            Some(s) => s.clone().try_acquire_owned().map(Some),
+        };
+        let (Ok(g), Ok(f)) = (
+            try_permit(&ctx.global_limit),
+            try_permit(&ctx.frontend_limit),
+        ) else {
+            return;
+        };
+        // A zero timeout polls accept once: Ok only if a connection is queued.
+        match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+            Ok(Ok((stream, peer))) => spawn_connection(ctx, stream, peer, (g, f)),
+            _ => return,
+        }
+    }
+}
+
+fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permits: Permits) {
+    let rt = ctx.shared.snapshot();
+    let fe = ctx.frontend;
+    let counters = rt.frontends[fe].counters.clone();
+    counters.conn_total.inc();
+    counters.conn_cur.inc();
+    let tracker = ctx.tracker.clone();
+    let force = ctx.force_stop.clone();
+    let l4 = ctx.l4.clone();
+    tokio::spawn(async move {
+        let _tracker = tracker;
+        let _permits = permits;
+        l4::serve(stream, peer, rt, fe, &l4, force).await;
+        counters.conn_cur.dec();
+    });
 }

@@ -10,7 +10,11 @@ use fulcrum::config::{self, Config};
 use fulcrum::{daemon, demo, origin};
 
 #[derive(Parser)]
-#[command(name = "fulcrum", version, about = "An L4/L7 load balancer configured by one TOML file")]
+#[command(
+    name = "fulcrum",
+    version,
+    about = "An L4/L7 load balancer configured by one TOML file"
+)]
 struct Cli {
     /// Config file (runs the daemon when no subcommand is given).
     #[arg(short, long, global = true)]
@@ -86,7 +90,9 @@ fn main() -> Result<()> {
                 fail_rate,
                 status,
             };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let o = origin::spawn(listen, opts).await?;
                 println!("origin listening on {}", o.addr);
@@ -136,7 +142,9 @@ fn init_logging_level(level: &str) {
 /// Run the daemon until SIGTERM or SIGINT, then stop gracefully. With `demo`, start
 /// the demo origins first.
 fn run(cfg: Config, demo: Option<()>) -> Result<()> {
-    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     control.block_on(async move {
         if demo.is_some() {
             let origins = demo::start_origins(&cfg)
@@ -146,9 +154,8 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
                 println!("origin {name} listening on {addr}");
             }
         }
-        let fronts: Vec<(String, Vec<SocketAddr>)>;
         let running = daemon::start(cfg)?;
-        fronts = running.listening().to_vec();
+        let fronts: Vec<(String, Vec<SocketAddr>)> = running.listening().to_vec();
         for (name, addrs) in &fronts {
             for a in addrs {
                 println!("frontend {name} listening on {a}");
@@ -157,7 +164,9 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
         if demo.is_some() {
             for (_, addrs) in &fronts {
                 for a in addrs {
-                    println!("try: curl -s http://{a}/hello   (repeat it: the answer rotates a, b, c)");
+                    println!(
+                        "try: curl -s http://{a}/hello   (repeat it: the answer rotates a, b, c)"
+                    );
                 }
             }
             println!("Ctrl-C stops the demo.");
@@ -172,8 +181,10 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
         return;

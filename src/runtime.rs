@@ -98,7 +98,8 @@ impl Runtime {
             .iter()
             .map(|b| {
                 let prev_be = old_be.get(b.name.as_str());
-                let slot_freed = prev_be.map_or_else(|| Arc::new(Notify::new()), |p| p.slot_freed.clone());
+                let slot_freed =
+                    prev_be.map_or_else(|| Arc::new(Notify::new()), |p| p.slot_freed.clone());
                 let (mut servers, mut backups) = (Vec::new(), Vec::new());
                 for s in &b.servers {
                     let state = match old_servers.get(&(b.name.as_str(), s.name.as_str())) {

@@ -1,6 +1,8 @@
 //! The real binary: `check` on every shipped config and on the bad ones (exact
 //! output), SIGTERM with a transfer in flight, and the demo.
 
+#![allow(clippy::disallowed_methods)] // a blocking test may sleep its own thread
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,7 +50,10 @@ fn check_accepts_every_shipped_config() {
             rel.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.starts_with(&format!("{}: ok: ", rel.display())), "{stdout}");
+        assert!(
+            stdout.starts_with(&format!("{}: ok: ", rel.display())),
+            "{stdout}"
+        );
     }
 }
 
@@ -70,7 +75,12 @@ fn check_reports_every_error_with_its_position() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", rel.display());
         let want = std::fs::read_to_string(p.with_extension("expected")).unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{}", rel.display());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            want,
+            "{}",
+            rel.display()
+        );
     }
     assert!(n >= 4);
 }
@@ -92,7 +102,10 @@ fn listening(child: &mut Child, want: usize) -> Vec<SocketAddr> {
     let mut addrs = Vec::new();
     while addrs.len() < want {
         let line = lines.next().expect("daemon printed its listeners").unwrap();
-        if let Some(a) = line.strip_prefix("frontend ").and_then(|l| l.split(" listening on ").nth(1)) {
+        if let Some(a) = line
+            .strip_prefix("frontend ")
+            .and_then(|l| l.split(" listening on ").nth(1))
+        {
             addrs.push(a.parse().unwrap());
         }
     }
@@ -102,7 +115,11 @@ fn listening(child: &mut Child, want: usize) -> Vec<SocketAddr> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -110,8 +127,10 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
     // An origin in a thread: read to EOF, answer the byte count.
     let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let oaddr = origin.local_addr().unwrap();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         if let Ok((mut s, _)) = origin.accept() {
+            let _ = accepted_tx.send(());
             let mut n = 0usize;
             let mut buf = [0u8; 65536];
             while let Ok(k) = s.read(&mut buf) {
@@ -147,13 +166,17 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let chunk = vec![7u8; 1 << 20];
     c.write_all(&chunk).unwrap();
+    accepted.recv_timeout(Duration::from_secs(5)).unwrap();
     // SAFETY: sending a signal to our own child process, whose pid we hold.
     let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
     // The listener goes away, the connection in flight does not.
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(fe).is_ok() {
-        assert!(Instant::now() < deadline, "listener still open after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for _ in 0..3 {
@@ -169,7 +192,10 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
             assert!(status.success(), "{status:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "daemon did not exit after draining");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after draining"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -201,7 +227,8 @@ fn demo_serves_three_origins_in_rotation() {
     for _ in 0..6 {
         let mut c = TcpStream::connect(fe).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"GET /hello HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+        c.write_all(b"GET /hello HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");

@@ -47,7 +47,11 @@ async fn tcp_example_balances_and_falls_back_to_the_backup() {
         for i in 0..8u8 {
             assert_eq!(exchange(addrs[usize::from(i % 2)], &[i]).await, [i]);
         }
-        assert_eq!((a.conns(), b.conns(), c.conns()), (4, 4, 0), "rr over primaries, backup idle");
+        assert_eq!(
+            (a.conns(), b.conns(), c.conns()),
+            (4, 4, 0),
+            "rr over primaries, backup idle"
+        );
 
         // With both primaries down (as a health check would mark them), the backup serves.
         let rt = d.shared().snapshot();
@@ -59,7 +63,14 @@ async fn tcp_example_balances_and_falls_back_to_the_backup() {
         }
         assert_eq!(c.conns(), 3);
         let st = d.stats();
-        assert_eq!(st.backend("postgres").unwrap().server("pg3").unwrap().conn_total, 3);
+        assert_eq!(
+            st.backend("postgres")
+                .unwrap()
+                .server("pg3")
+                .unwrap()
+                .conn_total,
+            3
+        );
     })
     .await;
 }
@@ -71,17 +82,26 @@ async fn proxy_protocol_example_passes_the_client_through() {
             Origin::start("a", Behaviour::Record).await,
             Origin::start("b", Behaviour::Record).await,
         );
-        let d = start(&localize("config/examples/proxy-protocol.toml", &[&a, &b]), &[]);
+        let d = start(
+            &localize("config/examples/proxy-protocol.toml", &[&a, &b]),
+            &[],
+        );
         let fe = d.addr("edge").unwrap();
         exchange(fe, b"PROXY TCP4 198.51.100.9 192.0.2.1 40000 443\r\none").await;
         exchange(fe, b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo").await;
         eventually(5, "both origins saw a stream", || {
-            a.conns() == 1 && b.conns() == 1 && a.seen(0).ends_with(b"one") && b.seen(0).ends_with(b"two")
+            a.conns() == 1
+                && b.conns() == 1
+                && a.seen(0).ends_with(b"one")
+                && b.seen(0).ends_with(b"two")
         })
         .await;
         // a wants v2 (binary), b wants v1 (text).
         assert!(a.seen(0).starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11"));
-        assert_eq!(b.seen(0), b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo");
+        assert_eq!(
+            b.seen(0),
+            b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo"
+        );
     })
     .await;
 }

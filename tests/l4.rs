@@ -26,7 +26,10 @@ servers = [{ name = "a", address = "{a}" }]
 "#;
 
 fn one(a: &Origin, splice: bool) -> fulcrum::daemon::Running {
-    start(ONE, &[("a", a.addr.to_string()), ("splice", splice.to_string())])
+    start(
+        ONE,
+        &[("a", a.addr.to_string()), ("splice", splice.to_string())],
+    )
 }
 
 #[tokio::test]
@@ -43,7 +46,10 @@ async fn one_byte_round_trip() {
         assert_eq!((b.conn_total, b.bytes_in, b.bytes_out), (1, 1, 1));
         let s = b.server("a").unwrap();
         assert_eq!((s.conn_total, s.bytes_in, s.bytes_out), (1, 1, 1));
-        eventually(5, "connection gauge back to 0", || d.stats().frontend("fe").unwrap().conn_cur == 0).await;
+        eventually(5, "connection gauge back to 0", || {
+            d.stats().frontend("fe").unwrap().conn_cur == 0
+        })
+        .await;
     })
     .await;
 }
@@ -161,7 +167,11 @@ async fn connect_failure_moves_to_the_next_server() {
         let dead = dead_addr().await;
         let d = start(
             TWO,
-            &[("dead", dead.to_string()), ("live", live.addr.to_string()), ("retries", "1".into())],
+            &[
+                ("dead", dead.to_string()),
+                ("live", live.addr.to_string()),
+                ("retries", "1".into()),
+            ],
         );
         for i in 0..6u8 {
             assert_eq!(exchange(d.addr("fe").unwrap(), &[i]).await, [i]);
@@ -183,7 +193,14 @@ async fn connect_failure_moves_to_the_next_server() {
 async fn all_servers_down_closes_the_client_promptly_and_counts() {
     bounded(10, async {
         let (d1, d2) = (dead_addr().await, dead_addr().await);
-        let d = start(TWO, &[("dead", d1.to_string()), ("live", d2.to_string()), ("retries", "3".into())]);
+        let d = start(
+            TWO,
+            &[
+                ("dead", d1.to_string()),
+                ("live", d2.to_string()),
+                ("retries", "3".into()),
+            ],
+        );
         let mut c = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         c.write_all(b"anyone?").await.unwrap();
         // Closed within the test's bound, well before any timeout could fire.
@@ -221,7 +238,11 @@ async fn maxconn_holds_the_excess(global: &str, frontend: &str) {
     let a = Origin::start("a", Behaviour::Echo).await;
     let d = start(
         LIMITED,
-        &[("a", a.addr.to_string()), ("global", global.into()), ("frontend", frontend.into())],
+        &[
+            ("a", a.addr.to_string()),
+            ("global", global.into()),
+            ("frontend", frontend.into()),
+        ],
     );
     let fe = d.addr("fe").unwrap();
     let mut first = TcpStream::connect(fe).await.unwrap();
@@ -235,7 +256,10 @@ async fn maxconn_holds_the_excess(global: &str, frontend: &str) {
     second.write_all(b"2").await.unwrap();
     let mut b2 = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut b2)).await;
-    assert!(early.is_err(), "second connection was served while at maxconn");
+    assert!(
+        early.is_err(),
+        "second connection was served while at maxconn"
+    );
     assert_eq!(a.conns(), 1);
     assert!(d.stats().frontend("fe").unwrap().maxconn_reached >= 1);
 
@@ -286,7 +310,10 @@ async fn idle_connections_are_closed_and_active_ones_are_not() {
         idle.read_exact(&mut b).await.unwrap();
         let rest = read_to_end(&mut idle).await.unwrap();
         assert!(rest.is_empty());
-        eventually(2, "idle timeout counted", || d.stats().frontend("fe").unwrap().idle_timeouts == 1).await;
+        eventually(2, "idle timeout counted", || {
+            d.stats().frontend("fe").unwrap().idle_timeouts == 1
+        })
+        .await;
     })
     .await;
 }
@@ -298,7 +325,9 @@ async fn server_reset_is_propagated_to_the_client() {
         let d = one(&a, true);
         let mut c = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         c.write_all(b"boom").await.unwrap();
-        let err = read_to_end(&mut c).await.expect_err("client sees a reset, not a clean close");
+        let err = read_to_end(&mut c)
+            .await
+            .expect_err("client sees a reset, not a clean close");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     })
     .await;
@@ -318,11 +347,17 @@ async fn graceful_stop_lets_a_transfer_in_flight_finish() {
         sum.update(&data);
         let mut c = TcpStream::connect(fe).await.unwrap();
         c.write_all(&data[..1 << 20]).await.unwrap();
-        eventually(5, "transfer under way", || d.stats().frontend("fe").unwrap().bytes_in > 0).await;
+        eventually(5, "transfer under way", || {
+            d.stats().frontend("fe").unwrap().bytes_in > 0
+        })
+        .await;
 
         let stopping = tokio::spawn(d.shutdown());
         // New connections are refused once the stop begins...
-        eventually(5, "listener closed", || std::net::TcpStream::connect(fe).is_err()).await;
+        eventually(5, "listener closed", || {
+            std::net::TcpStream::connect(fe).is_err()
+        })
+        .await;
         // ...while the one in flight goes on to the end.
         for chunk in data[1 << 20..].chunks(1 << 20) {
             c.write_all(chunk).await.unwrap();
@@ -335,7 +370,10 @@ async fn graceful_stop_lets_a_transfer_in_flight_finish() {
             format!("a got {} bytes sum {:016x}\n", data.len(), sum.0)
         );
         let stopped = stopping.await.unwrap();
-        assert!(stopped.drained, "every connection finished within the grace period");
+        assert!(
+            stopped.drained,
+            "every connection finished within the grace period"
+        );
     })
     .await;
 }
@@ -424,7 +462,10 @@ name = "be"
 timeouts = { queue = "{queue}" }
 servers = [{ name = "a", address = "{a}", maxconn = 1 }]
 "#;
-        let d = start(text, &[("a", a.addr.to_string()), ("queue", "400ms".into())]);
+        let d = start(
+            text,
+            &[("a", a.addr.to_string()), ("queue", "400ms".into())],
+        );
         let fe = d.addr("fe").unwrap();
         let mut first = TcpStream::connect(fe).await.unwrap();
         first.write_all(b"1").await.unwrap();
@@ -434,7 +475,10 @@ servers = [{ name = "a", address = "{a}", maxconn = 1 }]
         // Waits in the queue, then is served when the first one leaves.
         let mut second = TcpStream::connect(fe).await.unwrap();
         second.write_all(b"2").await.unwrap();
-        eventually(2, "second is queued", || d.stats().backend("be").unwrap().queue_cur == 1).await;
+        eventually(2, "second is queued", || {
+            d.stats().backend("be").unwrap().queue_cur == 1
+        })
+        .await;
         drop(first);
         second.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"2");
@@ -446,7 +490,10 @@ servers = [{ name = "a", address = "{a}", maxconn = 1 }]
         assert!(rest.is_empty());
         let st = d.stats();
         let be = st.backend("be").unwrap();
-        assert_eq!((be.queued_total, be.queue_timeouts, be.queue_cur), (2, 1, 0));
+        assert_eq!(
+            (be.queued_total, be.queue_timeouts, be.queue_cur),
+            (2, 1, 0)
+        );
         assert_eq!(a.conns(), 2);
     })
     .await;

@@ -30,7 +30,11 @@ fn daemon(a: &Origin, accept: bool, send: &str) -> fulcrum::daemon::Running {
     };
     start(
         CHAIN,
-        &[("a", a.addr.to_string()), ("accept", accept.to_string()), ("send", send)],
+        &[
+            ("a", a.addr.to_string()),
+            ("accept", accept.to_string()),
+            ("send", send),
+        ],
     )
 }
 
@@ -49,7 +53,10 @@ async fn v1_in_v2_out_carries_the_real_client() {
         let mut want = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
         want.extend_from_slice(&[203, 0, 113, 7, 192, 0, 2, 1, 0x15, 0xb3, 0x01, 0xbb]);
         want.extend_from_slice(b"hello");
-        eventually(5, "origin saw the whole stream", || a.conns() == 1 && a.seen(0).len() == want.len()).await;
+        eventually(5, "origin saw the whole stream", || {
+            a.conns() == 1 && a.seen(0).len() == want.len()
+        })
+        .await;
         assert_eq!(a.seen(0), want);
         // Only the client's payload counts as client bytes.
         assert_eq!(d.stats().frontend("fe").unwrap().bytes_in, 5);
@@ -77,7 +84,10 @@ async fn v2_in_v1_out_with_header_split_across_writes() {
         c.shutdown().await.unwrap();
         let _ = read_to_end(&mut c).await;
         let want = b"PROXY TCP6 2001:db8::7 2001:db8::1 12345 80\r\ndata";
-        eventually(5, "origin saw the whole stream", || a.conns() == 1 && a.seen(0).len() == want.len()).await;
+        eventually(5, "origin saw the whole stream", || {
+            a.conns() == 1 && a.seen(0).len() == want.len()
+        })
+        .await;
         assert_eq!(a.seen(0), want);
     })
     .await;
@@ -94,8 +104,15 @@ async fn send_proxy_without_accept_uses_the_socket_addresses() {
         c.write_all(b"!").await.unwrap();
         c.shutdown().await.unwrap();
         let _ = read_to_end(&mut c).await;
-        let want = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n!", me.port(), fe.port());
-        eventually(5, "origin saw the stream", || a.conns() == 1 && a.seen(0).len() == want.len()).await;
+        let want = format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n!",
+            me.port(),
+            fe.port()
+        );
+        eventually(5, "origin saw the stream", || {
+            a.conns() == 1 && a.seen(0).len() == want.len()
+        })
+        .await;
         assert_eq!(String::from_utf8(a.seen(0)).unwrap(), want);
     })
     .await;
@@ -121,7 +138,10 @@ async fn missing_or_malformed_header_is_rejected_and_counted() {
         // A client that never sends a header is cut at the client timeout.
         let mut silent = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         let _ = read_to_end(&mut silent).await;
-        eventually(5, "all four counted", || d.stats().frontend("fe").unwrap().proxy_errors == 4).await;
+        eventually(5, "all four counted", || {
+            d.stats().frontend("fe").unwrap().proxy_errors == 4
+        })
+        .await;
         assert_eq!(a.conns(), 0, "no rejected connection reached a server");
     })
     .await;
@@ -135,11 +155,20 @@ async fn local_command_keeps_the_socket_addresses() {
         let fe = d.addr("fe").unwrap();
         let mut c = TcpStream::connect(fe).await.unwrap();
         let me = c.local_addr().unwrap();
-        c.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00ok").await.unwrap();
+        c.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00ok")
+            .await
+            .unwrap();
         c.shutdown().await.unwrap();
         let _ = read_to_end(&mut c).await;
-        let want = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nok", me.port(), fe.port());
-        eventually(5, "origin saw the stream", || a.conns() == 1 && a.seen(0).len() == want.len()).await;
+        let want = format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nok",
+            me.port(),
+            fe.port()
+        );
+        eventually(5, "origin saw the stream", || {
+            a.conns() == 1 && a.seen(0).len() == want.len()
+        })
+        .await;
         assert_eq!(String::from_utf8(a.seen(0)).unwrap(), want);
     })
     .await;

@@ -115,7 +115,10 @@ impl<'de> Deserialize<'de> for BalanceFile {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BalanceFile, E> {
                 Ok(BalanceFile::Name(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<BalanceFile, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BalanceFile, A::Error> {
                 BalanceTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(BalanceFile::Table)
             }

@@ -48,11 +48,11 @@ pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0".into()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -104,9 +104,21 @@ mod tests {
     #[test]
     fn rejects_bad_durations_with_a_reason() {
         assert!(parse_duration("2").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("2 sec").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("ms").unwrap_err().contains("expected a number"));
-        assert!(parse_duration("-1s").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_duration("2 sec")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("ms")
+                .unwrap_err()
+                .contains("expected a number")
+        );
+        assert!(
+            parse_duration("-1s")
+                .unwrap_err()
+                .contains("expected a number")
+        );
         assert!(
             parse_duration("99999999999999999999s")
                 .unwrap_err()

@@ -42,11 +42,7 @@ fn friendly(msg: &str) -> String {
         if let Some(rest) = msg.strip_prefix(prefix) {
             let Some(end) = rest.find('`') else { break };
             let word = &rest[..end];
-            let known: Vec<&str> = rest[end + 1..]
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .collect();
+            let known: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
             let list = known
                 .iter()
                 .map(|k| format!("\"{k}\""))
@@ -113,24 +109,36 @@ impl Validator<'_> {
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for b in &raw.backend {
             if seen.insert(b.name.get_ref(), ()).is_some() {
-                self.err(&b.name, format!("duplicate backend name \"{}\"", b.name.get_ref()));
+                self.err(
+                    &b.name,
+                    format!("duplicate backend name \"{}\"", b.name.get_ref()),
+                );
             }
         }
-        let names: Vec<&str> = raw.backend.iter().map(|b| b.name.get_ref().as_str()).collect();
+        let names: Vec<&str> = raw
+            .backend
+            .iter()
+            .map(|b| b.name.get_ref().as_str())
+            .collect();
         let mut frontends = Vec::new();
         let mut seen_fe: HashMap<&str, ()> = HashMap::new();
         let mut bound: Vec<(SocketAddr, String)> = Vec::new();
         for f in &raw.frontend {
             if seen_fe.insert(f.name.get_ref(), ()).is_some() {
-                self.err(&f.name, format!("duplicate frontend name \"{}\"", f.name.get_ref()));
+                self.err(
+                    &f.name,
+                    format!("duplicate frontend name \"{}\"", f.name.get_ref()),
+                );
             }
             if let Some(fe) = self.frontend(f, &names, &mut bound) {
                 frontends.push(fe);
             }
         }
         if raw.frontend.is_empty() {
-            self.errors
-                .push(self.loc.error(None, "no [[frontend]]: nothing would listen"));
+            self.errors.push(
+                self.loc
+                    .error(None, "no [[frontend]]: nothing would listen"),
+            );
         }
         Config {
             file: file.to_string(),
@@ -168,7 +176,10 @@ impl Validator<'_> {
             );
         }
         if f.listen.get_ref().is_empty() {
-            self.err(&f.listen, format!("{ctx}: listen must name at least one address"));
+            self.err(
+                &f.listen,
+                format!("{ctx}: listen must name at least one address"),
+            );
         }
         let mut listen = Vec::new();
         for l in f.listen.get_ref() {
@@ -240,19 +251,28 @@ impl Validator<'_> {
                     let hint = nearest(other, Algorithm::NAMES.iter().copied())
                         .map(|h| format!("did you mean \"{h}\"?"))
                         .unwrap_or_else(|| format!("known: {}", Algorithm::NAMES.join(", ")));
-                    self.err(bal, format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"));
+                    self.err(
+                        bal,
+                        format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"),
+                    );
                     Algorithm::Rr
                 }
             },
         };
         if b.servers.get_ref().is_empty() {
-            self.err(&b.servers, format!("{ctx}: servers must list at least one server"));
+            self.err(
+                &b.servers,
+                format!("{ctx}: servers must list at least one server"),
+            );
         }
         let mut servers = Vec::new();
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for s in b.servers.get_ref() {
             if seen.insert(s.name.get_ref(), ()).is_some() {
-                self.err(&s.name, format!("{ctx}: duplicate server name \"{}\"", s.name.get_ref()));
+                self.err(
+                    &s.name,
+                    format!("{ctx}: duplicate server name \"{}\"", s.name.get_ref()),
+                );
             }
             if let Some(sc) = self.server(&ctx, s) {
                 servers.push(sc);
@@ -275,11 +295,17 @@ impl Validator<'_> {
         let name = s.name.get_ref().clone();
         let ctx = format!("{ctx}: server \"{name}\"");
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-            self.err(&s.name, format!("{ctx}: a server name must be non-empty, without '/' or spaces"));
+            self.err(
+                &s.name,
+                format!("{ctx}: a server name must be non-empty, without '/' or spaces"),
+            );
         }
         let weight = match &s.weight {
             Some(w) if *w.get_ref() > defaults::MAX_WEIGHT => {
-                self.err(w, format!("{ctx}: weight {} is out of range 0..=256", w.get_ref()));
+                self.err(
+                    w,
+                    format!("{ctx}: weight {} is out of range 0..=256", w.get_ref()),
+                );
                 defaults::WEIGHT
             }
             Some(w) => *w.get_ref(),
@@ -295,12 +321,17 @@ impl Validator<'_> {
         let Some(addr) = addr else {
             self.err(
                 &s.address,
-                format!("{ctx}: invalid address \"{raw}\" (expected HOST:PORT, like \"127.0.0.1:9001\")"),
+                format!(
+                    "{ctx}: invalid address \"{raw}\" (expected HOST:PORT, like \"127.0.0.1:9001\")"
+                ),
             );
             return None;
         };
         if addr.port() == 0 {
-            self.err(&s.address, format!("{ctx}: address \"{raw}\" needs a port other than 0"));
+            self.err(
+                &s.address,
+                format!("{ctx}: address \"{raw}\" needs a port other than 0"),
+            );
         }
         Some(ServerConfig {
             name,

@@ -12,7 +12,12 @@ const BUF: usize = 64 * 1024;
 
 /// Move bytes from `src` to `dst` until `src` reaches end of stream.
 /// Returns the number of bytes delivered to `dst`.
-pub async fn pump(src: &TcpStream, dst: &TcpStream, act: &Activity, tally: &Tally<'_>) -> Result<u64, DirError> {
+pub async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    act: &Activity,
+    tally: &Tally<'_>,
+) -> Result<u64, DirError> {
     // Taken when the direction starts moving, so idle connections hold no buffer.
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;

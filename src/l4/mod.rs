@@ -121,8 +121,16 @@ pub async fn serve(
     backend.counters.conn_total.inc();
     server.state.counters.conn_total.inc();
     let sc = &server.state.counters;
-    let up = Tally::new([&front.counters.bytes_in, &backend.counters.bytes_in, &sc.bytes_in]);
-    let down = Tally::new([&front.counters.bytes_out, &backend.counters.bytes_out, &sc.bytes_out]);
+    let up = Tally::new([
+        &front.counters.bytes_in,
+        &backend.counters.bytes_in,
+        &sc.bytes_in,
+    ]);
+    let down = Tally::new([
+        &front.counters.bytes_out,
+        &backend.counters.bytes_out,
+        &sc.bytes_out,
+    ]);
 
     let end = match preamble(&upstream, server, src, dst, &early, &up).await {
         Ok(()) => {
@@ -240,7 +248,10 @@ async fn connect<'b>(
                 return Err(if attempts == 0 {
                     ForwardError::NoServer(backend.name.clone())
                 } else {
-                    ForwardError::ConnectFailed { backend: backend.name.clone(), last: last_err }
+                    ForwardError::ConnectFailed {
+                        backend: backend.name.clone(),
+                        last: last_err,
+                    }
                 });
             }
             // Every candidate is at maxconn: wait for a slot, up to the queue timeout.
@@ -269,7 +280,8 @@ async fn connect<'b>(
             backend.counters.retries.inc();
         }
         attempts += 1;
-        match tokio::time::timeout(backend.timeouts.connect, TcpStream::connect(server.addr)).await {
+        match tokio::time::timeout(backend.timeouts.connect, TcpStream::connect(server.addr)).await
+        {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok((server, guard, stream));
@@ -287,7 +299,10 @@ async fn connect<'b>(
         backend.counters.connect_errors.inc();
         tracing::debug!(backend = %backend.name, error = %last_err, "connect failed");
         if attempts > backend.retries {
-            return Err(ForwardError::ConnectFailed { backend: backend.name.clone(), last: last_err });
+            return Err(ForwardError::ConnectFailed {
+                backend: backend.name.clone(),
+                last: last_err,
+            });
         }
         avoid = Some(server.state.clone());
     }

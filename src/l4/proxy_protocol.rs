@@ -86,8 +86,10 @@ fn decode_v1(buf: &[u8]) -> Result<Decoded, ProxyError> {
     };
     let (src, dst): (IpAddr, IpAddr) = match proto {
         "TCP4" | "TCP6" => (
-            src.parse().map_err(|_| ProxyError::V1("bad source address"))?,
-            dst.parse().map_err(|_| ProxyError::V1("bad destination address"))?,
+            src.parse()
+                .map_err(|_| ProxyError::V1("bad source address"))?,
+            dst.parse()
+                .map_err(|_| ProxyError::V1("bad destination address"))?,
         ),
         _ => return Err(ProxyError::V1("protocol must be TCP4, TCP6 or UNKNOWN")),
     };
@@ -98,7 +100,9 @@ fn decode_v1(buf: &[u8]) -> Result<Decoded, ProxyError> {
     }
     let port = |p: &str| -> Result<u16, ProxyError> {
         // Decimal, no sign, no leading zeros (as the spec says).
-        if p.is_empty() || (p.len() > 1 && p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit())
+        if p.is_empty()
+            || (p.len() > 1 && p.starts_with('0'))
+            || !p.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(ProxyError::V1("bad port"));
         }
@@ -249,7 +253,10 @@ mod tests {
         );
         assert_eq!(
             decode(b"PROXY UNKNOWN whatever\r\n"),
-            Ok(Decoded::Header { addrs: None, len: 24 })
+            Ok(Decoded::Header {
+                addrs: None,
+                len: 24
+            })
         );
     }
 
@@ -283,7 +290,10 @@ mod tests {
             );
         }
         let long = [b"PROXY ".as_slice(), &[b'A'; 120]].concat();
-        assert_eq!(decode(&long), Err(ProxyError::V1("line longer than 107 bytes")));
+        assert_eq!(
+            decode(&long),
+            Err(ProxyError::V1("line longer than 107 bytes"))
+        );
         assert_eq!(decode(b"GET / HTTP/1.1\r\n"), Err(ProxyError::Missing));
         assert_eq!(decode(b"PROXI"), Err(ProxyError::Missing));
     }
@@ -324,11 +334,19 @@ mod tests {
     fn v2_local_tlvs_and_errors() {
         let mut local = V2_SIG.to_vec();
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
-        assert_eq!(decode(&local), Ok(Decoded::Header { addrs: None, len: 16 }));
+        assert_eq!(
+            decode(&local),
+            Ok(Decoded::Header {
+                addrs: None,
+                len: 16
+            })
+        );
 
         // IPv4 with 3 bytes of TLV after the addresses: the TLVs are skipped.
         let mut tlv = V2_SIG.to_vec();
-        tlv.extend_from_slice(&[0x21, 0x11, 0, 15, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 4, 0, 0]);
+        tlv.extend_from_slice(&[
+            0x21, 0x11, 0, 15, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 4, 0, 0,
+        ]);
         assert_eq!(
             decode(&tlv),
             Ok(Decoded::Header {

@@ -71,7 +71,9 @@ pub async fn pump(
         // Fill: socket → pipe. The pipe is empty here, so EAGAIN can only mean the
         // socket has nothing to read.
         let n = loop {
-            match src.try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK)) {
+            match src.try_io(Interest::READABLE, || {
+                splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK)
+            }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     src.readable().await.map_err(DirError::Read)?;
@@ -86,7 +88,9 @@ pub async fn pump(
         // Drain: pipe → socket, until the pipe is empty again.
         let mut left = n;
         while left > 0 {
-            match dst.try_io(Interest::WRITABLE, || splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)) {
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
+            }) {
                 Ok(m) => {
                     left -= m;
                     total += m as u64;

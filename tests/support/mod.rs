@@ -106,7 +106,13 @@ impl Origin {
     }
 }
 
-async fn serve(mut s: TcpStream, name: &str, b: Behaviour, seen: Arc<Mutex<Vec<Seen>>>, idx: usize) {
+async fn serve(
+    mut s: TcpStream,
+    name: &str,
+    b: Behaviour,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    idx: usize,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut sum = Checksum::default();
