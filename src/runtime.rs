@@ -207,3 +207,41 @@ impl Shared {
         generation
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Status;
+
+    fn cfg(servers: &str) -> Arc<Config> {
+        let text = format!(
+            "[[frontend]]\nname = \"f\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"b\"\n\n[[backend]]\nname = \"b\"\nservers = [{servers}]\n"
+        );
+        Arc::new(crate::config::parse("t.toml", &text).unwrap())
+    }
+
+    #[test]
+    fn rebuild_carries_server_state_by_name_and_address() {
+        let shared = Shared::new(cfg(
+            r#"{ name = "a", address = "127.0.0.1:1" }, { name = "b", address = "127.0.0.1:2" }"#,
+        ));
+        let old = shared.snapshot();
+        old.backends[0].servers[0].state.set_status(Status::Drain);
+        old.backends[0].servers[0].state.counters.conn_total.inc();
+        old.backends[0].counters.retries.inc();
+        // "a" keeps name and address; "b" moves; "c" is new.
+        let generation = shared.replace(cfg(
+            r#"{ name = "a", address = "127.0.0.1:1", weight = 7 }, { name = "b", address = "127.0.0.1:3" }, { name = "c", address = "127.0.0.1:4" }"#,
+        ));
+        assert_eq!(generation, 2);
+        let new = shared.snapshot();
+        let s = &new.backends[0].servers;
+        assert!(Arc::ptr_eq(&s[0].state, &old.backends[0].servers[0].state));
+        assert_eq!(s[0].state.status(), Status::Drain);
+        assert_eq!(s[0].state.effective_weight(), 7);
+        assert!(!Arc::ptr_eq(&s[1].state, &old.backends[0].servers[1].state));
+        assert_eq!(s[2].state.status(), Status::Up);
+        assert_eq!(new.stats().backends[0].retries, 1, "backend counters carried over");
+        assert_eq!(new.stats().backends[0].servers[0].conn_total, 1);
+    }
+}
