@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
 
 use crate::balancers::{self, Balance, PickCtx};
 use crate::config::{BackendTimeouts, Config, Mode};
-use crate::server::{Server, ServerState};
+use crate::server::{Pool, Server, ServerState};
 use crate::stats::{BackendCounters, FrontendCounters, Snapshot};
 
 #[derive(Debug)]
@@ -45,8 +44,8 @@ pub struct BackendRt {
     pub timeouts: BackendTimeouts,
     pub retries: u32,
     pub counters: Arc<BackendCounters>,
-    /// Notified whenever any of this backend's servers frees a slot.
-    pub slot_freed: Arc<Notify>,
+    /// Shared by this backend's servers: slot wake-ups, total in-flight.
+    pub pool: Arc<Pool>,
 }
 
 impl BackendRt {
@@ -64,6 +63,21 @@ impl BackendRt {
             }
         }
         None
+    }
+
+    /// Feed a latency sample for `server` to a balancer that learns from them.
+    pub fn observe(&self, server: &Server, latency: std::time::Duration, now: std::time::Instant) {
+        for (list, bal) in [
+            (&self.servers, &self.balancer),
+            (&self.backups, &self.backup_balancer),
+        ] {
+            if !bal.learns() {
+                continue;
+            }
+            if let Some(i) = list.iter().position(|s| Arc::ptr_eq(&s.state, &server.state)) {
+                bal.observe(i, latency, now);
+            }
+        }
     }
 
     /// True when some server could take the connection if one of its slots freed up.
@@ -98,8 +112,7 @@ impl Runtime {
             .iter()
             .map(|b| {
                 let prev_be = old_be.get(b.name.as_str());
-                let slot_freed =
-                    prev_be.map_or_else(|| Arc::new(Notify::new()), |p| p.slot_freed.clone());
+                let pool = prev_be.map_or_else(Arc::default, |p| p.pool.clone());
                 let (mut servers, mut backups) = (Vec::new(), Vec::new());
                 for s in &b.servers {
                     let state = match old_servers.get(&(b.name.as_str(), s.name.as_str())) {
@@ -107,7 +120,7 @@ impl Runtime {
                             old.state.set_effective_weight(s.weight);
                             old.state.clone()
                         }
-                        _ => Arc::new(ServerState::new(s.weight, slot_freed.clone())),
+                        _ => Arc::new(ServerState::new(s.weight, pool.clone())),
                     };
                     let server = Server {
                         name: s.name.as_str().into(),
@@ -132,7 +145,7 @@ impl Runtime {
                     timeouts: b.timeouts,
                     retries: b.retries,
                     counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
-                    slot_freed,
+                    pool,
                 }
             })
             .collect();

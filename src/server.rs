@@ -49,19 +49,38 @@ pub struct ServerState {
     /// Effective weight (configured weight until slow start or the admin change it).
     eweight: AtomicU32,
     pub counters: ServerCounters,
-    /// Woken whenever a connection leaves, so queued connections can retry.
-    pub(crate) slot_freed: Arc<Notify>,
+    /// What this server shares with the rest of its backend.
+    pool: Arc<Pool>,
+}
+
+/// State shared by every server of one backend.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Woken whenever a connection leaves a server, so queued connections can retry.
+    pub slot_freed: Notify,
+    /// In-flight connections over all servers (for bounded-load hashing).
+    inflight: AtomicU32,
+}
+
+impl Pool {
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Relaxed)
+    }
 }
 
 impl ServerState {
-    pub fn new(weight: u32, slot_freed: Arc<Notify>) -> Self {
+    pub fn new(weight: u32, pool: Arc<Pool>) -> Self {
         ServerState {
             status: AtomicU8::new(Status::Up as u8),
             inflight: AtomicU32::new(0),
             eweight: AtomicU32::new(weight),
             counters: ServerCounters::default(),
-            slot_freed,
+            pool,
         }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     pub fn status(&self) -> Status {
@@ -80,6 +99,12 @@ impl ServerState {
         self.eweight.load(Relaxed)
     }
 
+    /// For tests and benchmarks of balancers: pretend `n` connections are open.
+    pub fn set_inflight(&self, n: u32) {
+        let old = self.inflight.swap(n, Relaxed);
+        self.pool.inflight.fetch_add(n.wrapping_sub(old), Relaxed);
+    }
+
     pub fn set_effective_weight(&self, w: u32) {
         self.eweight.store(w, Relaxed);
     }
@@ -91,6 +116,7 @@ impl ServerState {
         self.inflight
             .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
             .ok()?;
+        self.pool.inflight.fetch_add(1, Relaxed);
         Some(InflightGuard(Arc::clone(self)))
     }
 }
@@ -102,7 +128,8 @@ pub struct InflightGuard(Arc<ServerState>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Relaxed);
-        self.0.slot_freed.notify_waiters();
+        self.0.pool.inflight.fetch_sub(1, Relaxed);
+        self.0.pool.slot_freed.notify_waiters();
     }
 }
 

@@ -5,10 +5,24 @@
 //! it is pure, never allocates, never blocks, and reads live load only through the
 //! servers' atomics. `build` is the one place configuration meets implementation.
 
+mod dh;
+pub mod ewma;
+pub mod hash;
+mod lblc;
+mod lblcr;
+mod lc;
+pub mod maglev;
+mod p2c;
+mod random;
 mod rr;
+mod sh;
+mod uri;
+mod url_param;
+mod wlc;
+mod wrr;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Algorithm;
 use crate::server::Server;
@@ -54,13 +68,79 @@ impl PickCtx<'_> {
 pub trait Balance: Send + Sync + std::fmt::Debug {
     /// Index into `servers` of the server to use, or `None` when none is eligible.
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize>;
+
+    /// Feedback for algorithms that learn: `server` answered (tcp: accepted the
+    /// connection) after `latency`. Default: ignored.
+    fn observe(&self, _server: usize, _latency: Duration, _now: Instant) {}
+
+    /// Whether `observe` does anything (callers skip the bookkeeping otherwise).
+    fn learns(&self) -> bool {
+        false
+    }
 }
 
-/// Build the balancer for `algo` over `servers`.
-pub fn build(algo: &Algorithm, _servers: &[Server]) -> Box<dyn Balance> {
+/// Build the balancer for `algo` over `servers`. The only place configuration
+/// meets implementation.
+pub fn build(algo: &Algorithm, servers: &[Server]) -> Box<dyn Balance> {
     match algo {
         Algorithm::Rr => Box::new(rr::RoundRobin::default()),
+        Algorithm::Wrr => Box::new(wrr::Wrr::new(servers)),
+        Algorithm::Lc => Box::new(lc::Lc::default()),
+        Algorithm::Wlc => Box::new(wlc::Wlc::default()),
+        Algorithm::Random => Box::new(random::Random::new(servers)),
+        Algorithm::P2c => Box::new(p2c::P2c::default()),
+        Algorithm::P2cEwma { decay } => Box::new(p2c::P2cEwma::new(servers, *decay)),
+        Algorithm::Sh { prefix, factor } => Box::new(sh::Sh::new(servers, *prefix, *factor)),
+        Algorithm::Dh { factor } => Box::new(dh::Dh::new(servers, *factor)),
+        Algorithm::Uri { key, factor } => Box::new(uri::Uri::new(servers, *key, *factor)),
+        Algorithm::UrlParam { param, factor } => {
+            Box::new(url_param::UrlParam::new(servers, param, *factor))
+        }
+        Algorithm::Lblc { expire } => Box::new(lblc::Lblc::new(*expire)),
+        Algorithm::Lblcr { expire, shrink } => Box::new(lblcr::Lblcr::new(*expire, *shrink)),
     }
+}
+
+/// The weight a pick should use: the effective one (slow start, admin changes).
+#[inline]
+pub(crate) fn weight(s: &Server) -> u64 {
+    u64::from(s.state.effective_weight())
+}
+
+/// `a` is less loaded than `b` by in-flight ÷ weight: compares
+/// `(a.inflight + 1) / a.weight < (b.inflight + 1) / b.weight` exactly, in integers.
+#[inline]
+pub(crate) fn lighter(a: &Server, b: &Server) -> bool {
+    (u64::from(a.state.inflight()) + 1) * weight(b) < (u64::from(b.state.inflight()) + 1) * weight(a)
+}
+
+/// Scan for the minimum by `better`, starting at `start` (so ties rotate), skipping
+/// ineligible servers and preferring anything over `avoid`.
+#[inline]
+pub(crate) fn scan_min(
+    servers: &[Server],
+    start: usize,
+    avoid: Option<usize>,
+    better: impl Fn(&Server, &Server) -> bool,
+) -> Option<usize> {
+    let n = servers.len();
+    let mut best: Option<usize> = None;
+    let mut fallback = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let s = &servers[i];
+        if !s.eligible() {
+            continue;
+        }
+        if Some(i) == avoid {
+            fallback = Some(i);
+            continue;
+        }
+        if best.is_none_or(|b| better(s, &servers[b])) {
+            best = Some(i);
+        }
+    }
+    best.or(fallback)
 }
 
 #[cfg(test)]
@@ -68,23 +148,37 @@ pub(crate) mod testing {
     //! Helpers for balancer unit tests: servers without sockets.
     use std::sync::Arc;
 
-    use tokio::sync::Notify;
-
-    use crate::server::{Server, ServerState};
+    use crate::server::{Pool, Server, ServerState};
 
     pub fn servers(weights: &[u32]) -> Vec<Server> {
-        weights
-            .iter()
+        let names: Vec<String> = (0..weights.len()).map(|i| format!("s{i}")).collect();
+        let named: Vec<(&str, u32)> = names.iter().map(String::as_str).zip(weights.iter().copied()).collect();
+        servers_named(&named)
+    }
+
+    /// Servers of one backend (sharing one pool), by name and weight.
+    pub fn servers_named(list: &[(&str, u32)]) -> Vec<Server> {
+        let pool = Arc::new(Pool::default());
+        list.iter()
             .enumerate()
-            .map(|(i, &w)| Server {
-                name: format!("s{i}").into(),
+            .map(|(i, &(name, w))| Server {
+                name: name.into(),
                 addr: ([127, 0, 0, 1], 10_000 + i as u16).into(),
                 weight: w,
                 maxconn: None,
                 send_proxy: None,
-                state: Arc::new(ServerState::new(w, Arc::new(Notify::new()))),
+                state: Arc::new(ServerState::new(w, pool.clone())),
             })
             .collect()
+    }
+
+    /// Which server each of `n` picks chose, counted per index.
+    pub fn histogram(b: &dyn super::Balance, s: &[Server], n: usize, mut ctx: impl FnMut(usize) -> super::PickCtx<'static>) -> Vec<usize> {
+        let mut count = vec![0; s.len()];
+        for k in 0..n {
+            count[b.pick(s, &ctx(k)).expect("a server")] += 1;
+        }
+        count
     }
 
     pub fn ctx() -> super::PickCtx<'static> {

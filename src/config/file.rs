@@ -127,10 +127,31 @@ impl<'de> Deserialize<'de> for BalanceFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceTable {
     pub algorithm: String,
+    /// url_param: the query parameter whose value is hashed.
+    pub param: Option<String>,
+    /// sh: hash the /24 (IPv4) or /64 (IPv6) prefix instead of the address.
+    pub prefix: Option<bool>,
+    /// uri: include the query string.
+    pub whole: Option<bool>,
+    /// uri: hash only the first N path segments.
+    pub depth: Option<u16>,
+    /// uri: hash only the first N characters.
+    pub len: Option<u16>,
+    /// Hash algorithms: bounded loads (no server above factor × average in-flight).
+    pub hash_balance_factor: Option<f64>,
+    /// lblc/lblcr: idle time after which a destination's entry is forgotten.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub expire: Option<Duration>,
+    /// lblcr: a server set unchanged this long sheds its most loaded member.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub shrink: Option<Duration>,
+    /// p2c_ewma: time constant of the response-time average.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub decay: Option<Duration>,
 }
 
 impl BalanceFile {
@@ -138,6 +159,13 @@ impl BalanceFile {
         match self {
             BalanceFile::Name(n) => n,
             BalanceFile::Table(t) => &t.algorithm,
+        }
+    }
+
+    pub fn table(&self) -> Option<&BalanceTable> {
+        match self {
+            BalanceFile::Name(_) => None,
+            BalanceFile::Table(t) => Some(t),
         }
     }
 }

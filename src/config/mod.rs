@@ -16,6 +16,7 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{Mode, ProxyVersion, Threading};
 
+
 /// A validated configuration. Every reference is resolved, every default applied.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -81,20 +82,63 @@ pub struct BackendTimeouts {
     pub queue: Duration,
 }
 
-/// Load-balancing algorithm of a backend, fully typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Load-balancing algorithm of a backend, fully typed. README's "Balancing"
+/// section states each one's semantics; `src/balancers/` implements them.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Algorithm {
-    /// Strict rotation over the available servers.
     Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Random,
+    P2c,
+    P2cEwma { decay: Duration },
+    Sh { prefix: bool, factor: Option<f64> },
+    Dh { factor: Option<f64> },
+    Uri { key: UriKey, factor: Option<f64> },
+    UrlParam { param: String, factor: Option<f64> },
+    Lblc { expire: Duration },
+    Lblcr { expire: Duration, shrink: Duration },
+}
+
+/// How much of the request path `uri` hashes (HAProxy's `balance uri` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UriKey {
+    /// Include the query string.
+    pub whole: bool,
+    /// Only the first N path segments (`/a/b/c` with depth 2 → `/a/b`).
+    pub depth: Option<u16>,
+    /// Only the first N characters (after `depth`).
+    pub len: Option<u16>,
 }
 
 impl Algorithm {
-    pub const NAMES: &'static [&'static str] = &["rr"];
+    pub const NAMES: &'static [&'static str] = &[
+        "rr", "wrr", "lc", "wlc", "random", "p2c", "p2c_ewma", "sh", "dh", "uri", "url_param",
+        "lblc", "lblcr",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Algorithm::Rr => "rr",
+            Algorithm::Wrr => "wrr",
+            Algorithm::Lc => "lc",
+            Algorithm::Wlc => "wlc",
+            Algorithm::Random => "random",
+            Algorithm::P2c => "p2c",
+            Algorithm::P2cEwma { .. } => "p2c_ewma",
+            Algorithm::Sh { .. } => "sh",
+            Algorithm::Dh { .. } => "dh",
+            Algorithm::Uri { .. } => "uri",
+            Algorithm::UrlParam { .. } => "url_param",
+            Algorithm::Lblc { .. } => "lblc",
+            Algorithm::Lblcr { .. } => "lblcr",
         }
+    }
+
+    /// Whether the algorithm's key exists only in an HTTP request.
+    pub fn needs_http(&self) -> bool {
+        matches!(self, Algorithm::Uri { .. } | Algorithm::UrlParam { .. })
     }
 }
 
@@ -122,6 +166,13 @@ pub mod defaults {
     pub const WEIGHT: u32 = 1;
     pub const MAX_WEIGHT: u32 = 256;
     pub const LOG_LEVEL: &str = "info";
+    /// LVS's default `lblc_expiration`.
+    pub const LBLC_EXPIRE: Duration = Duration::from_secs(24 * 3600);
+    /// LVS's lblcr entry timeout.
+    pub const LBLCR_EXPIRE: Duration = Duration::from_secs(6 * 60);
+    /// LVS's default `lblcr_expiration`: a set unchanged this long sheds a member.
+    pub const LBLCR_SHRINK: Duration = Duration::from_secs(24 * 3600);
+    pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 }
 
 /// Read and validate a config file.

@@ -7,10 +7,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Locator, nearest};
-use super::file::{BackendFile, FileConfig, FrontendFile, Mode, ServerFile};
+use super::file::{BackendFile, BalanceFile, BalanceTable, FileConfig, FrontendFile, Mode, ServerFile};
 use super::{
     Algorithm, Backend, BackendTimeouts, Config, Frontend, FrontendTimeouts, Global, ServerConfig,
-    defaults,
+    UriKey, defaults,
 };
 
 pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
@@ -120,6 +120,10 @@ impl Validator<'_> {
             .iter()
             .map(|b| b.name.get_ref().as_str())
             .collect();
+        let needs_http: Vec<Option<&'static str>> = backends
+            .iter()
+            .map(|b| b.algorithm.needs_http().then(|| b.algorithm.name()))
+            .collect();
         let mut frontends = Vec::new();
         let mut seen_fe: HashMap<&str, ()> = HashMap::new();
         let mut bound: Vec<(SocketAddr, String)> = Vec::new();
@@ -131,6 +135,17 @@ impl Validator<'_> {
                 );
             }
             if let Some(fe) = self.frontend(f, &names, &mut bound) {
+                if fe.mode == Mode::Tcp
+                    && let Some(Some(algo)) = needs_http.get(fe.default_backend)
+                {
+                    self.err(
+                        &f.default_backend,
+                        format!(
+                            "frontend \"{}\" is mode \"tcp\", but backend \"{}\" balances by \"{algo}\", which needs an HTTP request",
+                            fe.name, names[fe.default_backend]
+                        ),
+                    );
+                }
                 frontends.push(fe);
             }
         }
@@ -245,19 +260,7 @@ impl Validator<'_> {
         }
         let algorithm = match &b.balance {
             None => Algorithm::Rr,
-            Some(bal) => match bal.get_ref().algorithm() {
-                "rr" | "roundrobin" => Algorithm::Rr,
-                other => {
-                    let hint = nearest(other, Algorithm::NAMES.iter().copied())
-                        .map(|h| format!("did you mean \"{h}\"?"))
-                        .unwrap_or_else(|| format!("known: {}", Algorithm::NAMES.join(", ")));
-                    self.err(
-                        bal,
-                        format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"),
-                    );
-                    Algorithm::Rr
-                }
-            },
+            Some(bal) => self.algorithm(&ctx, bal),
         };
         if b.servers.get_ref().is_empty() {
             self.err(
@@ -288,6 +291,93 @@ impl Validator<'_> {
             },
             retries: b.retries.unwrap_or(defaults::RETRIES),
             servers,
+        }
+    }
+
+    fn algorithm(&mut self, ctx: &str, bal: &Spanned<BalanceFile>) -> Algorithm {
+        let name = bal.get_ref().algorithm();
+        let empty = BalanceTable::default();
+        let t = bal.get_ref().table().unwrap_or(&empty);
+        // Which options each algorithm takes; anything else is an error.
+        let allowed: &[&str] = match name {
+            "sh" => &["prefix", "hash_balance_factor"],
+            "dh" => &["hash_balance_factor"],
+            "uri" => &["whole", "depth", "len", "hash_balance_factor"],
+            "url_param" => &["param", "hash_balance_factor"],
+            "lblc" => &["expire"],
+            "lblcr" => &["expire", "shrink"],
+            "p2c_ewma" => &["decay"],
+            _ => &[],
+        };
+        let given = [
+            ("param", t.param.is_some()),
+            ("prefix", t.prefix.is_some()),
+            ("whole", t.whole.is_some()),
+            ("depth", t.depth.is_some()),
+            ("len", t.len.is_some()),
+            ("hash_balance_factor", t.hash_balance_factor.is_some()),
+            ("expire", t.expire.is_some()),
+            ("shrink", t.shrink.is_some()),
+            ("decay", t.decay.is_some()),
+        ];
+        for (opt, set) in given {
+            if set && !allowed.contains(&opt) {
+                self.err(bal, format!("{ctx}: option \"{opt}\" does not apply to balance algorithm \"{name}\""));
+            }
+        }
+        let factor = t.hash_balance_factor;
+        if let Some(f) = factor
+            && !(f >= 1.0 && f <= 100.0)
+        {
+            self.err(bal, format!("{ctx}: hash_balance_factor must be between 1.0 and 100 (1.25 is usual)"));
+        }
+        match name {
+            "rr" | "roundrobin" => Algorithm::Rr,
+            "wrr" => Algorithm::Wrr,
+            "lc" => Algorithm::Lc,
+            "wlc" | "leastconn" => Algorithm::Wlc,
+            "random" => Algorithm::Random,
+            "p2c" => Algorithm::P2c,
+            "p2c_ewma" => Algorithm::P2cEwma {
+                decay: t.decay.unwrap_or(defaults::EWMA_DECAY),
+            },
+            "sh" | "source" => Algorithm::Sh {
+                prefix: t.prefix.unwrap_or(false),
+                factor,
+            },
+            "dh" => Algorithm::Dh { factor },
+            "uri" => Algorithm::Uri {
+                key: UriKey {
+                    whole: t.whole.unwrap_or(false),
+                    depth: t.depth,
+                    len: t.len,
+                },
+                factor,
+            },
+            "url_param" => match &t.param {
+                Some(p) if !p.is_empty() => Algorithm::UrlParam {
+                    param: p.clone(),
+                    factor,
+                },
+                _ => {
+                    self.err(bal, format!("{ctx}: balance \"url_param\" needs param = \"NAME\""));
+                    Algorithm::Rr
+                }
+            },
+            "lblc" => Algorithm::Lblc {
+                expire: t.expire.unwrap_or(defaults::LBLC_EXPIRE),
+            },
+            "lblcr" => Algorithm::Lblcr {
+                expire: t.expire.unwrap_or(defaults::LBLCR_EXPIRE),
+                shrink: t.shrink.unwrap_or(defaults::LBLCR_SHRINK),
+            },
+            other => {
+                let hint = nearest(other, Algorithm::NAMES.iter().copied())
+                    .map(|h| format!("did you mean \"{h}\"?"))
+                    .unwrap_or_else(|| format!("known: {}", Algorithm::NAMES.join(", ")));
+                self.err(bal, format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"));
+                Algorithm::Rr
+            }
         }
     }
 

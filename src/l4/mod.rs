@@ -237,7 +237,7 @@ async fn connect<'b>(
     let mut queued_since: Option<tokio::time::Instant> = None;
     let mut attempts = 0u32;
     loop {
-        let notified = backend.slot_freed.notified();
+        let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let Some((server, guard)) = take_slot(backend, ctx, avoid.as_ref()) else {
@@ -280,10 +280,14 @@ async fn connect<'b>(
             backend.counters.retries.inc();
         }
         attempts += 1;
+        let t0 = Instant::now();
         match tokio::time::timeout(backend.timeouts.connect, TcpStream::connect(server.addr)).await
         {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                // In tcp mode the time to connect is the latency sample (p2c_ewma).
+                let now = Instant::now();
+                backend.observe(server, now - t0, now);
                 return Ok((server, guard, stream));
             }
             Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
