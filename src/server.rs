@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use tokio::sync::Notify;
 
@@ -41,16 +41,49 @@ impl Status {
 }
 
 /// Live state of one server, shared by every snapshot that names it.
+///
+/// Status, effective weight and in-flight count share one atomic word, so a
+/// balancer scanning many servers reads each with a single load.
 #[derive(Debug)]
 pub struct ServerState {
-    status: AtomicU8,
-    /// Connections assigned to this server and not finished (active + connecting).
-    inflight: AtomicU32,
-    /// Effective weight (configured weight until slow start or the admin change it).
-    eweight: AtomicU32,
+    /// bits 0..32 in-flight (active + connecting), 32..48 effective weight,
+    /// 48..56 status.
+    word: AtomicU64,
     pub counters: ServerCounters,
     /// What this server shares with the rest of its backend.
     pool: Arc<Pool>,
+}
+
+const INFLIGHT_MASK: u64 = 0xffff_ffff;
+const WEIGHT_SHIFT: u32 = 32;
+const WEIGHT_MASK: u64 = 0xffff << WEIGHT_SHIFT;
+const STATUS_SHIFT: u32 = 48;
+const STATUS_MASK: u64 = 0xff << STATUS_SHIFT;
+
+/// One read of a server's live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load(u64);
+
+impl Load {
+    #[inline]
+    pub fn inflight(self) -> u32 {
+        (self.0 & INFLIGHT_MASK) as u32
+    }
+    #[inline]
+    pub fn weight(self) -> u32 {
+        ((self.0 & WEIGHT_MASK) >> WEIGHT_SHIFT) as u32
+    }
+    #[inline]
+    pub fn status(self) -> Status {
+        Status::from_u8(((self.0 & STATUS_MASK) >> STATUS_SHIFT) as u8)
+    }
+    /// Up, with weight, and below `maxconn`: may take a new connection.
+    #[inline]
+    pub fn usable(self, maxconn: Option<u32>) -> bool {
+        self.0 & STATUS_MASK == 0
+            && self.0 & WEIGHT_MASK != 0
+            && maxconn.is_none_or(|m| self.inflight() < m)
+    }
 }
 
 /// State shared by every server of one backend.
@@ -71,9 +104,7 @@ impl Pool {
 impl ServerState {
     pub fn new(weight: u32, pool: Arc<Pool>) -> Self {
         ServerState {
-            status: AtomicU8::new(Status::Up as u8),
-            inflight: AtomicU32::new(0),
-            eweight: AtomicU32::new(weight),
+            word: AtomicU64::new(u64::from(weight.min(0xffff)) << WEIGHT_SHIFT),
             counters: ServerCounters::default(),
             pool,
         }
@@ -83,39 +114,56 @@ impl ServerState {
         &self.pool
     }
 
+    #[inline]
+    pub fn load(&self) -> Load {
+        Load(self.word.load(Relaxed))
+    }
+
     pub fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Relaxed))
+        self.load().status()
     }
 
-    pub fn set_status(&self, s: Status) {
-        self.status.store(s as u8, Relaxed);
+    fn update(&self, f: impl Fn(u64) -> Option<u64>) -> bool {
+        self.word.fetch_update(Relaxed, Relaxed, f).is_ok()
     }
 
+    pub fn set_status(&self, st: Status) {
+        self.update(|w| Some((w & !STATUS_MASK) | (u64::from(st as u8) << STATUS_SHIFT)));
+    }
+
+    #[inline]
     pub fn inflight(&self) -> u32 {
-        self.inflight.load(Relaxed)
+        self.load().inflight()
     }
 
+    #[inline]
     pub fn effective_weight(&self) -> u32 {
-        self.eweight.load(Relaxed)
+        self.load().weight()
+    }
+
+    pub fn set_effective_weight(&self, weight: u32) {
+        let weight = u64::from(weight.min(0xffff));
+        self.update(|w| Some((w & !WEIGHT_MASK) | (weight << WEIGHT_SHIFT)));
     }
 
     /// For tests and benchmarks of balancers: pretend `n` connections are open.
     pub fn set_inflight(&self, n: u32) {
-        let old = self.inflight.swap(n, Relaxed);
+        let old = self.inflight();
+        self.update(|w| Some((w & !INFLIGHT_MASK) | u64::from(n)));
         self.pool.inflight.fetch_add(n.wrapping_sub(old), Relaxed);
-    }
-
-    pub fn set_effective_weight(&self, w: u32) {
-        self.eweight.store(w, Relaxed);
     }
 
     /// Take a connection slot unless `maxconn` would be exceeded. The slot is
     /// released when the guard drops, on every exit path.
     pub fn try_enter(self: &Arc<Self>, maxconn: Option<u32>) -> Option<InflightGuard> {
         let limit = maxconn.unwrap_or(u32::MAX);
-        self.inflight
-            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
-            .ok()?;
+        let taken = self.update(|w| {
+            let n = (w & INFLIGHT_MASK) as u32;
+            (n < limit).then_some(w + 1)
+        });
+        if !taken {
+            return None;
+        }
         self.pool.inflight.fetch_add(1, Relaxed);
         Some(InflightGuard(Arc::clone(self)))
     }
@@ -127,7 +175,8 @@ pub struct InflightGuard(Arc<ServerState>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Relaxed);
+        // In-flight is the low field and never 0 while a guard exists: no borrow.
+        self.0.word.fetch_sub(1, Relaxed);
         self.0.pool.inflight.fetch_sub(1, Relaxed);
         self.0.pool.slot_freed.notify_waiters();
     }
@@ -148,16 +197,13 @@ impl Server {
     /// Usable for a new connection right now: up, with weight, below maxconn.
     #[inline]
     pub fn eligible(&self) -> bool {
-        self.state.status() == Status::Up
-            && self.state.effective_weight() > 0
-            && self.maxconn.is_none_or(|m| self.state.inflight() < m)
+        self.state.load().usable(self.maxconn)
     }
 
     /// Up and weighted but full: a connection may wait for it in the queue.
     pub fn full(&self) -> bool {
-        self.state.status() == Status::Up
-            && self.state.effective_weight() > 0
-            && self.maxconn.is_some_and(|m| self.state.inflight() >= m)
+        let l = self.state.load();
+        l.status() == Status::Up && l.weight() > 0 && self.maxconn.is_some_and(|m| l.inflight() >= m)
     }
 
     pub fn snapshot(&self) -> ServerStats {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::dh::destination_key;
-use super::{Balance, PickCtx, lighter, scan_min};
+use super::{Balance, PickCtx, lighter_load, scan_min};
 use crate::server::Server;
 
 pub(crate) const SLOTS: usize = 4096;
@@ -47,7 +47,7 @@ pub(crate) fn overloaded(servers: &[Server], s: &Server) -> bool {
 /// A `wlc` pick with a rotating start.
 pub(crate) fn wlc(servers: &[Server], rotor: &AtomicU64, avoid: Option<usize>) -> Option<usize> {
     let start = rotor.fetch_add(1, Relaxed) as usize % servers.len().max(1);
-    scan_min(servers, start, avoid, lighter)
+    scan_min(servers, start, avoid, lighter_load)
 }
 
 impl Lblc {

@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::Algorithm;
-use crate::server::Server;
+use crate::server::{Load, Server};
 
 /// Everything a pick may look at besides the servers. Built by the caller once per
 /// connection (tcp) or request (http); borrowed, never allocated.
@@ -110,37 +110,50 @@ pub(crate) fn weight(s: &Server) -> u64 {
 /// `a` is less loaded than `b` by in-flight ÷ weight: compares
 /// `(a.inflight + 1) / a.weight < (b.inflight + 1) / b.weight` exactly, in integers.
 #[inline]
+pub(crate) fn lighter_load(a: Load, b: Load) -> bool {
+    (u64::from(a.inflight()) + 1) * u64::from(b.weight())
+        < (u64::from(b.inflight()) + 1) * u64::from(a.weight())
+}
+
+#[inline]
 pub(crate) fn lighter(a: &Server, b: &Server) -> bool {
-    (u64::from(a.state.inflight()) + 1) * weight(b) < (u64::from(b.state.inflight()) + 1) * weight(a)
+    lighter_load(a.state.load(), b.state.load())
+}
+
+/// Indices `start..n` then `0..start`: a rotated scan without a division per step.
+#[inline]
+pub(crate) fn rotated(n: usize, start: usize) -> impl Iterator<Item = usize> {
+    let start = if n == 0 { 0 } else { start % n };
+    (start..n).chain(0..start)
 }
 
 /// Scan for the minimum by `better`, starting at `start` (so ties rotate), skipping
-/// ineligible servers and preferring anything over `avoid`.
+/// ineligible servers and preferring anything over `avoid`. One atomic load per
+/// server.
 #[inline]
 pub(crate) fn scan_min(
     servers: &[Server],
     start: usize,
     avoid: Option<usize>,
-    better: impl Fn(&Server, &Server) -> bool,
+    better: impl Fn(Load, Load) -> bool,
 ) -> Option<usize> {
-    let n = servers.len();
-    let mut best: Option<usize> = None;
+    let mut best: Option<(usize, Load)> = None;
     let mut fallback = None;
-    for k in 0..n {
-        let i = (start + k) % n;
+    for i in rotated(servers.len(), start) {
         let s = &servers[i];
-        if !s.eligible() {
+        let l = s.state.load();
+        if !l.usable(s.maxconn) {
             continue;
         }
         if Some(i) == avoid {
             fallback = Some(i);
             continue;
         }
-        if best.is_none_or(|b| better(s, &servers[b])) {
-            best = Some(i);
+        if best.is_none_or(|(_, b)| better(l, b)) {
+            best = Some((i, l));
         }
     }
-    best.or(fallback)
+    best.map(|(i, _)| i).or(fallback)
 }
 
 #[cfg(test)]

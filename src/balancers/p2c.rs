@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::ewma::PeakEwma;
 use super::hash::mix;
-use super::{Balance, PickCtx, lighter, scan_min};
+use super::{Balance, PickCtx, lighter, lighter_load, scan_min};
 use crate::server::Server;
 
 /// Two distinct indices in `0..n` (n ≥ 2) from one draw.
@@ -42,7 +42,7 @@ fn choose(servers: &[Server], ctx: &PickCtx<'_>, better: impl Fn(usize, usize) -
             }
         }
     }
-    scan_min(servers, (ctx.rand % n.max(1) as u64) as usize, ctx.avoid, lighter)
+    scan_min(servers, ctx.rand as usize, ctx.avoid, lighter_load)
 }
 
 #[derive(Debug, Default)]

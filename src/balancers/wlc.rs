@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use super::{Balance, PickCtx, lighter, scan_min};
+use super::{Balance, PickCtx, lighter_load, scan_min};
 use crate::server::Server;
 
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct Wlc {
 impl Balance for Wlc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         let start = self.rotor.fetch_add(1, Relaxed);
-        scan_min(servers, start % servers.len().max(1), ctx.avoid, lighter)
+        scan_min(servers, start, ctx.avoid, lighter_load)
     }
 }
 
