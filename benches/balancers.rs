@@ -38,27 +38,50 @@ fn algorithms() -> Vec<Algorithm> {
         Algorithm::Wlc,
         Algorithm::Random,
         Algorithm::P2c,
-        Algorithm::P2cEwma { decay: Duration::from_secs(10) },
-        Algorithm::Sh { prefix: false, factor: None },
-        Algorithm::Sh { prefix: false, factor: Some(1.25) },
+        Algorithm::P2cEwma {
+            decay: Duration::from_secs(10),
+        },
+        Algorithm::Sh {
+            prefix: false,
+            factor: None,
+        },
+        Algorithm::Sh {
+            prefix: false,
+            factor: Some(1.25),
+        },
         Algorithm::Dh { factor: None },
-        Algorithm::Uri { key: UriKey { depth: Some(2), ..UriKey::default() }, factor: None },
-        Algorithm::UrlParam { param: "user".into(), factor: None },
+        Algorithm::Uri {
+            key: UriKey {
+                depth: Some(2),
+                ..UriKey::default()
+            },
+            factor: None,
+        },
+        Algorithm::UrlParam {
+            param: "user".into(),
+            factor: None,
+        },
         Algorithm::Lblc { expire: d },
-        Algorithm::Lblcr { expire: d, shrink: d },
+        Algorithm::Lblcr {
+            expire: d,
+            shrink: d,
+        },
     ]
 }
 
 fn label(a: &Algorithm) -> String {
     match a {
-        Algorithm::Sh { factor: Some(_), .. } => "sh+bound".into(),
+        Algorithm::Sh {
+            factor: Some(_), ..
+        } => "sh+bound".into(),
         a => a.name().into(),
     }
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
-    g.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     let paths: Vec<String> = (0..256).map(|i| format!("/img/{i}/cat.png")).collect();
     let hosts: Vec<String> = (0..256).map(|i| format!("site{i}.example")).collect();
     for n in [3usize, 100, 1000] {

@@ -74,7 +74,10 @@ impl BackendRt {
             if !bal.learns() {
                 continue;
             }
-            if let Some(i) = list.iter().position(|s| Arc::ptr_eq(&s.state, &server.state)) {
+            if let Some(i) = list
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.state, &server.state))
+            {
                 bal.observe(i, latency, now);
             }
         }
@@ -254,7 +257,11 @@ mod tests {
         assert_eq!(s[0].state.effective_weight(), 7);
         assert!(!Arc::ptr_eq(&s[1].state, &old.backends[0].servers[1].state));
         assert_eq!(s[2].state.status(), Status::Up);
-        assert_eq!(new.stats().backends[0].retries, 1, "backend counters carried over");
+        assert_eq!(
+            new.stats().backends[0].retries,
+            1,
+            "backend counters carried over"
+        );
         assert_eq!(new.stats().backends[0].servers[0].conn_total, 1);
     }
 }

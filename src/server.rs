@@ -203,7 +203,9 @@ impl Server {
     /// Up and weighted but full: a connection may wait for it in the queue.
     pub fn full(&self) -> bool {
         let l = self.state.load();
-        l.status() == Status::Up && l.weight() > 0 && self.maxconn.is_some_and(|m| l.inflight() >= m)
+        l.status() == Status::Up
+            && l.weight() > 0
+            && self.maxconn.is_some_and(|m| l.inflight() >= m)
     }
 
     pub fn snapshot(&self) -> ServerStats {

@@ -105,3 +105,44 @@ async fn proxy_protocol_example_passes_the_client_through() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn balancing_example_runs_every_backend() {
+    bounded(10, async {
+        let mut origins = Vec::new();
+        for name in ["wa", "wb", "wc", "sa", "sb", "sc", "la", "lb", "pa", "pb"] {
+            origins.push(Origin::start(name, Behaviour::Hello).await);
+        }
+        let refs: Vec<&Origin> = origins.iter().collect();
+        let d = start(&localize("config/examples/balancing.toml", &refs), &[]);
+        let mut seq = String::new();
+        for _ in 0..7 {
+            seq += &hello(d.addr("smooth").unwrap(), b"").await[1..];
+        }
+        assert_eq!(seq, "aabacaa");
+        let hdr = b"PROXY TCP4 203.0.113.9 192.0.2.1 1 2\r\n";
+        let first = hello(d.addr("sticky").unwrap(), hdr).await;
+        assert!(first.starts_with('s'));
+        // Bounded loads count open connections: let the first one finish.
+        eventually(5, "first connection closed", || {
+            d.stats()
+                .backend("by_client")
+                .unwrap()
+                .servers
+                .iter()
+                .all(|s| s.conn_cur == 0)
+        })
+        .await;
+        assert_eq!(
+            hello(
+                d.addr("sticky").unwrap(),
+                b"PROXY TCP4 203.0.113.77 192.0.2.1 1 2\r\n"
+            )
+            .await,
+            first
+        );
+        assert!(hello(d.addr("caches").unwrap(), b"").await.starts_with('l'));
+        assert!(hello(d.addr("fast").unwrap(), b"").await.starts_with('p'));
+    })
+    .await;
+}

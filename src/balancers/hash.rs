@@ -65,7 +65,10 @@ pub fn hash_uri(key: UriKey, path: &str, query: Option<&str>) -> u64 {
         }
     }
     if let Some(len) = key.len {
-        let end = p.char_indices().nth(usize::from(len)).map_or(p.len(), |(i, _)| i);
+        let end = p
+            .char_indices()
+            .nth(usize::from(len))
+            .map_or(p.len(), |(i, _)| i);
         p = &p[..end];
     }
     let mut h = hash_bytes(0x75, p.as_bytes());
@@ -95,8 +98,14 @@ mod tests {
         // Fixed values: a change here breaks agreement between versions.
         assert_eq!(hash_bytes(0, b""), hash_bytes(0, b""));
         assert_ne!(hash_bytes(0, b"a"), hash_bytes(1, b"a"));
-        assert_eq!(hash_ip("10.1.2.3".parse().unwrap(), true), hash_ip("10.1.2.99".parse().unwrap(), true));
-        assert_ne!(hash_ip("10.1.2.3".parse().unwrap(), false), hash_ip("10.1.2.99".parse().unwrap(), false));
+        assert_eq!(
+            hash_ip("10.1.2.3".parse().unwrap(), true),
+            hash_ip("10.1.2.99".parse().unwrap(), true)
+        );
+        assert_ne!(
+            hash_ip("10.1.2.3".parse().unwrap(), false),
+            hash_ip("10.1.2.99".parse().unwrap(), false)
+        );
         assert_eq!(
             hash_ip("2001:db8:0:1::5".parse().unwrap(), true),
             hash_ip("2001:db8:0:1:ffff::9".parse().unwrap(), true)
@@ -107,11 +116,20 @@ mod tests {
     fn uri_key_options() {
         let k = |whole, depth, len| UriKey { whole, depth, len };
         let h = |s: &str| hash_bytes(0x75, s.as_bytes());
-        assert_eq!(hash_uri(k(false, None, None), "/a/b/c", Some("x=1")), h("/a/b/c"));
+        assert_eq!(
+            hash_uri(k(false, None, None), "/a/b/c", Some("x=1")),
+            h("/a/b/c")
+        );
         assert_eq!(hash_uri(k(false, Some(2), None), "/a/b/c", None), h("/a/b"));
-        assert_eq!(hash_uri(k(false, Some(5), None), "/a/b/c", None), h("/a/b/c"));
+        assert_eq!(
+            hash_uri(k(false, Some(5), None), "/a/b/c", None),
+            h("/a/b/c")
+        );
         assert_eq!(hash_uri(k(false, None, Some(3)), "/a/b/c", None), h("/a/"));
-        assert_eq!(hash_uri(k(false, Some(2), Some(2)), "/a/b/c", None), h("/a"));
+        assert_eq!(
+            hash_uri(k(false, Some(2), Some(2)), "/a/b/c", None),
+            h("/a")
+        );
         assert_ne!(
             hash_uri(k(true, None, None), "/a", Some("x=1")),
             hash_uri(k(true, None, None), "/a", Some("x=2"))

@@ -139,10 +139,16 @@ mod tests {
         let other = b.pick(&s, &to("y", t)).unwrap();
         assert_ne!(other, home);
         s[home].state.set_status(Status::Up);
-        assert_eq!(b.pick(&s, &to("y", t + Duration::from_secs(9))), Some(other));
+        assert_eq!(
+            b.pick(&s, &to("y", t + Duration::from_secs(9))),
+            Some(other)
+        );
         // Idle 11 s > expire: forgotten, picked afresh by wlc (some server; the
         // rotor decides which), and that choice is then remembered.
         let fresh = b.pick(&s, &to("y", t + Duration::from_secs(20))).unwrap();
-        assert_eq!(b.pick(&s, &to("y", t + Duration::from_secs(21))), Some(fresh));
+        assert_eq!(
+            b.pick(&s, &to("y", t + Duration::from_secs(21))),
+            Some(fresh)
+        );
     }
 }

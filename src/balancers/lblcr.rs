@@ -112,7 +112,11 @@ impl Balance for Lblcr {
         let now = ctx.now.saturating_duration_since(self.epoch).as_millis() as u64;
         let known = slot.key.load(Relaxed) == key
             && now.saturating_sub(slot.used_ms.load(Relaxed)) <= self.expire_ms;
-        let mut set = if known { Set(slot.set.load(Relaxed)) } else { Set::default() };
+        let mut set = if known {
+            Set(slot.set.load(Relaxed))
+        } else {
+            Set::default()
+        };
         let mut modified = slot.modified_ms.load(Relaxed);
         if !known {
             modified = now;
@@ -191,6 +195,10 @@ mod tests {
         assert_eq!(b.pick(&s, &to(t + Duration::from_secs(32))), Some(first));
         s[first].state.set_inflight(1);
         s[second].state.set_inflight(0);
-        assert_eq!(b.pick(&s, &to(t + Duration::from_secs(33))), Some(first), "second left the set");
+        assert_eq!(
+            b.pick(&s, &to(t + Duration::from_secs(33))),
+            Some(first),
+            "second left the set"
+        );
     }
 }

@@ -16,7 +16,9 @@ pub struct Lc {
 impl Balance for Lc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         let start = self.rotor.fetch_add(1, Relaxed);
-        scan_min(servers, start, ctx.avoid, |a, b| a.inflight() < b.inflight())
+        scan_min(servers, start, ctx.avoid, |a, b| {
+            a.inflight() < b.inflight()
+        })
     }
 }
 

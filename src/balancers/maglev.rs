@@ -32,7 +32,7 @@ pub struct Maglev {
 }
 
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn table_size(n: usize) -> usize {
@@ -50,7 +50,9 @@ fn table_size(n: usize) -> usize {
 impl Maglev {
     /// Build over `servers`; `factor` is the bounded-load factor (≥ 1), if any.
     pub fn new(servers: &[Server], factor: Option<f64>) -> Maglev {
-        let mut order: Vec<usize> = (0..servers.len()).filter(|&i| servers[i].weight > 0).collect();
+        let mut order: Vec<usize> = (0..servers.len())
+            .filter(|&i| servers[i].weight > 0)
+            .collect();
         order.sort_by(|&a, &b| servers[a].name.cmp(&servers[b].name));
         let factor_pct = factor.map_or(0, |f| (f * 100.0).round() as u32);
         if order.is_empty() {
@@ -203,7 +205,10 @@ mod tests {
         let b = servers_named(&[("z", 2), ("x", 1), ("y", 3)]);
         let (ta, tb) = (Maglev::new(&a, None), Maglev::new(&b, None));
         for k in keys().take(20_000) {
-            assert_eq!(a[ta.lookup(&a, k, None).unwrap()].name, b[tb.lookup(&b, k, None).unwrap()].name);
+            assert_eq!(
+                a[ta.lookup(&a, k, None).unwrap()].name,
+                b[tb.lookup(&b, k, None).unwrap()].name
+            );
         }
     }
 
@@ -211,7 +216,10 @@ mod tests {
     fn a_down_server_moves_only_its_own_keys() {
         let s = servers_named(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
         let t = Maglev::new(&s, None);
-        let before: Vec<usize> = keys().take(20_000).map(|k| t.lookup(&s, k, None).unwrap()).collect();
+        let before: Vec<usize> = keys()
+            .take(20_000)
+            .map(|k| t.lookup(&s, k, None).unwrap())
+            .collect();
         s[1].state.set_status(Status::Down);
         for (k, b) in keys().take(20_000).zip(before) {
             let now = t.lookup(&s, k, None).unwrap();

@@ -88,7 +88,7 @@ pub fn build(algo: &Algorithm, servers: &[Server]) -> Box<dyn Balance> {
         Algorithm::Lc => Box::new(lc::Lc::default()),
         Algorithm::Wlc => Box::new(wlc::Wlc::default()),
         Algorithm::Random => Box::new(random::Random::new(servers)),
-        Algorithm::P2c => Box::new(p2c::P2c::default()),
+        Algorithm::P2c => Box::new(p2c::P2c),
         Algorithm::P2cEwma { decay } => Box::new(p2c::P2cEwma::new(servers, *decay)),
         Algorithm::Sh { prefix, factor } => Box::new(sh::Sh::new(servers, *prefix, *factor)),
         Algorithm::Dh { factor } => Box::new(dh::Dh::new(servers, *factor)),
@@ -165,7 +165,11 @@ pub(crate) mod testing {
 
     pub fn servers(weights: &[u32]) -> Vec<Server> {
         let names: Vec<String> = (0..weights.len()).map(|i| format!("s{i}")).collect();
-        let named: Vec<(&str, u32)> = names.iter().map(String::as_str).zip(weights.iter().copied()).collect();
+        let named: Vec<(&str, u32)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(weights.iter().copied())
+            .collect();
         servers_named(&named)
     }
 
@@ -186,7 +190,12 @@ pub(crate) mod testing {
     }
 
     /// Which server each of `n` picks chose, counted per index.
-    pub fn histogram(b: &dyn super::Balance, s: &[Server], n: usize, mut ctx: impl FnMut(usize) -> super::PickCtx<'static>) -> Vec<usize> {
+    pub fn histogram(
+        b: &dyn super::Balance,
+        s: &[Server],
+        n: usize,
+        mut ctx: impl FnMut(usize) -> super::PickCtx<'static>,
+    ) -> Vec<usize> {
         let mut count = vec![0; s.len()];
         for k in 0..n {
             count[b.pick(s, &ctx(k)).expect("a server")] += 1;

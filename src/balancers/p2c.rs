@@ -27,7 +27,11 @@ fn two(draw: u64, n: usize) -> (usize, usize) {
 
 /// Shared driver: `better(a, b)` decides between two eligible servers.
 #[inline]
-fn choose(servers: &[Server], ctx: &PickCtx<'_>, better: impl Fn(usize, usize) -> bool) -> Option<usize> {
+fn choose(
+    servers: &[Server],
+    ctx: &PickCtx<'_>,
+    better: impl Fn(usize, usize) -> bool,
+) -> Option<usize> {
     let n = servers.len();
     let ok = |i: usize| servers[i].eligible() && Some(i) != ctx.avoid;
     if n >= 2 {
@@ -63,7 +67,10 @@ impl P2cEwma {
     pub fn new(servers: &[Server], decay: Duration) -> P2cEwma {
         let epoch = Instant::now();
         P2cEwma {
-            ewma: servers.iter().map(|_| PeakEwma::new(decay, epoch)).collect(),
+            ewma: servers
+                .iter()
+                .map(|_| PeakEwma::new(decay, epoch))
+                .collect(),
         }
     }
 
@@ -78,7 +85,9 @@ impl P2cEwma {
 
 impl Balance for P2cEwma {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
-        choose(servers, ctx, |a, b| self.cost(servers, a) < self.cost(servers, b))
+        choose(servers, ctx, |a, b| {
+            self.cost(servers, a) < self.cost(servers, b)
+        })
     }
 
     fn observe(&self, server: usize, latency: Duration, now: Instant) {
@@ -121,7 +130,13 @@ mod tests {
         let h = histogram(&P2c, &s, 10_000, drawn);
         // Server 2 wins only when drawn against... nothing lighter: never.
         assert_eq!(h[2], 0, "{h:?}");
-        assert!(h.iter().enumerate().filter(|(i, _)| *i != 2).all(|(_, &c)| c > 2_500), "{h:?}");
+        assert!(
+            h.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 2)
+                .all(|(_, &c)| c > 2_500),
+            "{h:?}"
+        );
     }
 
     #[test]

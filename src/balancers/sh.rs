@@ -31,7 +31,8 @@ impl Sh {
 
 impl Balance for Sh {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
-        self.table.lookup(servers, hash_ip(ctx.src, self.prefix), ctx.avoid)
+        self.table
+            .lookup(servers, hash_ip(ctx.src, self.prefix), ctx.avoid)
     }
 }
 

@@ -45,16 +45,40 @@ mod tests {
     #[test]
     fn depth_groups_paths() {
         let s = servers(&[1; 8]);
-        let u = Uri::new(&s, UriKey { depth: Some(2), ..UriKey::default() }, None);
+        let u = Uri::new(
+            &s,
+            UriKey {
+                depth: Some(2),
+                ..UriKey::default()
+            },
+            None,
+        );
         let a = u.pick(&s, &req("/img/cats/1.png", None));
         assert_eq!(u.pick(&s, &req("/img/cats/2.png", Some("v=1"))), a);
         let spread: std::collections::HashSet<_> = (0..40)
-            .map(|i| u.pick(&s, &req(Box::leak(format!("/img/{i}/x").into_boxed_str()), None)))
+            .map(|i| {
+                u.pick(
+                    &s,
+                    &req(Box::leak(format!("/img/{i}/x").into_boxed_str()), None),
+                )
+            })
             .collect();
         assert!(spread.len() >= 5);
-        let whole = Uri::new(&s, UriKey { whole: true, ..UriKey::default() }, None);
+        let whole = Uri::new(
+            &s,
+            UriKey {
+                whole: true,
+                ..UriKey::default()
+            },
+            None,
+        );
         let qs: std::collections::HashSet<_> = (0..40)
-            .map(|i| whole.pick(&s, &req("/a", Some(Box::leak(format!("v={i}").into_boxed_str())))))
+            .map(|i| {
+                whole.pick(
+                    &s,
+                    &req("/a", Some(Box::leak(format!("v={i}").into_boxed_str()))),
+                )
+            })
             .collect();
         assert!(qs.len() >= 5, "whole includes the query");
     }

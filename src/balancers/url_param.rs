@@ -29,7 +29,9 @@ impl UrlParam {
 impl Balance for UrlParam {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         match ctx.query.and_then(|q| query_param(q, &self.param)) {
-            Some(v) => self.table.lookup(servers, hash_bytes(0x71, v.as_bytes()), ctx.avoid),
+            Some(v) => self
+                .table
+                .lookup(servers, hash_bytes(0x71, v.as_bytes()), ctx.avoid),
             None => self.fallback.pick(servers, ctx),
         }
     }

@@ -16,7 +16,6 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use file::{Mode, ProxyVersion, Threading};
 
-
 /// A validated configuration. Every reference is resolved, every default applied.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,8 +113,19 @@ pub struct UriKey {
 
 impl Algorithm {
     pub const NAMES: &'static [&'static str] = &[
-        "rr", "wrr", "lc", "wlc", "random", "p2c", "p2c_ewma", "sh", "dh", "uri", "url_param",
-        "lblc", "lblcr",
+        "rr",
+        "wrr",
+        "lc",
+        "wlc",
+        "random",
+        "p2c",
+        "p2c_ewma",
+        "sh",
+        "dh",
+        "uri",
+        "url_param",
+        "lblc",
+        "lblcr",
     ];
 
     pub fn name(&self) -> &'static str {

@@ -7,7 +7,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Locator, nearest};
-use super::file::{BackendFile, BalanceFile, BalanceTable, FileConfig, FrontendFile, Mode, ServerFile};
+use super::file::{
+    BackendFile, BalanceFile, BalanceTable, FileConfig, FrontendFile, Mode, ServerFile,
+};
 use super::{
     Algorithm, Backend, BackendTimeouts, Config, Frontend, FrontendTimeouts, Global, ServerConfig,
     UriKey, defaults,
@@ -322,14 +324,22 @@ impl Validator<'_> {
         ];
         for (opt, set) in given {
             if set && !allowed.contains(&opt) {
-                self.err(bal, format!("{ctx}: option \"{opt}\" does not apply to balance algorithm \"{name}\""));
+                self.err(
+                    bal,
+                    format!(
+                        "{ctx}: option \"{opt}\" does not apply to balance algorithm \"{name}\""
+                    ),
+                );
             }
         }
         let factor = t.hash_balance_factor;
         if let Some(f) = factor
-            && !(f >= 1.0 && f <= 100.0)
+            && !(1.0..=100.0).contains(&f)
         {
-            self.err(bal, format!("{ctx}: hash_balance_factor must be between 1.0 and 100 (1.25 is usual)"));
+            self.err(
+                bal,
+                format!("{ctx}: hash_balance_factor must be between 1.0 and 100 (1.25 is usual)"),
+            );
         }
         match name {
             "rr" | "roundrobin" => Algorithm::Rr,
@@ -360,7 +370,10 @@ impl Validator<'_> {
                     factor,
                 },
                 _ => {
-                    self.err(bal, format!("{ctx}: balance \"url_param\" needs param = \"NAME\""));
+                    self.err(
+                        bal,
+                        format!("{ctx}: balance \"url_param\" needs param = \"NAME\""),
+                    );
                     Algorithm::Rr
                 }
             },
@@ -375,7 +388,10 @@ impl Validator<'_> {
                 let hint = nearest(other, Algorithm::NAMES.iter().copied())
                     .map(|h| format!("did you mean \"{h}\"?"))
                     .unwrap_or_else(|| format!("known: {}", Algorithm::NAMES.join(", ")));
-                self.err(bal, format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"));
+                self.err(
+                    bal,
+                    format!("{ctx}: unknown balance algorithm \"{other}\" ({hint})"),
+                );
                 Algorithm::Rr
             }
         }

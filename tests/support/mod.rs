@@ -71,6 +71,8 @@ pub enum Behaviour {
     Record,
     /// Reset the connection as soon as the first bytes arrive.
     ResetOnData,
+    /// Say `"{name}\n"` at once, then echo.
+    Hello,
 }
 
 impl Origin {
@@ -113,6 +115,11 @@ async fn serve(
     seen: Arc<Mutex<Vec<Seen>>>,
     idx: usize,
 ) {
+    if let Behaviour::Hello = b
+        && s.write_all(format!("{name}\n").as_bytes()).await.is_err()
+    {
+        return;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut sum = Checksum::default();
@@ -126,7 +133,7 @@ async fn serve(
         }
         total += n as u64;
         match b {
-            Behaviour::Echo => {
+            Behaviour::Echo | Behaviour::Hello => {
                 if s.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -195,4 +202,28 @@ pub async fn read_to_end(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await?;
     Ok(out)
+}
+
+/// Connect (optionally sending `first` bytes, e.g. a PROXY header) and return the
+/// name a `Hello` origin says; the connection is closed after.
+pub async fn hello(addr: SocketAddr, first: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(first).await.unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).await.unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Like `hello`, but keeps the connection open and returns it.
+pub async fn hello_open(addr: SocketAddr) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).await.unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    (String::from_utf8(line).unwrap(), s)
 }
