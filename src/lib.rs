@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod l4;
+pub mod l7;
 pub mod listener;
 pub mod origin;
 pub mod runtime;

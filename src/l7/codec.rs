@@ -1,0 +1,548 @@
+//! Strict HTTP/1.1 request heads (RFC 9112) on top of httparse: httparse tokenises,
+//! this module decides whether the head is acceptable and how the body is framed.
+//! Never repairs by guessing: anything ambiguous is an error with its own class,
+//! status and counter name. Pure: bytes in, a decision out.
+
+use super::chunked::is_tchar;
+
+/// Header-count and size limits (HAProxy-like defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Request line + headers, bytes (431 past it; 414 if the request line alone is).
+    pub max_head: usize,
+    /// Header fields (431 past it).
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 16 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// One reason to reject a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("bare CR or LF in the request head")]
+    BareCrLf,
+    #[error("malformed request line or header")]
+    Malformed,
+    #[error("invalid character in a header value")]
+    BadValue,
+    #[error("unsupported HTTP version")]
+    Version,
+    #[error("request line too long")]
+    UriTooLong,
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("too many header fields")]
+    TooManyHeaders,
+    #[error("both Content-Length and Transfer-Encoding")]
+    ClAndTe,
+    #[error("invalid or conflicting Content-Length")]
+    BadContentLength,
+    #[error("invalid Transfer-Encoding")]
+    BadTransferEncoding,
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TeInHttp10,
+    #[error("unsupported transfer coding")]
+    UnknownCoding,
+    #[error("missing Host")]
+    MissingHost,
+    #[error("more than one Host")]
+    DuplicateHost,
+    #[error("invalid Host or authority")]
+    BadHost,
+    #[error("unsupported request target form")]
+    BadTarget,
+    #[error("unsupported expectation")]
+    BadExpect,
+}
+
+impl HeadError {
+    /// The status sent to the client (the connection is closed after it).
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::UriTooLong => 414,
+            HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::UnknownCoding => 501,
+            HeadError::Version => 505,
+            HeadError::BadExpect => 417,
+            _ => 400,
+        }
+    }
+
+    /// The counter this rejection bumps (one per class).
+    pub fn counter(self) -> &'static str {
+        match self {
+            HeadError::BareCrLf => "bare_crlf",
+            HeadError::Malformed => "malformed",
+            HeadError::BadValue => "bad_value",
+            HeadError::Version => "bad_version",
+            HeadError::UriTooLong => "uri_too_long",
+            HeadError::HeadTooLarge => "head_too_large",
+            HeadError::TooManyHeaders => "too_many_headers",
+            HeadError::ClAndTe => "cl_and_te",
+            HeadError::BadContentLength => "bad_content_length",
+            HeadError::BadTransferEncoding => "bad_transfer_encoding",
+            HeadError::TeInHttp10 => "te_in_http10",
+            HeadError::UnknownCoding => "unknown_coding",
+            HeadError::MissingHost => "missing_host",
+            HeadError::DuplicateHost => "duplicate_host",
+            HeadError::BadHost => "bad_host",
+            HeadError::BadTarget => "bad_target",
+            HeadError::BadExpect => "bad_expect",
+        }
+    }
+}
+
+/// What the proxy needs to know about an accepted request head. Borrowed from the
+/// input buffer; header values stay in httparse's slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head<'b> {
+    pub method: &'b str,
+    /// Path and query in origin form (`/p?q`), or `*` for `OPTIONS *`.
+    pub path: &'b str,
+    /// The authority requests are routed on: from an absolute-form target if there
+    /// is one (it replaces Host), else the Host header. Lowercase is not applied.
+    pub authority: Option<&'b str>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub framing: Framing,
+    /// The client asked to close (or HTTP/1.0 without keep-alive).
+    pub close: bool,
+    pub expect_continue: bool,
+    /// Length of the head in bytes (where the body starts).
+    pub len: usize,
+}
+
+/// Parse and check a request head at the start of `buf`. `Ok(None)`: incomplete,
+/// read more (unless `buf` already exceeds the limits, which is an error).
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    limits: &Limits,
+) -> Result<Option<Head<'b>>, HeadError> {
+    // Line endings first: httparse accepts bare LF, we do not.
+    let end = find_head_end(buf)?;
+    let Some(end) = end else {
+        if buf.len() > limits.max_head {
+            let line_done = buf.windows(2).any(|w| w == b"\r\n");
+            return Err(if line_done {
+                HeadError::HeadTooLarge
+            } else {
+                HeadError::UriTooLong
+            });
+        }
+        return Ok(None);
+    };
+    if end > limits.max_head {
+        return Err(HeadError::HeadTooLarge);
+    }
+    let max = limits.max_headers.min(headers.len());
+    let mut req = httparse::Request::new(&mut headers[..max]);
+    let len = match req.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let method = req.method.ok_or(HeadError::Malformed)?;
+    let target = req.path.ok_or(HeadError::Malformed)?;
+    let minor = req.version.ok_or(HeadError::Version)?;
+    if minor > 1 {
+        return Err(HeadError::Version);
+    }
+
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked_last = false;
+    let mut host: Option<&str> = None;
+    let mut close = minor == 0;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        if h.value
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(HeadError::BadValue);
+        }
+        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::BadValue)?;
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = value.trim_matches([' ', '\t']);
+            if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::BadContentLength);
+            }
+            let n: u64 = v.parse().map_err(|_| HeadError::BadContentLength)?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(HeadError::BadContentLength);
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if minor == 0 {
+                return Err(HeadError::TeInHttp10);
+            }
+            te_seen = true;
+            for coding in value.split(',') {
+                let c = coding.trim_matches([' ', '\t']);
+                if c.is_empty() || !c.bytes().all(is_tchar) {
+                    return Err(HeadError::BadTransferEncoding);
+                }
+                if chunked_last {
+                    // Something after chunked: chunked must be the final coding.
+                    return Err(HeadError::BadTransferEncoding);
+                }
+                if c.eq_ignore_ascii_case("chunked") {
+                    chunked_last = true;
+                } else if !["gzip", "x-gzip", "deflate", "compress", "x-compress"]
+                    .iter()
+                    .any(|k| c.eq_ignore_ascii_case(k))
+                {
+                    return Err(HeadError::UnknownCoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(HeadError::DuplicateHost);
+            }
+            host = Some(value.trim_matches([' ', '\t']));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for t in value.split(',') {
+                let t = t.trim_matches([' ', '\t']);
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if value
+                .trim_matches([' ', '\t'])
+                .eq_ignore_ascii_case("100-continue")
+            {
+                expect_continue = minor == 1;
+            } else {
+                return Err(HeadError::BadExpect);
+            }
+        }
+    }
+    if te_seen && content_length.is_some() {
+        return Err(HeadError::ClAndTe);
+    }
+    if te_seen && !chunked_last {
+        // A request body must be chunked last, or its end cannot be known.
+        return Err(HeadError::BadTransferEncoding);
+    }
+    let framing = if te_seen {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+
+    let (path, authority) = split_target(method, target)?;
+    if let Some(h) = host
+        && !valid_authority(h)
+    {
+        return Err(HeadError::BadHost);
+    }
+    let authority = match authority {
+        Some(a) => {
+            if !valid_authority(a) {
+                return Err(HeadError::BadHost);
+            }
+            if minor == 1 && host.is_none() {
+                return Err(HeadError::MissingHost);
+            }
+            Some(a)
+        }
+        None => {
+            if minor == 1 && host.is_none() {
+                return Err(HeadError::MissingHost);
+            }
+            host
+        }
+    };
+    Ok(Some(Head {
+        method,
+        path,
+        authority,
+        minor,
+        framing,
+        close,
+        expect_continue,
+        len,
+    }))
+}
+
+/// The end of the head (just past the empty line), checking every line ending.
+fn find_head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut i = 0;
+    // RFC 9112 §2.2: empty lines before the request line may be ignored.
+    while buf[i..].starts_with(b"\r\n") {
+        i += 2;
+    }
+    let mut line_start = i;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => return Err(HeadError::BareCrLf),
+            b'\r' => match buf.get(i + 1) {
+                None => return Ok(None),
+                Some(b'\n') => {
+                    if i == line_start && line_start > 0 {
+                        return Ok(Some(i + 2));
+                    }
+                    i += 2;
+                    line_start = i;
+                    continue;
+                }
+                Some(_) => return Err(HeadError::BareCrLf),
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// Origin-form passes; absolute-form yields its authority (which replaces Host)
+/// and the path; `*` only with OPTIONS; authority-form (CONNECT) is not proxied.
+fn split_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Result<(&'b str, Option<&'b str>), HeadError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok((target, None));
+    }
+    let lower_scheme = |s: &str| {
+        target
+            .get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    let rest = if lower_scheme("http://") {
+        &target[7..]
+    } else if lower_scheme("https://") {
+        &target[8..]
+    } else {
+        return Err(HeadError::BadTarget);
+    };
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(cut);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HeadError::BadHost);
+    }
+    // `http://a?x` has the path "" and a query: forward it as "/?x"; the caller
+    // rebuilds the request line, so an empty path here means "/".
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((path, Some(authority)))
+}
+
+/// `host [":" port]` with host a reg-name, IPv4 or `[IPv6]` literal.
+pub fn valid_authority(a: &str) -> bool {
+    let (host, port): (&str, Option<&str>) = if let Some(rest) = a.strip_prefix('[') {
+        let Some(close) = rest.find(']') else {
+            return false;
+        };
+        if rest[..close].parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match &rest[close + 1..] {
+            "" => ("v6", None),
+            p => match p.strip_prefix(':') {
+                Some(p) => ("v6", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let h = parse_request(raw, &mut headers, &Limits::default())?;
+        // Detach from the local header array for the caller.
+        Ok(h.map(|h| Head { ..h }))
+    }
+
+    #[test]
+    fn accepts_ordinary_requests() {
+        let h = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.method, h.path, h.authority, h.minor),
+            ("GET", "/a?b=1", Some("example.com"), 1)
+        );
+        assert_eq!((h.framing, h.close, h.len), (Framing::None, false, 42));
+        let h = parse(b"POST /u HTTP/1.1\r\nHost: a:8080\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.close), (Framing::Length(5), true));
+        let h = parse(b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.minor, h.close, h.authority), (0, true, None));
+        let h = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.close);
+        let h = parse(b"\r\nGET / HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h.framing,
+            Framing::Length(5),
+            "identical duplicates collapse"
+        );
+        let h = parse(
+            b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let h = parse(b"GET http://Evil.example:81/p?q HTTP/1.1\r\nHost: good.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.path, h.authority), ("/p?q", Some("Evil.example:81")));
+        let h = parse(b"GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.path, "/");
+    }
+
+    #[test]
+    fn incomplete_until_the_empty_line() {
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut]), Ok(None), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_each_class() {
+        use HeadError::*;
+        let cases: &[(&[u8], HeadError)] = &[
+            (b"GET / HTTP/1.1\nHost: a\n\n", BareCrLf),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", BareCrLf),
+            (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", BareCrLf),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", Malformed),
+            (b"GET /\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Version),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Version),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\xffb\r\n\r\n", BadValue),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", ClAndTe),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n", BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=y\r\n\r\n", BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", UnknownCoding),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TeInHttp10),
+            (b"GET / HTTP/1.1\r\n\r\n", MissingHost),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", DuplicateHost),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", BadHost),
+            (b"GET / HTTP/1.1\r\nHost: a:x\r\n\r\n", BadHost),
+            (b"GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n", BadHost),
+            (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", BadHost),
+            (b"GET http://u@evil/ HTTP/1.1\r\nHost: a\r\n\r\n", BadHost),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", BadExpect),
+        ];
+        for (raw, err) in cases {
+            assert_eq!(
+                parse(raw).map(|_| ()),
+                Err(*err),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long_line = [b"GET /".as_slice(), &[b'a'; 20_000]].concat();
+        assert_eq!(parse(&long_line).map(|_| ()), Err(HeadError::UriTooLong));
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..120 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many).map(|_| ()), Err(HeadError::TooManyHeaders));
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for _ in 0..40 {
+            big.extend_from_slice(format!("X-Big: {}\r\n", "v".repeat(500)).as_bytes());
+        }
+        assert_eq!(parse(&big).map(|_| ()), Err(HeadError::HeadTooLarge));
+        assert_eq!(HeadError::HeadTooLarge.status(), 431);
+    }
+
+    #[test]
+    fn authorities() {
+        for ok in [
+            "a",
+            "a.example",
+            "a:80",
+            "10.0.0.1:8080",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "", ":80", "a:", "a:123456", "a b", "a/b", "[::1", "[::1]x", "a@b",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
+    }
+}
