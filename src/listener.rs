@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::config::Mode;
 use crate::l4::{self, L4Opts};
 use crate::runtime::Shared;
 
@@ -136,7 +137,10 @@ fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permit
     tokio::spawn(async move {
         let _tracker = tracker;
         let _permits = permits;
-        l4::serve(stream, peer, rt, fe, &l4, force).await;
+        match rt.frontends[fe].mode {
+            Mode::Tcp => l4::serve(stream, peer, rt.clone(), fe, &l4, force).await,
+            Mode::Http => crate::l7::session::serve(stream, peer, rt.clone(), fe, &l4, force).await,
+        }
         counters.conn_cur.dec();
     });
 }

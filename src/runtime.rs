@@ -30,7 +30,10 @@ pub struct FrontendRt {
     pub mode: Mode,
     pub backend: usize,
     pub client_timeout: Duration,
+    pub http_request_timeout: Duration,
+    pub http_keepalive_timeout: Duration,
     pub accept_proxy: bool,
+    pub x_forwarded: bool,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -160,7 +163,10 @@ impl Runtime {
                 mode: f.mode,
                 backend: f.default_backend,
                 client_timeout: f.timeouts.client,
+                http_request_timeout: f.timeouts.http_request,
+                http_keepalive_timeout: f.timeouts.http_keepalive,
                 accept_proxy: f.accept_proxy,
+                x_forwarded: f.x_forwarded,
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

@@ -66,6 +66,8 @@ pub struct FrontendFile {
     pub default_backend: Spanned<String>,
     #[serde(default)]
     pub accept_proxy: bool,
+    /// http: add X-Forwarded-For and X-Forwarded-Proto (default true).
+    pub x_forwarded: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +75,10 @@ pub struct FrontendFile {
 pub struct FrontendTimeoutsFile {
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub client: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub http_request: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub http_keepalive: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,12 +54,18 @@ pub struct Frontend {
     /// Index into `Config::backends`.
     pub default_backend: usize,
     pub accept_proxy: bool,
+    /// http: add X-Forwarded-For and X-Forwarded-Proto.
+    pub x_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct FrontendTimeouts {
     /// Inactivity on the client side.
     pub client: Duration,
+    /// http: the whole request head must arrive within this (slowloris).
+    pub http_request: Duration,
+    /// http: how long an idle keep-alive client connection is kept.
+    pub http_keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +173,8 @@ pub struct ServerConfig {
 pub mod defaults {
     use std::time::Duration;
     pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const HTTP_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);

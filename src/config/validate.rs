@@ -184,14 +184,6 @@ impl Validator<'_> {
             self.err(&f.name, "frontend name must not be empty");
         }
         let mode = f.mode.as_ref().map_or(Mode::Tcp, |m| *m.get_ref());
-        if let Some(m) = &f.mode
-            && *m.get_ref() == Mode::Http
-        {
-            self.err(
-                m,
-                format!("{ctx}: mode \"http\" is not available in this version; use mode \"tcp\""),
-            );
-        }
         if f.listen.get_ref().is_empty() {
             self.err(
                 &f.listen,
@@ -248,9 +240,18 @@ impl Validator<'_> {
             backlog,
             timeouts: FrontendTimeouts {
                 client: f.timeouts.client.unwrap_or(defaults::CLIENT_TIMEOUT),
+                http_request: f
+                    .timeouts
+                    .http_request
+                    .unwrap_or(defaults::HTTP_REQUEST_TIMEOUT),
+                http_keepalive: f
+                    .timeouts
+                    .http_keepalive
+                    .unwrap_or(defaults::HTTP_KEEPALIVE_TIMEOUT),
             },
             default_backend,
             accept_proxy: f.accept_proxy,
+            x_forwarded: f.x_forwarded.unwrap_or(true),
         })
     }
 

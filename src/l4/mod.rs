@@ -186,7 +186,7 @@ async fn preamble(
 }
 
 /// Read a PROXY v1/v2 header; returns (client, destination, bytes read past the header).
-async fn read_proxy_header(
+pub(crate) async fn read_proxy_header(
     client: &TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -227,7 +227,7 @@ async fn read_proxy_header(
 
 /// Pick and connect, trying another server after each failure (up to `retries`
 /// extra attempts), waiting in the queue when every server is at maxconn.
-async fn connect<'b>(
+pub(crate) async fn connect<'b>(
     backend: &'b BackendRt,
     ctx: &PickCtx<'_>,
     force_stop: &mut watch::Receiver<bool>,

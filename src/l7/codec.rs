@@ -83,6 +83,14 @@ impl HeadError {
         }
     }
 
+    /// Index of this class in `stats::HTTP_REJECT_CLASSES`.
+    pub fn class(self) -> usize {
+        crate::stats::HTTP_REJECT_CLASSES
+            .iter()
+            .position(|c| *c == self.counter())
+            .unwrap_or(0)
+    }
+
     /// The counter this rejection bumps (one per class).
     pub fn counter(self) -> &'static str {
         match self {

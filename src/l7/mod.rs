@@ -1,7 +1,8 @@
-//! HTTP/1.1 (`mode = "http"`): the strict framing layer exists and is unit-tested
-//! (`codec` for request heads, `chunked` for chunked bodies); the session loop that
-//! uses them to proxy requests is not built yet, so `check` still refuses
-//! `mode = "http"`.
+//! HTTP/1.1 (`mode = "http"`): strict request heads (`codec`), chunked bodies
+//! (`chunked`), response heads (`response`), and the per-connection loop
+//! (`session`).
 
 pub mod chunked;
 pub mod codec;
+pub mod response;
+pub mod session;

@@ -56,7 +56,37 @@ pub struct FrontendCounters {
     pub proxy_errors: Counter,
     /// Connections closed for inactivity.
     pub idle_timeouts: Counter,
+    /// http: requests received (accepted heads).
+    pub http_requests: Counter,
+    /// http: responses sent, by status class 1xx..5xx (index 0 = 1xx).
+    pub http_responses: [Counter; 5],
+    /// http: requests rejected, one counter per rejection class (`HTTP_REJECT_CLASSES`).
+    pub http_rejected: [Counter; HTTP_REJECT_CLASSES.len()],
+    /// http: clients too slow to send a request head (408).
+    pub http_request_timeouts: Counter,
 }
+
+/// Names of the request-rejection classes, in the order of `http_rejected`
+/// (the same names `l7::codec::HeadError::counter` gives).
+pub const HTTP_REJECT_CLASSES: [&str; 17] = [
+    "bare_crlf",
+    "malformed",
+    "bad_value",
+    "bad_version",
+    "uri_too_long",
+    "head_too_large",
+    "too_many_headers",
+    "cl_and_te",
+    "bad_content_length",
+    "bad_transfer_encoding",
+    "te_in_http10",
+    "unknown_coding",
+    "missing_host",
+    "duplicate_host",
+    "bad_host",
+    "bad_target",
+    "bad_expect",
+];
 
 /// Per-backend counters.
 #[derive(Debug, Default)]
@@ -77,6 +107,10 @@ pub struct BackendCounters {
     pub queue_cur: Gauge,
     /// Queued connections that gave up after `timeouts.queue`.
     pub queue_timeouts: Counter,
+    /// http: malformed responses or servers that closed early (502).
+    pub http_bad_responses: Counter,
+    /// http: servers that did not answer within `timeouts.server` (504).
+    pub http_server_timeouts: Counter,
 }
 
 /// Per-server counters (live on `ServerState`, carried across reloads).
@@ -99,6 +133,11 @@ pub struct FrontendStats {
     pub maxconn_reached: u64,
     pub proxy_errors: u64,
     pub idle_timeouts: u64,
+    pub http_requests: u64,
+    pub http_responses: [u64; 5],
+    /// (class, count) for every class with a non-zero count.
+    pub http_rejected: Vec<(&'static str, u64)>,
+    pub http_request_timeouts: u64,
 }
 
 impl FrontendCounters {
@@ -112,6 +151,15 @@ impl FrontendCounters {
             maxconn_reached: self.maxconn_reached.get(),
             proxy_errors: self.proxy_errors.get(),
             idle_timeouts: self.idle_timeouts.get(),
+            http_requests: self.http_requests.get(),
+            http_responses: std::array::from_fn(|i| self.http_responses[i].get()),
+            http_rejected: HTTP_REJECT_CLASSES
+                .iter()
+                .zip(&self.http_rejected)
+                .filter(|(_, c)| c.get() > 0)
+                .map(|(n, c)| (*n, c.get()))
+                .collect(),
+            http_request_timeouts: self.http_request_timeouts.get(),
         }
     }
 }
@@ -129,6 +177,8 @@ pub struct BackendStats {
     pub queued_total: u64,
     pub queue_cur: u64,
     pub queue_timeouts: u64,
+    pub http_bad_responses: u64,
+    pub http_server_timeouts: u64,
     pub servers: Vec<ServerStats>,
 }
 
@@ -145,6 +195,8 @@ impl BackendCounters {
             queued_total: self.queued_total.get(),
             queue_cur: self.queue_cur.get(),
             queue_timeouts: self.queue_timeouts.get(),
+            http_bad_responses: self.http_bad_responses.get(),
+            http_server_timeouts: self.http_server_timeouts.get(),
             servers,
         }
     }

@@ -1,0 +1,215 @@
+//! Strict HTTP/1.1 response heads from servers: the same rules as requests where
+//! they apply (line endings, Content-Length, Transfer-Encoding), plus how the body
+//! is delimited given the request method. A violation is a 502 for the client and
+//! the server connection is never reused.
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespFraming {
+    /// No body (HEAD, 1xx, 204, 304, or Content-Length: 0).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the server closes the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed response from server")]
+pub struct BadResponse;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespHead {
+    pub status: u16,
+    pub framing: RespFraming,
+    /// The server will close (or HTTP/1.0 without keep-alive): do not reuse.
+    pub close: bool,
+    pub len: usize,
+}
+
+/// Parse a response head at the start of `buf` (after checking line endings).
+/// `head_request`: the request was HEAD, so the response has no body.
+pub fn parse_response<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    head_request: bool,
+    max_head: usize,
+) -> Result<Option<RespHead>, BadResponse> {
+    let Some(end) = head_end(buf)? else {
+        if buf.len() > max_head {
+            return Err(BadResponse);
+        }
+        return Ok(None);
+    };
+    let mut resp = httparse::Response::new(headers);
+    let len = match resp.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(BadResponse),
+    };
+    let status = resp.code.ok_or(BadResponse)?;
+    let minor = resp.version.ok_or(BadResponse)?;
+    if !(100..=999).contains(&status) || minor > 1 {
+        return Err(BadResponse);
+    }
+    let mut cl: Option<u64> = None;
+    let mut te = false;
+    let mut chunked_last = false;
+    let mut close = minor == 0;
+    for h in resp.headers.iter() {
+        if h.value
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(BadResponse);
+        }
+        let v = std::str::from_utf8(h.value).map_err(|_| BadResponse)?;
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = v.trim_matches([' ', '\t']);
+            if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(BadResponse);
+            }
+            let n: u64 = v.parse().map_err(|_| BadResponse)?;
+            if cl.is_some_and(|c| c != n) {
+                return Err(BadResponse);
+            }
+            cl = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            for c in v.split(',') {
+                let c = c.trim_matches([' ', '\t']);
+                if chunked_last || c.is_empty() {
+                    return Err(BadResponse);
+                }
+                chunked_last = c.eq_ignore_ascii_case("chunked");
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in v.split(',') {
+                let t = t.trim_matches([' ', '\t']);
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                    close = false;
+                }
+            }
+        }
+    }
+    if te && cl.is_some() {
+        return Err(BadResponse);
+    }
+    let bodyless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodyless {
+        RespFraming::None
+    } else if te {
+        if chunked_last {
+            RespFraming::Chunked
+        } else {
+            // A response may end a non-chunked coding by closing (RFC 9112 §6.3).
+            close = true;
+            RespFraming::Close
+        }
+    } else {
+        match cl {
+            Some(0) => RespFraming::None,
+            Some(n) => RespFraming::Length(n),
+            None => {
+                close = true;
+                RespFraming::Close
+            }
+        }
+    };
+    Ok(Some(RespHead {
+        status,
+        framing,
+        close,
+        len,
+    }))
+}
+
+fn head_end(buf: &[u8]) -> Result<Option<usize>, BadResponse> {
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => return Err(BadResponse),
+            b'\r' => match buf.get(i + 1) {
+                None => return Ok(None),
+                Some(b'\n') => {
+                    if i == line_start && line_start > 0 {
+                        return Ok(Some(i + 2));
+                    }
+                    i += 2;
+                    line_start = i;
+                    continue;
+                }
+                Some(_) => return Err(BadResponse),
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head: bool) -> Result<Option<RespHead>, BadResponse> {
+        let mut h = [httparse::EMPTY_HEADER; 64];
+        parse_response(raw, &mut h, head, 16384)
+    }
+
+    #[test]
+    fn framings() {
+        let p = |raw: &[u8]| parse(raw, false).unwrap().unwrap();
+        assert_eq!(
+            p(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").framing,
+            RespFraming::Length(5)
+        );
+        assert_eq!(
+            p(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
+            RespFraming::Chunked
+        );
+        let r = p(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((r.framing, r.close), (RespFraming::Close, true));
+        assert_eq!(
+            p(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n").framing,
+            RespFraming::None
+        );
+        assert_eq!(
+            p(b"HTTP/1.1 304 Not Modified\r\n\r\n").framing,
+            RespFraming::None
+        );
+        assert_eq!(
+            p(b"HTTP/1.1 100 Continue\r\n\r\n").framing,
+            RespFraming::None
+        );
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.framing, RespFraming::None);
+        assert!(p(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").close);
+        assert_eq!(parse(b"HTTP/1.1 200 OK\r\nContent-", false), Ok(None));
+    }
+
+    #[test]
+    fn rejects_ambiguous_responses() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 5\n\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"HTTP/1.1 99 Odd\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(raw, false),
+                Err(BadResponse),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! One client connection in `mode = "http"`: read a request head (strict codec),
+//! pick and connect a server, forward the re-serialised head and stream the body,
+//! read the response head (strict), stream its body back, and loop for keep-alive.
+//! Bodies are streamed through one buffer per direction, taken when bytes arrive;
+//! nothing is buffered whole.
+//!
+//! This version opens one server connection per request (`Connection: close`
+//! upstream); pooling, retries of idempotent requests, upgrades and per-status
+//! error files are still to come.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant as TokioInstant, timeout_at};
+
+use super::chunked::ChunkedDecoder;
+use super::codec::{self, Framing, HeadError, Limits};
+use super::response::{self, RespFraming};
+use crate::balancers::PickCtx;
+use crate::l4::{self, ForwardError, L4Opts};
+use crate::runtime::{BackendRt, FrontendRt, Runtime};
+
+/// Read chunk size for both directions.
+const READ: usize = 16 * 1024;
+
+/// Why an exchange stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The client closed or failed, or the exchange is over and must not continue.
+    Close,
+    /// Keep going with the next request.
+    Next,
+}
+
+/// Hop-by-hop fields, never forwarded in either direction (plus whatever the
+/// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too: this
+/// version does not tunnel upgrades, and h2c must never reach a server.
+const HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+    "expect",
+    "proxy-authenticate",
+];
+
+fn is_hop(name: &str, named: &[&str]) -> bool {
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Serve one accepted client connection on http frontend `fe`.
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    fe: usize,
+    opts: &L4Opts,
+    mut force_stop: watch::Receiver<bool>,
+) {
+    let _ = opts;
+    let front = &rt.frontends[fe];
+    let backend = &rt.backends[front.backend];
+    let local = client.local_addr().unwrap_or(peer);
+    let _ = client.set_nodelay(true);
+    let (peer, local, mut cbuf) = if front.accept_proxy {
+        match l4::read_proxy_header(&client, peer, local, front.client_timeout).await {
+            Ok(v) => v,
+            Err(_) => {
+                front.counters.proxy_errors.inc();
+                return;
+            }
+        }
+    } else {
+        (peer, local, Vec::new())
+    };
+    let mut stop_rx = force_stop.clone();
+    let mut first = true;
+    loop {
+        let stop = tokio::select! {
+            s = exchange(&client, peer, local, front, backend, &mut cbuf, first, &mut force_stop) => s,
+            true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
+        };
+        first = false;
+        if let Stop::Close = stop {
+            return;
+        }
+        if cbuf.is_empty() {
+            // Idle keep-alive connections hold no buffer.
+            cbuf = Vec::new();
+        }
+    }
+}
+
+/// Wait for readable bytes until `deadline`, then append what is there to `buf`.
+/// Ok(0) = end of stream.
+async fn fill(s: &TcpStream, buf: &mut Vec<u8>, deadline: TokioInstant) -> Result<usize, Fill> {
+    loop {
+        match timeout_at(deadline, s.readable()).await {
+            Err(_) => return Err(Fill::Timeout),
+            Ok(Err(_)) => return Err(Fill::Io),
+            Ok(Ok(())) => {}
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ);
+        }
+        match s.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(Fill::Io),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Fill {
+    Timeout,
+    Io,
+}
+
+async fn write_all(s: &TcpStream, mut data: &[u8], deadline: TokioInstant) -> Result<(), Fill> {
+    while !data.is_empty() {
+        match timeout_at(deadline, s.writable()).await {
+            Err(_) => return Err(Fill::Timeout),
+            Ok(Err(_)) => return Err(Fill::Io),
+            Ok(Ok(())) => {}
+        }
+        match s.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(Fill::Io),
+        }
+    }
+    Ok(())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// Send a small error response and close (the request body, if any, was not read).
+async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
+    let body = format!("{status} {}\n", reason(status));
+    let msg = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    );
+    count_status(front, status);
+    let deadline = TokioInstant::now() + front.client_timeout;
+    let _ = write_all(client, msg.as_bytes(), deadline).await;
+}
+
+fn count_status(front: &FrontendRt, status: u16) {
+    if let Some(c) = front
+        .counters
+        .http_responses
+        .get(usize::from(status / 100).wrapping_sub(1))
+    {
+        c.inc();
+    }
+}
+
+/// What the request head told us, owned so the buffer can move on.
+struct Req {
+    upstream_head: Vec<u8>,
+    framing: Framing,
+    close: bool,
+    expect_continue: bool,
+    head_request: bool,
+    host: Option<String>,
+    path: String,
+}
+
+fn build_request(
+    head: &codec::Head<'_>,
+    headers: &[httparse::Header<'_>],
+    peer: SocketAddr,
+    front: &FrontendRt,
+) -> Req {
+    let mut named: Vec<&str> = Vec::new();
+    let mut xff: Option<&[u8]> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection")
+            && let Ok(v) = std::str::from_utf8(h.value)
+        {
+            named.extend(
+                v.split(',')
+                    .map(|t| t.trim_matches([' ', '\t']))
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(head.len + 96);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(a) = head.authority {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for h in headers {
+        let n = h.name;
+        if is_hop(n, &named) || n.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if front.x_forwarded
+            && (n.eq_ignore_ascii_case("x-forwarded-for")
+                || n.eq_ignore_ascii_case("x-forwarded-proto"))
+        {
+            if n.eq_ignore_ascii_case("x-forwarded-for") {
+                xff = Some(h.value);
+            }
+            continue;
+        }
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if front.x_forwarded {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = xff {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(peer.ip().to_string().as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    }
+    // One server connection per request in this version.
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    Req {
+        upstream_head: out,
+        framing: head.framing,
+        close: head.close,
+        expect_continue: head.expect_continue,
+        head_request: head.method == "HEAD",
+        host: head.authority.map(|a| a.to_ascii_lowercase()),
+        path: head.path.to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    client: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    front: &FrontendRt,
+    backend: &BackendRt,
+    cbuf: &mut Vec<u8>,
+    first: bool,
+    force_stop: &mut watch::Receiver<bool>,
+) -> Stop {
+    // 1. The request head: the first byte within the keep-alive timeout (or the
+    //    request timeout on a new connection), the whole head within http_request.
+    let limits = Limits::default();
+    let mut started = !cbuf.is_empty();
+    let mut deadline = TokioInstant::now()
+        + if first || started {
+            front.http_request_timeout
+        } else {
+            front.http_keepalive_timeout
+        };
+    let req = loop {
+        if !cbuf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            match codec::parse_request(cbuf, &mut headers, &limits) {
+                Ok(Some(head)) => {
+                    let n = headers
+                        .iter()
+                        .position(|h| h.name.is_empty())
+                        .unwrap_or(headers.len());
+                    let req = build_request(&head, &headers[..n], peer, front);
+                    let len = head.len;
+                    cbuf.drain(..len);
+                    break req;
+                }
+                Ok(None) => {}
+                Err(e) => return reject(client, front, e).await,
+            }
+        }
+        match fill(client, cbuf, deadline).await {
+            Ok(0) => return Stop::Close,
+            Ok(_) => {
+                if !started {
+                    // The first byte of this request: the whole head now has
+                    // http_request to arrive.
+                    started = true;
+                    deadline = TokioInstant::now() + front.http_request_timeout;
+                }
+            }
+            Err(Fill::Timeout) => {
+                if started || first {
+                    front.counters.http_request_timeouts.inc();
+                    error_reply(client, front, 408).await;
+                }
+                return Stop::Close;
+            }
+            Err(Fill::Io) => return Stop::Close,
+        }
+    };
+    front.counters.http_requests.inc();
+
+    // 2. Pick and connect.
+    let (path, query) = match req.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.path.as_str(), None),
+    };
+    let mut ctx = PickCtx::tcp(peer.ip(), local, Instant::now(), l4::fastrand_u64());
+    ctx.host = req.host.as_deref();
+    ctx.path = Some(path);
+    ctx.query = query;
+    let (server, _guard, upstream) = match l4::connect(backend, &ctx, force_stop).await {
+        Ok(v) => v,
+        Err(e) => {
+            match e {
+                ForwardError::QueueTimeout(_) => backend.counters.queue_timeouts.inc(),
+                _ => backend.counters.no_server.inc(),
+            }
+            error_reply(client, front, 503).await;
+            return Stop::Close;
+        }
+    };
+    backend.counters.conn_total.inc();
+    server.state.counters.conn_total.inc();
+    let sc = &server.state.counters;
+    let server_deadline = || TokioInstant::now() + backend.timeouts.server;
+    let client_deadline = || TokioInstant::now() + front.client_timeout;
+
+    // 3. Request head and body to the server.
+    if write_all(&upstream, &req.upstream_head, server_deadline())
+        .await
+        .is_err()
+    {
+        backend.counters.http_bad_responses.inc();
+        error_reply(client, front, 502).await;
+        return Stop::Close;
+    }
+    if req.expect_continue
+        && req.framing != Framing::None
+        && cbuf.is_empty()
+        && write_all(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_deadline())
+            .await
+            .is_err()
+    {
+        return Stop::Close;
+    }
+    let mut sent = 0u64;
+    let body = async {
+        match req.framing {
+            Framing::None => Ok(()),
+            Framing::Length(n) => {
+                let mut left = n;
+                loop {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(cbuf.len());
+                    if take > 0 {
+                        write_all(&upstream, &cbuf[..take], server_deadline())
+                            .await
+                            .map_err(|_| BodyErr::Server)?;
+                        cbuf.drain(..take);
+                        left -= take as u64;
+                        sent += take as u64;
+                    }
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    match fill(client, cbuf, client_deadline()).await {
+                        Ok(0) | Err(_) => return Err(BodyErr::Client),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Framing::Chunked => {
+                let mut dec = ChunkedDecoder::default();
+                loop {
+                    let k = dec.advance(cbuf).map_err(|_| BodyErr::Framing)?;
+                    if k > 0 {
+                        write_all(&upstream, &cbuf[..k], server_deadline())
+                            .await
+                            .map_err(|_| BodyErr::Server)?;
+                        cbuf.drain(..k);
+                        sent += k as u64;
+                    }
+                    if dec.is_done() {
+                        return Ok(());
+                    }
+                    match fill(client, cbuf, client_deadline()).await {
+                        Ok(0) | Err(_) => return Err(BodyErr::Client),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    front.counters.bytes_in.add(sent);
+    backend.counters.bytes_in.add(sent);
+    sc.bytes_in.add(sent);
+    match body {
+        Ok(()) => {}
+        Err(BodyErr::Client) => return Stop::Close,
+        Err(BodyErr::Framing) => {
+            front.counters.http_rejected[HeadError::BadTransferEncoding.class()].inc();
+            error_reply(client, front, 400).await;
+            return Stop::Close;
+        }
+        Err(BodyErr::Server) => {
+            backend.counters.http_bad_responses.inc();
+            error_reply(client, front, 502).await;
+            return Stop::Close;
+        }
+    }
+
+    // 4. Response head(s): 1xx are relayed, then the final one.
+    let mut sbuf: Vec<u8> = Vec::with_capacity(READ);
+    let resp = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 100];
+        match response::parse_response(&sbuf, &mut headers, req.head_request, limits.max_head) {
+            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                let len = r.len;
+                if write_all(client, &sbuf[..len], client_deadline())
+                    .await
+                    .is_err()
+                {
+                    return Stop::Close;
+                }
+                sbuf.drain(..len);
+                continue;
+            }
+            Ok(Some(r)) if r.status == 101 => {
+                // Upgrades are not tunnelled yet (and never asked for: Upgrade is stripped).
+                backend.counters.http_bad_responses.inc();
+                error_reply(client, front, 502).await;
+                return Stop::Close;
+            }
+            Ok(Some(r)) => {
+                let n = headers
+                    .iter()
+                    .position(|h| h.name.is_empty())
+                    .unwrap_or(headers.len());
+                let close = req.close || r.framing == RespFraming::Close;
+                let out = build_response(&sbuf[..r.len], &headers[..n], r.status, close);
+                sbuf.drain(..r.len);
+                break (r, out, close);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                backend.counters.http_bad_responses.inc();
+                error_reply(client, front, 502).await;
+                return Stop::Close;
+            }
+        }
+        match fill(&upstream, &mut sbuf, server_deadline()).await {
+            Ok(0) | Err(Fill::Io) => {
+                backend.counters.http_bad_responses.inc();
+                error_reply(client, front, 502).await;
+                return Stop::Close;
+            }
+            Ok(_) => {}
+            Err(Fill::Timeout) => {
+                backend.counters.http_server_timeouts.inc();
+                error_reply(client, front, 504).await;
+                return Stop::Close;
+            }
+        }
+    };
+    let (resp, out_head, close) = resp;
+    count_status(front, resp.status);
+    if write_all(client, &out_head, client_deadline())
+        .await
+        .is_err()
+    {
+        return Stop::Close;
+    }
+
+    // 5. Response body.
+    let mut got = 0u64;
+    let result: Result<(), ()> = async {
+        match resp.framing {
+            RespFraming::None => Ok(()),
+            RespFraming::Length(n) => {
+                let mut left = n;
+                loop {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(sbuf.len());
+                    if take > 0 {
+                        write_all(client, &sbuf[..take], client_deadline())
+                            .await
+                            .map_err(|_| ())?;
+                        sbuf.drain(..take);
+                        left -= take as u64;
+                        got += take as u64;
+                    }
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    match fill(&upstream, &mut sbuf, server_deadline()).await {
+                        Ok(0) | Err(_) => return Err(()),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            RespFraming::Chunked => {
+                let mut dec = ChunkedDecoder::default();
+                loop {
+                    let k = dec.advance(&sbuf).map_err(|_| ())?;
+                    if k > 0 {
+                        write_all(client, &sbuf[..k], client_deadline())
+                            .await
+                            .map_err(|_| ())?;
+                        sbuf.drain(..k);
+                        got += k as u64;
+                    }
+                    if dec.is_done() {
+                        return Ok(());
+                    }
+                    match fill(&upstream, &mut sbuf, server_deadline()).await {
+                        Ok(0) | Err(_) => return Err(()),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            RespFraming::Close => loop {
+                if !sbuf.is_empty() {
+                    write_all(client, &sbuf, client_deadline())
+                        .await
+                        .map_err(|_| ())?;
+                    got += sbuf.len() as u64;
+                    sbuf.clear();
+                }
+                match fill(&upstream, &mut sbuf, server_deadline()).await {
+                    Ok(0) => return Ok(()),
+                    Err(_) => return Err(()),
+                    Ok(_) => {}
+                }
+            },
+        }
+    }
+    .await;
+    front.counters.bytes_out.add(got);
+    backend.counters.bytes_out.add(got);
+    sc.bytes_out.add(got);
+    if result.is_err() {
+        // The response was cut: the client cannot tell where it ends otherwise.
+        l4::pump::reset(client);
+        return Stop::Close;
+    }
+    if close {
+        let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
+        return Stop::Close;
+    }
+    Stop::Next
+}
+
+enum BodyErr {
+    Client,
+    Server,
+    Framing,
+}
+
+async fn reject(client: &TcpStream, front: &FrontendRt, e: HeadError) -> Stop {
+    front.counters.http_rejected[e.class()].inc();
+    tracing::debug!(frontend = %front.name, error = %e, "request rejected");
+    error_reply(client, front, e.status()).await;
+    Stop::Close
+}
+
+/// Re-serialise a response head: status line, headers minus hop-by-hop fields,
+/// and `connection: close` when the client connection ends after it.
+fn build_response(
+    raw: &[u8],
+    headers: &[httparse::Header<'_>],
+    status: u16,
+    close: bool,
+) -> Vec<u8> {
+    let mut named: Vec<&str> = Vec::new();
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection")
+            && let Ok(v) = std::str::from_utf8(h.value)
+        {
+            named.extend(
+                v.split(',')
+                    .map(|t| t.trim_matches([' ', '\t']))
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    // Keep the server's reason phrase (validated by httparse) after our version.
+    let line_end = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(raw.len());
+    let reason = raw[..line_end]
+        .splitn(3, |&b| b == b' ')
+        .nth(2)
+        .unwrap_or(b"");
+    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
+        if is_hop(h.name, &named) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}

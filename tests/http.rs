@@ -1,0 +1,330 @@
+//! mode "http" through real sockets: what the client gets and what the origin saw.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An origin that records every request's raw bytes (head and body, framed by
+/// Content-Length or chunked) and answers with `reply`.
+#[derive(Clone)]
+struct HttpOrigin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl HttpOrigin {
+    async fn start(reply: &'static [u8], delay: Duration) -> HttpOrigin {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let o = HttpOrigin {
+            addr: l.local_addr().unwrap(),
+            seen: Arc::default(),
+        };
+        let seen = o.seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    // Read until the head ends, then the body if any (fulcrum closes
+                    // its side after each request in this version).
+                    let mut all = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        all.extend_from_slice(&buf[..n]);
+                        if request_complete(&all) {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(all);
+                    tokio::time::sleep(delay).await;
+                    let _ = s.write_all(reply).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        o
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+}
+
+fn request_complete(b: &[u8]) -> bool {
+    let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+    let body = &b[end + 4..];
+    if let Some(cl) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        return body.len() >= cl.trim().parse::<usize>().unwrap();
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    true
+}
+
+const WEB: &str = r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+timeouts = { client = "5s", http_request = "{http_request}", http_keepalive = "2s" }
+
+[[backend]]
+name = "app"
+timeouts = { connect = "1s", server = "{server}" }
+retries = 1
+servers = [{ name = "a", address = "{a}" }]
+"#;
+
+fn web(a: SocketAddr, server: &str) -> fulcrum::daemon::Running {
+    start(
+        WEB,
+        &[
+            ("a", a.to_string()),
+            ("server", server.into()),
+            ("http_request", "500ms".into()),
+        ],
+    )
+}
+
+/// Send raw bytes, read until the proxy closes (or `until` appears), return the text.
+async fn raw(addr: SocketAddr, req: &[u8]) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-server: a\r\n\r\nok";
+
+#[tokio::test]
+async fn get_is_proxied_with_forwarded_headers() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nX-Forwarded-For: 203.0.113.1\r\nUpgrade: h2c\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        assert!(resp.contains("x-server: a\r\n"));
+        assert!(resp.contains("connection: close\r\n"));
+        assert!(resp.ends_with("\r\n\r\nok"));
+        let seen = o.seen();
+        assert_eq!(
+            seen[0],
+            "GET /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-forwarded-for: 203.0.113.1, 127.0.0.1\r\nx-forwarded-proto: http\r\nconnection: close\r\n\r\n"
+        );
+        let st = d.stats();
+        let f = st.frontend("web").unwrap();
+        assert_eq!((f.http_requests, f.http_responses[1]), (1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keep_alive_and_pipelining_on_the_client_side() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        // Two pipelined requests in one write, then a third later on the same connection.
+        c.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let one = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-server: a\r\n\r\nok";
+        let mut buf = vec![0u8; one.len() * 2];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf[..one.len()], one);
+        assert_eq!(&buf[one.len()..], one);
+        c.write_all(b"GET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200 OK"));
+        let paths: Vec<String> = o
+            .seen()
+            .iter()
+            .map(|r| r.split(' ').nth(1).unwrap().to_string())
+            .collect();
+        assert_eq!(paths, ["/1", "/2", "/3"]);
+        assert_eq!(d.stats().frontend("web").unwrap().conn_total, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bodies_stream_with_length_and_chunked_framing() {
+    bounded(10, async {
+        let o = HttpOrigin::start(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let d = web(o.addr, "5s");
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nwiki\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(resp.ends_with("\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n"), "{resp}");
+        let up = &o.seen()[0];
+        assert!(up.contains("\r\nTransfer-Encoding: chunked\r\n"), "{up}");
+        assert!(up.ends_with("connection: close\r\n\r\n4\r\nwiki\r\n0\r\n\r\n"), "{up}");
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK"));
+        assert!(o.seen()[1].ends_with("\r\n\r\nhello"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_rejected_and_never_reach_the_origin() {
+    bounded(20, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let cases: &[(&[u8], &str, &str)] = &[
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "400", "cl_and_te"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 40\r\n\r\nx", "400", "bad_content_length"),
+            (b"GET / HTTP/1.1\nHost: a\n\n", "400", "bare_crlf"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", "501", "unknown_coding"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400", "duplicate_host"),
+            (b"GET / HTTP/1.1\r\n\r\n", "400", "missing_host"),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "400", "malformed"),
+        ];
+        for (req, status, _) in cases {
+            let resp = raw(d.addr("web").unwrap(), req).await;
+            assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")), "{resp}");
+            assert!(resp.contains("connection: close"));
+        }
+        // A chunked body with a bad chunk size: the head passed, the body did not.
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(o.seen().iter().all(|r| !r.contains("smuggled")));
+        assert_eq!(o.seen().len(), 1, "only the last request's head was forwarded");
+        let st = d.stats();
+        let rejected = &st.frontend("web").unwrap().http_rejected;
+        for (_, _, class) in cases {
+            assert!(rejected.iter().any(|(c, n)| c == class && *n == 1), "{class}: {rejected:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_errors_map_to_502_503_504() {
+    bounded(10, async {
+        let garbage = HttpOrigin::start(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+            Duration::ZERO,
+        )
+        .await;
+        let d = web(garbage.addr, "5s");
+        let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 502 "), "{resp}");
+        assert_eq!(d.stats().backend("app").unwrap().http_bad_responses, 1);
+
+        let slow = HttpOrigin::start(OK, Duration::from_secs(3)).await;
+        let d = web(slow.addr, "300ms");
+        let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 504 "), "{resp}");
+        assert_eq!(d.stats().backend("app").unwrap().http_server_timeouts, 1);
+
+        let d = web(dead_addr().await, "5s");
+        let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+        let st = d.stats();
+        let b = st.backend("app").unwrap();
+        assert_eq!((b.no_server, b.connect_errors, b.retries), (1, 2, 1));
+        assert_eq!(st.frontend("web").unwrap().http_responses[4], 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_with_408_within_http_request() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        // One header byte every 100 ms: each byte arrives, the head never completes.
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        for b in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            .iter()
+        {
+            if c.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if started.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        let _ = c.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+        assert_eq!(d.stats().frontend("web").unwrap().http_request_timeouts, 1);
+        assert!(o.seen().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fulcrum_origin_and_head_requests() {
+    bounded(10, async {
+        let o = fulcrum::origin::spawn("127.0.0.1:0".parse().unwrap(), fulcrum::origin::OriginOpts::http("a"))
+            .await
+            .unwrap();
+        let d = web(o.addr, "5s");
+        let resp = raw(d.addr("web").unwrap(), b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        assert!(resp.ends_with("\r\n\r\na GET /hello\n"), "{resp}");
+        // HEAD: the response has a Content-Length but no body; keep-alive goes on.
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        assert!(text.ends_with("a GET /g\n"), "{text}");
+    })
+    .await;
+}
