@@ -137,9 +137,12 @@ fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permit
     tokio::spawn(async move {
         let _tracker = tracker;
         let _permits = permits;
+        // Boxed: the task itself stays small whichever mode runs.
         match rt.frontends[fe].mode {
-            Mode::Tcp => l4::serve(stream, peer, rt.clone(), fe, &l4, force).await,
-            Mode::Http => crate::l7::session::serve(stream, peer, rt.clone(), fe, &l4, force).await,
+            Mode::Tcp => Box::pin(l4::serve(stream, peer, rt.clone(), fe, &l4, force)).await,
+            Mode::Http => {
+                Box::pin(crate::l7::session::serve(stream, peer, rt.clone(), fe, &l4, force)).await
+            }
         }
         counters.conn_cur.dec();
     });

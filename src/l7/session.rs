@@ -25,7 +25,7 @@ use crate::l4::{self, ForwardError, L4Opts};
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
 
 /// Read chunk size for both directions.
-const READ: usize = 16 * 1024;
+const READ: usize = 64 * 1024;
 
 /// Why an exchange stopped.
 #[derive(Debug)]
@@ -84,8 +84,33 @@ pub async fn serve(
     let mut stop_rx = force_stop.clone();
     let mut first = true;
     loop {
+        if cbuf.is_empty() {
+            // Wait for the next request with a small future: the exchange's larger
+            // state is boxed only while a request is being served, so an idle
+            // connection costs little memory.
+            let limit = if first { front.http_request_timeout } else { front.http_keepalive_timeout };
+            // `peek`, not `readable`: tokio reports a fresh socket readable before
+            // any byte arrived, and the exchange must not start (and allocate) then.
+            let mut probe = [0u8; 1];
+            let ready = tokio::select! {
+                r = tokio::time::timeout(limit, client.peek(&mut probe)) => r,
+                true = crate::shutdown::fired(&mut stop_rx) => return,
+            };
+            match ready {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    if first {
+                        front.counters.http_request_timeouts.inc();
+                        error_reply(&client, front, 408).await;
+                    }
+                    return;
+                }
+            }
+        }
         let stop = tokio::select! {
-            s = exchange(&client, peer, local, front, backend, &mut cbuf, first, &mut force_stop) => s,
+            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, &mut force_stop)) => s,
             true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
         };
         first = false;
