@@ -141,7 +141,15 @@ fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permit
         match rt.frontends[fe].mode {
             Mode::Tcp => Box::pin(l4::serve(stream, peer, rt.clone(), fe, &l4, force)).await,
             Mode::Http => {
-                Box::pin(crate::l7::session::serve(stream, peer, rt.clone(), fe, &l4, force)).await
+                Box::pin(crate::l7::session::serve(
+                    stream,
+                    peer,
+                    rt.clone(),
+                    fe,
+                    &l4,
+                    force,
+                ))
+                .await
             }
         }
         counters.conn_cur.dec();

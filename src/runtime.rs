@@ -46,6 +46,7 @@ pub struct BackendRt {
     backup_balancer: Box<dyn Balance>,
     pub timeouts: BackendTimeouts,
     pub retries: u32,
+    pub pool_max_idle: u32,
     pub counters: Arc<BackendCounters>,
     /// Shared by this backend's servers: slot wake-ups, total in-flight.
     pub pool: Arc<Pool>,
@@ -150,6 +151,7 @@ impl Runtime {
                     backups,
                     timeouts: b.timeouts,
                     retries: b.retries,
+                    pool_max_idle: b.pool_max_idle,
                     counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
                     pool,
                 }

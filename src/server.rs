@@ -46,6 +46,8 @@ impl Status {
 /// balancer scanning many servers reads each with a single load.
 #[derive(Debug)]
 pub struct ServerState {
+    /// Unique for the process lifetime (keys per-thread connection pools).
+    pub id: u64,
     /// bits 0..32 in-flight (active + connecting), 32..48 effective weight,
     /// 48..56 status.
     word: AtomicU64,
@@ -103,7 +105,9 @@ impl Pool {
 
 impl ServerState {
     pub fn new(weight: u32, pool: Arc<Pool>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         ServerState {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             word: AtomicU64::new(u64::from(weight.min(0xffff)) << WEIGHT_SHIFT),
             counters: ServerCounters::default(),
             pool,

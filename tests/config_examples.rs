@@ -154,11 +154,18 @@ async fn http_example_hashes_paths_to_servers() {
         let mut origins = Vec::new();
         let mut stand_ins = Vec::new();
         for name in ["c1", "c2", "c3"] {
-            let o = fulcrum::origin::spawn("127.0.0.1:0".parse().unwrap(), fulcrum::origin::OriginOpts::http(name))
-                .await
-                .unwrap();
+            let o = fulcrum::origin::spawn(
+                "127.0.0.1:0".parse().unwrap(),
+                fulcrum::origin::OriginOpts::http(name),
+            )
+            .await
+            .unwrap();
             // `localize` takes support origins for their addresses only.
-            stand_ins.push(Origin { addr: o.addr, conns: Default::default(), seen: Default::default() });
+            stand_ins.push(Origin {
+                addr: o.addr,
+                conns: Default::default(),
+                seen: Default::default(),
+            });
             origins.push(o);
         }
         let refs: Vec<&Origin> = stand_ins.iter().collect();
@@ -167,12 +174,21 @@ async fn http_example_hashes_paths_to_servers() {
             let addr = d.addr("www").unwrap();
             async move {
                 let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-                c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                    .await
-                    .unwrap();
+                c.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
                 let mut out = String::new();
                 c.read_to_string(&mut out).await.unwrap();
-                out.split("\r\n\r\n").nth(1).unwrap().split(' ').next().unwrap().to_string()
+                out.split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
             }
         };
         let first = get("/img/cats/1.png").await;
@@ -180,7 +196,9 @@ async fn http_example_hashes_paths_to_servers() {
             assert_eq!(get(p).await, first, "{p}");
         }
         let mut seen = std::collections::HashSet::new();
-        for p in ["/a/1", "/b/1", "/c/1", "/d/1", "/e/1", "/f/1", "/g/1", "/h/1", "/i/1", "/j/1"] {
+        for p in [
+            "/a/1", "/b/1", "/c/1", "/d/1", "/e/1", "/f/1", "/g/1", "/h/1", "/i/1", "/j/1",
+        ] {
             seen.insert(get(p).await);
         }
         assert!(seen.len() >= 2, "{seen:?}");

@@ -139,7 +139,7 @@ async fn get_is_proxied_with_forwarded_headers() {
         let seen = o.seen();
         assert_eq!(
             seen[0],
-            "GET /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-forwarded-for: 203.0.113.1, 127.0.0.1\r\nx-forwarded-proto: http\r\nconnection: close\r\n\r\n"
+            "GET /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-forwarded-for: 203.0.113.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
         let st = d.stats();
         let f = st.frontend("web").unwrap();
@@ -197,7 +197,7 @@ async fn bodies_stream_with_length_and_chunked_framing() {
         assert!(resp.ends_with("\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n"), "{resp}");
         let up = &o.seen()[0];
         assert!(up.contains("\r\nTransfer-Encoding: chunked\r\n"), "{up}");
-        assert!(up.ends_with("connection: close\r\n\r\n4\r\nwiki\r\n0\r\n\r\n"), "{up}");
+        assert!(up.ends_with("x-forwarded-proto: http\r\n\r\n4\r\nwiki\r\n0\r\n\r\n"), "{up}");
         let resp = raw(
             d.addr("web").unwrap(),
             b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
@@ -325,6 +325,97 @@ async fn fulcrum_origin_and_head_requests() {
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
         assert!(text.ends_with("a GET /g\n"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_connections_are_kept_alive_and_reused() {
+    bounded(10, async {
+        let o = fulcrum::origin::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            fulcrum::origin::OriginOpts::http("a"),
+        )
+        .await
+        .unwrap();
+        let d = web(o.addr, "5s");
+        // Five clients, one after the other, each with its own connection.
+        for i in 0..5 {
+            let resp = raw(
+                d.addr("web").unwrap(),
+                format!("GET /{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert!(resp.ends_with(&format!("a GET /{i}\n")), "{resp}");
+        }
+        // The origin saw one connection; fulcrum reused it four times.
+        assert_eq!(o.connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(o.hits.load(std::sync::atomic::Ordering::Relaxed), 5);
+        let st = d.stats();
+        let b = st.backend("app").unwrap();
+        assert_eq!((b.conn_total, b.http_reused), (1, 4));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reused_connection_the_server_dropped_is_replayed_for_idempotent_requests() {
+    bounded(10, async {
+        // Answers the first request on a connection with keep-alive, then drops the
+        // connection without answering when a second request arrives on it.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c2 = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    let mut answered = false;
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        got.extend_from_slice(&buf[..n]);
+                        if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            continue;
+                        }
+                        if answered {
+                            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                            return;
+                        }
+                        answered = true;
+                        got.clear();
+                        s.write_all(OK).await.unwrap();
+                    }
+                });
+            }
+        });
+        let d = web(addr, "5s");
+        for _ in 0..2 {
+            let resp = raw(
+                d.addr("web").unwrap(),
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        }
+        let st = d.stats();
+        let b = st.backend("app").unwrap();
+        assert_eq!((b.http_reused, b.retries, b.http_bad_responses), (1, 1, 0));
+        assert_eq!(conns.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+        // A POST is not replayed on a reused connection: it never goes on one.
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::Relaxed), 3);
     })
     .await;
 }

@@ -89,6 +89,8 @@ pub struct BackendFile {
     #[serde(default)]
     pub timeouts: BackendTimeoutsFile,
     pub retries: Option<u32>,
+    /// http: idle keep-alive connections kept per server and worker thread.
+    pub pool_max_idle: Option<u32>,
     pub servers: Spanned<Vec<ServerFile>>,
 }
 
@@ -101,6 +103,8 @@ pub struct BackendTimeoutsFile {
     pub server: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub queue: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub pool_idle: Option<Duration>,
 }
 
 /// `balance = "rr"` or `balance = { algorithm = "rr", ... }`.

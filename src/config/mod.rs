@@ -75,6 +75,8 @@ pub struct Backend {
     pub timeouts: BackendTimeouts,
     /// Extra connect attempts after the first one fails.
     pub retries: u32,
+    /// http: idle keep-alive connections kept per server and worker thread.
+    pub pool_max_idle: u32,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -85,6 +87,8 @@ pub struct BackendTimeouts {
     pub server: Duration,
     /// How long a connection waits for a server slot when every server is at maxconn.
     pub queue: Duration,
+    /// http: how long an idle keep-alive server connection is kept.
+    pub pool_idle: Duration,
 }
 
 /// Load-balancing algorithm of a backend, fully typed. README's "Balancing"
@@ -179,6 +183,8 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const RETRIES: u32 = 3;
+    pub const POOL_MAX_IDLE: u32 = 32;
+    pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);
     pub const WEIGHT: u32 = 1;

@@ -291,8 +291,10 @@ impl Validator<'_> {
                 connect: b.timeouts.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
                 server: b.timeouts.server.unwrap_or(defaults::SERVER_TIMEOUT),
                 queue: b.timeouts.queue.unwrap_or(defaults::QUEUE_TIMEOUT),
+                pool_idle: b.timeouts.pool_idle.unwrap_or(defaults::POOL_IDLE),
             },
             retries: b.retries.unwrap_or(defaults::RETRIES),
+            pool_max_idle: b.pool_max_idle.unwrap_or(defaults::POOL_MAX_IDLE),
             servers,
         }
     }

@@ -232,6 +232,19 @@ pub(crate) async fn connect<'b>(
     ctx: &PickCtx<'_>,
     force_stop: &mut watch::Receiver<bool>,
 ) -> Result<(&'b Server, InflightGuard, TcpStream), ForwardError> {
+    connect_with(backend, ctx, force_stop, |_| None)
+        .await
+        .map(|(s, g, c, _)| (s, g, c))
+}
+
+/// `connect`, but first offering the picked server to `reuse` (an idle keep-alive
+/// connection pool); the last element says whether the connection was reused.
+pub(crate) async fn connect_with<'b>(
+    backend: &'b BackendRt,
+    ctx: &PickCtx<'_>,
+    force_stop: &mut watch::Receiver<bool>,
+    reuse: impl Fn(&Server) -> Option<TcpStream>,
+) -> Result<(&'b Server, InflightGuard, TcpStream, bool), ForwardError> {
     let mut avoid: Option<Arc<ServerState>> = None;
     let mut last_err = String::new();
     let mut queued_since: Option<tokio::time::Instant> = None;
@@ -276,6 +289,9 @@ pub(crate) async fn connect<'b>(
         if queued_since.take().is_some() {
             backend.counters.queue_cur.dec();
         }
+        if let Some(stream) = reuse(server) {
+            return Ok((server, guard, stream, true));
+        }
         if attempts > 0 {
             backend.counters.retries.inc();
         }
@@ -288,7 +304,7 @@ pub(crate) async fn connect<'b>(
                 // In tcp mode the time to connect is the latency sample (p2c_ewma).
                 let now = Instant::now();
                 backend.observe(server, now - t0, now);
-                return Ok((server, guard, stream));
+                return Ok((server, guard, stream, false));
             }
             Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
             Err(_) => {

@@ -4,5 +4,6 @@
 
 pub mod chunked;
 pub mod codec;
+pub mod pool;
 pub mod response;
 pub mod session;

@@ -19,6 +19,7 @@ use tokio::time::{Instant as TokioInstant, timeout_at};
 
 use super::chunked::ChunkedDecoder;
 use super::codec::{self, Framing, HeadError, Limits};
+use super::pool;
 use super::response::{self, RespFraming};
 use crate::balancers::PickCtx;
 use crate::l4::{self, ForwardError, L4Opts};
@@ -88,7 +89,11 @@ pub async fn serve(
             // Wait for the next request with a small future: the exchange's larger
             // state is boxed only while a request is being served, so an idle
             // connection costs little memory.
-            let limit = if first { front.http_request_timeout } else { front.http_keepalive_timeout };
+            let limit = if first {
+                front.http_request_timeout
+            } else {
+                front.http_keepalive_timeout
+            };
             // `peek`, not `readable`: tokio reports a fresh socket readable before
             // any byte arrived, and the exchange must not start (and allocate) then.
             let mut probe = [0u8; 1];
@@ -212,6 +217,7 @@ struct Req {
     close: bool,
     expect_continue: bool,
     head_request: bool,
+    idempotent: bool,
     host: Option<String>,
     path: String,
 }
@@ -273,14 +279,18 @@ fn build_request(
         out.extend_from_slice(peer.ip().to_string().as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     }
-    // One server connection per request in this version.
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    // HTTP/1.1 upstream: keep-alive by default, the connection may be pooled.
+    out.extend_from_slice(b"\r\n");
     Req {
         upstream_head: out,
         framing: head.framing,
         close: head.close,
         expect_continue: head.expect_continue,
         head_request: head.method == "HEAD",
+        idempotent: matches!(
+            head.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
         host: head.authority.map(|a| a.to_ascii_lowercase()),
         path: head.path.to_string(),
     }
@@ -347,7 +357,10 @@ async fn exchange(
     };
     front.counters.http_requests.inc();
 
-    // 2. Pick and connect.
+    // 2.-4. Pick, connect (or reuse a kept-alive connection), send, and read the
+    //    response head. A request with no body whose connection failed before any
+    //    response byte arrived is replayed when it is idempotent, or when the
+    //    connection was a reused one (the server may have closed it meanwhile).
     let (path, query) = match req.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (req.path.as_str(), None),
@@ -356,161 +369,68 @@ async fn exchange(
     ctx.host = req.host.as_deref();
     ctx.path = Some(path);
     ctx.query = query;
-    let (server, _guard, upstream) = match l4::connect(backend, &ctx, force_stop).await {
-        Ok(v) => v,
-        Err(e) => {
-            match e {
-                ForwardError::QueueTimeout(_) => backend.counters.queue_timeouts.inc(),
-                _ => backend.counters.no_server.inc(),
-            }
-            error_reply(client, front, 503).await;
-            return Stop::Close;
-        }
-    };
-    backend.counters.conn_total.inc();
-    server.state.counters.conn_total.inc();
-    let sc = &server.state.counters;
     let server_deadline = || TokioInstant::now() + backend.timeouts.server;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
-
-    // 3. Request head and body to the server.
-    if write_all(&upstream, &req.upstream_head, server_deadline())
-        .await
-        .is_err()
-    {
-        backend.counters.http_bad_responses.inc();
-        error_reply(client, front, 502).await;
-        return Stop::Close;
-    }
-    if req.expect_continue
-        && req.framing != Framing::None
-        && cbuf.is_empty()
-        && write_all(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_deadline())
-            .await
-            .is_err()
-    {
-        return Stop::Close;
-    }
-    let mut sent = 0u64;
-    let body = async {
-        match req.framing {
-            Framing::None => Ok(()),
-            Framing::Length(n) => {
-                let mut left = n;
-                loop {
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(cbuf.len());
-                    if take > 0 {
-                        write_all(&upstream, &cbuf[..take], server_deadline())
-                            .await
-                            .map_err(|_| BodyErr::Server)?;
-                        cbuf.drain(..take);
-                        left -= take as u64;
-                        sent += take as u64;
-                    }
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    match fill(client, cbuf, client_deadline()).await {
-                        Ok(0) | Err(_) => return Err(BodyErr::Client),
-                        Ok(_) => {}
-                    }
-                }
+    let pool_idle = backend.timeouts.pool_idle;
+    let bodyless = req.framing == Framing::None;
+    let mut attempt = 0u32;
+    let (server, _guard, upstream, resp, out_head, close, mut sbuf) = loop {
+        // Only bodyless requests go on reused connections: a body cannot be replayed.
+        let reuse = |s: &crate::server::Server| {
+            if bodyless {
+                pool::take(s.state.id, pool_idle)
+            } else {
+                None
             }
-            Framing::Chunked => {
-                let mut dec = ChunkedDecoder::default();
-                loop {
-                    let k = dec.advance(cbuf).map_err(|_| BodyErr::Framing)?;
-                    if k > 0 {
-                        write_all(&upstream, &cbuf[..k], server_deadline())
-                            .await
-                            .map_err(|_| BodyErr::Server)?;
-                        cbuf.drain(..k);
-                        sent += k as u64;
+        };
+        let (server, guard, upstream, reused) =
+            match l4::connect_with(backend, &ctx, force_stop, reuse).await {
+                Ok(v) => v,
+                Err(e) => {
+                    match e {
+                        ForwardError::QueueTimeout(_) => backend.counters.queue_timeouts.inc(),
+                        _ => backend.counters.no_server.inc(),
                     }
-                    if dec.is_done() {
-                        return Ok(());
-                    }
-                    match fill(client, cbuf, client_deadline()).await {
-                        Ok(0) | Err(_) => return Err(BodyErr::Client),
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    front.counters.bytes_in.add(sent);
-    backend.counters.bytes_in.add(sent);
-    sc.bytes_in.add(sent);
-    match body {
-        Ok(()) => {}
-        Err(BodyErr::Client) => return Stop::Close,
-        Err(BodyErr::Framing) => {
-            front.counters.http_rejected[HeadError::BadTransferEncoding.class()].inc();
-            error_reply(client, front, 400).await;
-            return Stop::Close;
-        }
-        Err(BodyErr::Server) => {
-            backend.counters.http_bad_responses.inc();
-            error_reply(client, front, 502).await;
-            return Stop::Close;
-        }
-    }
-
-    // 4. Response head(s): 1xx are relayed, then the final one.
-    let mut sbuf: Vec<u8> = Vec::with_capacity(READ);
-    let resp = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
-        match response::parse_response(&sbuf, &mut headers, req.head_request, limits.max_head) {
-            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                let len = r.len;
-                if write_all(client, &sbuf[..len], client_deadline())
-                    .await
-                    .is_err()
-                {
+                    error_reply(client, front, 503).await;
                     return Stop::Close;
                 }
-                sbuf.drain(..len);
+            };
+        if reused {
+            backend.counters.http_reused.inc();
+        } else {
+            backend.counters.conn_total.inc();
+            server.state.counters.conn_total.inc();
+        }
+        let replayable = bodyless && (reused || req.idempotent) && attempt < backend.retries;
+        match send_and_read_head(&upstream, client, front, backend, &req, cbuf).await {
+            Ok((resp, out_head, close, sbuf)) => {
+                break (server, guard, upstream, resp, out_head, close, sbuf);
+            }
+            Err(Upstream::Early) if replayable => {
+                attempt += 1;
+                backend.counters.retries.inc();
+                ctx.avoid = None;
                 continue;
             }
-            Ok(Some(r)) if r.status == 101 => {
-                // Upgrades are not tunnelled yet (and never asked for: Upgrade is stripped).
+            Err(Upstream::Early | Upstream::Bad) => {
                 backend.counters.http_bad_responses.inc();
                 error_reply(client, front, 502).await;
                 return Stop::Close;
             }
-            Ok(Some(r)) => {
-                let n = headers
-                    .iter()
-                    .position(|h| h.name.is_empty())
-                    .unwrap_or(headers.len());
-                let close = req.close || r.framing == RespFraming::Close;
-                let out = build_response(&sbuf[..r.len], &headers[..n], r.status, close);
-                sbuf.drain(..r.len);
-                break (r, out, close);
-            }
-            Ok(None) => {}
-            Err(_) => {
-                backend.counters.http_bad_responses.inc();
-                error_reply(client, front, 502).await;
-                return Stop::Close;
-            }
-        }
-        match fill(&upstream, &mut sbuf, server_deadline()).await {
-            Ok(0) | Err(Fill::Io) => {
-                backend.counters.http_bad_responses.inc();
-                error_reply(client, front, 502).await;
-                return Stop::Close;
-            }
-            Ok(_) => {}
-            Err(Fill::Timeout) => {
+            Err(Upstream::Timeout) => {
                 backend.counters.http_server_timeouts.inc();
                 error_reply(client, front, 504).await;
                 return Stop::Close;
             }
+            Err(Upstream::BodyFraming) => {
+                front.counters.http_rejected[HeadError::BadTransferEncoding.class()].inc();
+                error_reply(client, front, 400).await;
+                return Stop::Close;
+            }
+            Err(Upstream::ClientGone) => return Stop::Close,
         }
     };
-    let (resp, out_head, close) = resp;
+    let sc = &server.state.counters;
     count_status(front, resp.status);
     if write_all(client, &out_head, client_deadline())
         .await
@@ -590,6 +510,11 @@ async fn exchange(
         l4::pump::reset(client);
         return Stop::Close;
     }
+    // The server connection is clean (whole response read, nothing extra, the
+    // server keeps it open): keep it for the next request on this thread.
+    if !resp.close && resp.framing != RespFraming::Close && sbuf.is_empty() {
+        pool::put(server.state.id, upstream, backend.pool_max_idle as usize);
+    }
     if close {
         let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
         return Stop::Close;
@@ -597,10 +522,128 @@ async fn exchange(
     Stop::Next
 }
 
-enum BodyErr {
-    Client,
-    Server,
-    Framing,
+/// How sending a request or reading its response head failed.
+enum Upstream {
+    /// The server connection failed before any response byte (replayable).
+    Early,
+    /// A malformed response, or the server failed mid-way.
+    Bad,
+    Timeout,
+    /// The client's chunked body was malformed.
+    BodyFraming,
+    ClientGone,
+}
+
+type Answer = (response::RespHead, Vec<u8>, bool, Vec<u8>);
+
+/// Send the request head and body on `upstream`, then read the response head,
+/// relaying 1xx responses. Returns the final head, its re-serialised form, whether
+/// the client connection closes after it, and the bytes read past the head.
+async fn send_and_read_head(
+    upstream: &TcpStream,
+    client: &TcpStream,
+    front: &FrontendRt,
+    backend: &BackendRt,
+    req: &Req,
+    cbuf: &mut Vec<u8>,
+) -> Result<Answer, Upstream> {
+    let server_deadline = || TokioInstant::now() + backend.timeouts.server;
+    let client_deadline = || TokioInstant::now() + front.client_timeout;
+    write_all(upstream, &req.upstream_head, server_deadline())
+        .await
+        .map_err(|_| Upstream::Early)?;
+    if req.expect_continue && req.framing != Framing::None && cbuf.is_empty() {
+        write_all(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_deadline())
+            .await
+            .map_err(|_| Upstream::ClientGone)?;
+    }
+    let mut sent = 0u64;
+    let body: Result<(), Upstream> = async {
+        match req.framing {
+            Framing::None => Ok(()),
+            Framing::Length(n) => {
+                let mut left = n;
+                loop {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(cbuf.len());
+                    if take > 0 {
+                        write_all(upstream, &cbuf[..take], server_deadline())
+                            .await
+                            .map_err(|_| Upstream::Bad)?;
+                        cbuf.drain(..take);
+                        left -= take as u64;
+                        sent += take as u64;
+                    }
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    match fill(client, cbuf, client_deadline()).await {
+                        Ok(0) | Err(_) => return Err(Upstream::ClientGone),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Framing::Chunked => {
+                let mut dec = ChunkedDecoder::default();
+                loop {
+                    let k = dec.advance(cbuf).map_err(|_| Upstream::BodyFraming)?;
+                    if k > 0 {
+                        write_all(upstream, &cbuf[..k], server_deadline())
+                            .await
+                            .map_err(|_| Upstream::Bad)?;
+                        cbuf.drain(..k);
+                        sent += k as u64;
+                    }
+                    if dec.is_done() {
+                        return Ok(());
+                    }
+                    match fill(client, cbuf, client_deadline()).await {
+                        Ok(0) | Err(_) => return Err(Upstream::ClientGone),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    front.counters.bytes_in.add(sent);
+    backend.counters.bytes_in.add(sent);
+    body?;
+
+    let limits = Limits::default();
+    let mut sbuf: Vec<u8> = Vec::with_capacity(READ);
+    let mut any = false;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 100];
+        match response::parse_response(&sbuf, &mut headers, req.head_request, limits.max_head) {
+            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                let len = r.len;
+                write_all(client, &sbuf[..len], client_deadline())
+                    .await
+                    .map_err(|_| Upstream::ClientGone)?;
+                sbuf.drain(..len);
+                continue;
+            }
+            // Upgrades are not tunnelled yet (and never asked for: Upgrade is stripped).
+            Ok(Some(r)) if r.status == 101 => return Err(Upstream::Bad),
+            Ok(Some(r)) => {
+                let n = headers
+                    .iter()
+                    .position(|h| h.name.is_empty())
+                    .unwrap_or(headers.len());
+                let close = req.close || r.framing == RespFraming::Close;
+                let out = build_response(&sbuf[..r.len], &headers[..n], r.status, close);
+                sbuf.drain(..r.len);
+                return Ok((r, out, close, sbuf));
+            }
+            Ok(None) => {}
+            Err(_) => return Err(Upstream::Bad),
+        }
+        match fill(upstream, &mut sbuf, server_deadline()).await {
+            Ok(0) | Err(Fill::Io) => return Err(if any { Upstream::Bad } else { Upstream::Early }),
+            Ok(_) => any = true,
+            Err(Fill::Timeout) => return Err(Upstream::Timeout),
+        }
+    }
 }
 
 async fn reject(client: &TcpStream, front: &FrontendRt, e: HeadError) -> Stop {

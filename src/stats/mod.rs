@@ -111,6 +111,8 @@ pub struct BackendCounters {
     pub http_bad_responses: Counter,
     /// http: servers that did not answer within `timeouts.server` (504).
     pub http_server_timeouts: Counter,
+    /// http: requests sent on a kept-alive server connection.
+    pub http_reused: Counter,
 }
 
 /// Per-server counters (live on `ServerState`, carried across reloads).
@@ -179,6 +181,7 @@ pub struct BackendStats {
     pub queue_timeouts: u64,
     pub http_bad_responses: u64,
     pub http_server_timeouts: u64,
+    pub http_reused: u64,
     pub servers: Vec<ServerStats>,
 }
 
@@ -197,6 +200,7 @@ impl BackendCounters {
             queue_timeouts: self.queue_timeouts.get(),
             http_bad_responses: self.http_bad_responses.get(),
             http_server_timeouts: self.http_server_timeouts.get(),
+            http_reused: self.http_reused.get(),
             servers,
         }
     }

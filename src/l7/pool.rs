@@ -1,0 +1,56 @@
+//! Idle keep-alive connections to servers, kept per worker thread (as HAProxy
+//! keeps idle connections per thread): no lock, no cross-thread wake-ups. Each
+//! server keeps at most `max_idle` idle connections per thread; one idle longer
+//! than `idle_timeout` is closed when next looked at. Before reuse a connection is
+//! probed with a non-blocking peek: one the server closed (or that has stray
+//! bytes) is dropped instead.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+}
+
+/// Still open, with nothing unread: safe to send a new request on.
+fn healthy(s: &TcpStream) -> bool {
+    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(s).peek(&mut b) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    }
+}
+
+/// An idle connection to server `id`, if a healthy one is kept on this thread.
+pub fn take(id: u64, idle_timeout: Duration) -> Option<TcpStream> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&id)?;
+        while let Some((s, since)) = list.pop() {
+            if since.elapsed() <= idle_timeout && healthy(&s) {
+                return Some(s);
+            }
+        }
+        None
+    })
+}
+
+/// Keep `s` for reuse (or close it if the server already has `max_idle` here).
+pub fn put(id: u64, s: TcpStream, max_idle: usize) {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(id).or_default();
+        // Drop connections that have been idle too long while we are here.
+        if list.len() >= max_idle {
+            list.remove(0);
+        }
+        if max_idle > 0 {
+            list.push((s, Instant::now()));
+        }
+    });
+}
