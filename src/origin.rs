@@ -63,6 +63,7 @@ pub async fn spawn(addr: SocketAddr, opts: OriginOpts) -> std::io::Result<Origin
                 continue;
             };
             o.connections.fetch_add(1, Relaxed);
+            let _ = stream.set_nodelay(true);
             let opts = opts.clone();
             let hits = o.hits.clone();
             tokio::spawn(async move {
@@ -177,10 +178,12 @@ async fn http(mut s: TcpStream, o: &OriginOpts, hits: &AtomicU64) -> std::io::Re
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );
-        s.write_all(head.as_bytes()).await?;
+        // One write per response: head and body in one segment.
+        let mut out = head.into_bytes();
         if method != "HEAD" {
-            s.write_all(body.as_bytes()).await?;
+            out.extend_from_slice(body.as_bytes());
         }
+        s.write_all(&out).await?;
         if close {
             return s.shutdown().await;
         }
