@@ -143,20 +143,27 @@ pub fn parse_request<'b>(
     limits: &Limits,
 ) -> Result<Option<Head<'b>>, HeadError> {
     // Line endings first: httparse accepts bare LF, we do not.
-    let end = find_head_end(buf)?;
+    let end = head_end(buf, true).map_err(|()| HeadError::BareCrLf)?;
+    let too_big = || {
+        // 414 when the request line alone is over the limit, else 431.
+        let line = buf
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(buf.len());
+        if line > limits.max_head {
+            HeadError::UriTooLong
+        } else {
+            HeadError::HeadTooLarge
+        }
+    };
     let Some(end) = end else {
         if buf.len() > limits.max_head {
-            let line_done = buf.windows(2).any(|w| w == b"\r\n");
-            return Err(if line_done {
-                HeadError::HeadTooLarge
-            } else {
-                HeadError::UriTooLong
-            });
+            return Err(too_big());
         }
         return Ok(None);
     };
     if end > limits.max_head {
-        return Err(HeadError::HeadTooLarge);
+        return Err(too_big());
     }
     let max = limits.max_headers.min(headers.len());
     let mut req = httparse::Request::new(&mut headers[..max]);
@@ -190,11 +197,7 @@ pub fn parse_request<'b>(
         let value = std::str::from_utf8(h.value).map_err(|_| HeadError::BadValue)?;
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let v = value.trim_matches([' ', '\t']);
-            if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::BadContentLength);
-            }
-            let n: u64 = v.parse().map_err(|_| HeadError::BadContentLength)?;
+            let n = self::content_length(value).ok_or(HeadError::BadContentLength)?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HeadError::BadContentLength);
             }
@@ -298,34 +301,46 @@ pub fn parse_request<'b>(
     }))
 }
 
-/// The end of the head (just past the empty line), checking every line ending.
-fn find_head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+/// The end of a head (just past the empty line), checking that every line ends in
+/// CRLF: `Err` on a bare CR or LF, `Ok(None)` while incomplete. With
+/// `skip_leading`, empty lines before the first line are ignored (RFC 9112 §2.2,
+/// requests only).
+pub(crate) fn head_end(buf: &[u8], skip_leading: bool) -> Result<Option<usize>, ()> {
     let mut i = 0;
-    // RFC 9112 §2.2: empty lines before the request line may be ignored.
-    while buf[i..].starts_with(b"\r\n") {
+    while skip_leading && buf[i..].starts_with(b"\r\n") {
         i += 2;
     }
+    let first = i;
     let mut line_start = i;
     while i < buf.len() {
         match buf[i] {
-            b'\n' => return Err(HeadError::BareCrLf),
+            b'\n' => return Err(()),
             b'\r' => match buf.get(i + 1) {
                 None => return Ok(None),
                 Some(b'\n') => {
-                    if i == line_start && line_start > 0 {
+                    if i == line_start && line_start > first {
                         return Ok(Some(i + 2));
                     }
                     i += 2;
                     line_start = i;
                     continue;
                 }
-                Some(_) => return Err(HeadError::BareCrLf),
+                Some(_) => return Err(()),
             },
             _ => {}
         }
         i += 1;
     }
     Ok(None)
+}
+
+/// A Content-Length value: digits only (surrounding blanks allowed), at most 19.
+pub(crate) fn content_length(value: &str) -> Option<u64> {
+    let v = value.trim_matches([' ', '\t']);
+    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// Origin-form passes; absolute-form yields its authority (which replaces Host)

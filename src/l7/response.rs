@@ -3,6 +3,8 @@
 //! is delimited given the request method. A violation is a 502 for the client and
 //! the server connection is never reused.
 
+use super::codec::{content_length, head_end};
+
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RespFraming {
@@ -35,7 +37,7 @@ pub fn parse_response<'b>(
     head_request: bool,
     max_head: usize,
 ) -> Result<Option<RespHead>, BadResponse> {
-    let Some(end) = head_end(buf)? else {
+    let Some(end) = head_end(buf, false).map_err(|()| BadResponse)? else {
         if buf.len() > max_head {
             return Err(BadResponse);
         }
@@ -64,11 +66,7 @@ pub fn parse_response<'b>(
         }
         let v = std::str::from_utf8(h.value).map_err(|_| BadResponse)?;
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = v.trim_matches([' ', '\t']);
-            if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(BadResponse);
-            }
-            let n: u64 = v.parse().map_err(|_| BadResponse)?;
+            let n = content_length(v).ok_or(BadResponse)?;
             if cl.is_some_and(|c| c != n) {
                 return Err(BadResponse);
             }
@@ -123,31 +121,6 @@ pub fn parse_response<'b>(
         close,
         len,
     }))
-}
-
-fn head_end(buf: &[u8]) -> Result<Option<usize>, BadResponse> {
-    let mut i = 0;
-    let mut line_start = 0;
-    while i < buf.len() {
-        match buf[i] {
-            b'\n' => return Err(BadResponse),
-            b'\r' => match buf.get(i + 1) {
-                None => return Ok(None),
-                Some(b'\n') => {
-                    if i == line_start && line_start > 0 {
-                        return Ok(Some(i + 2));
-                    }
-                    i += 2;
-                    line_start = i;
-                    continue;
-                }
-                Some(_) => return Err(BadResponse),
-            },
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -369,7 +369,6 @@ async fn exchange(
     ctx.host = req.host.as_deref();
     ctx.path = Some(path);
     ctx.query = query;
-    let server_deadline = || TokioInstant::now() + backend.timeouts.server;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
     let pool_idle = backend.timeouts.pool_idle;
     let bodyless = req.framing == Framing::None;
@@ -441,67 +440,19 @@ async fn exchange(
 
     // 5. Response body.
     let mut got = 0u64;
-    let result: Result<(), ()> = async {
-        match resp.framing {
-            RespFraming::None => Ok(()),
-            RespFraming::Length(n) => {
-                let mut left = n;
-                loop {
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(sbuf.len());
-                    if take > 0 {
-                        write_all(client, &sbuf[..take], client_deadline())
-                            .await
-                            .map_err(|_| ())?;
-                        sbuf.drain(..take);
-                        left -= take as u64;
-                        got += take as u64;
-                    }
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    match fill(&upstream, &mut sbuf, server_deadline()).await {
-                        Ok(0) | Err(_) => return Err(()),
-                        Ok(_) => {}
-                    }
-                }
-            }
-            RespFraming::Chunked => {
-                let mut dec = ChunkedDecoder::default();
-                loop {
-                    let k = dec.advance(&sbuf).map_err(|_| ())?;
-                    if k > 0 {
-                        write_all(client, &sbuf[..k], client_deadline())
-                            .await
-                            .map_err(|_| ())?;
-                        sbuf.drain(..k);
-                        got += k as u64;
-                    }
-                    if dec.is_done() {
-                        return Ok(());
-                    }
-                    match fill(&upstream, &mut sbuf, server_deadline()).await {
-                        Ok(0) | Err(_) => return Err(()),
-                        Ok(_) => {}
-                    }
-                }
-            }
-            RespFraming::Close => loop {
-                if !sbuf.is_empty() {
-                    write_all(client, &sbuf, client_deadline())
-                        .await
-                        .map_err(|_| ())?;
-                    got += sbuf.len() as u64;
-                    sbuf.clear();
-                }
-                match fill(&upstream, &mut sbuf, server_deadline()).await {
-                    Ok(0) => return Ok(()),
-                    Err(_) => return Err(()),
-                    Ok(_) => {}
-                }
-            },
+    let body = match resp.framing {
+        RespFraming::None => None,
+        RespFraming::Length(n) => Some(Body::Length(n)),
+        RespFraming::Chunked => Some(Body::Chunked),
+        RespFraming::Close => Some(Body::UntilClose),
+    };
+    let result = match body {
+        None => Ok(()),
+        Some(b) => {
+            let deadlines = (backend.timeouts.server, front.client_timeout);
+            relay(&upstream, client, &mut sbuf, b, deadlines, &mut got).await
         }
-    }
-    .await;
+    };
     front.counters.bytes_out.add(got);
     backend.counters.bytes_out.add(got);
     sc.bytes_out.add(got);
@@ -520,6 +471,71 @@ async fn exchange(
         return Stop::Close;
     }
     Stop::Next
+}
+
+/// How a body is delimited, in either direction.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Length(u64),
+    Chunked,
+    /// Until the source closes (responses only).
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum RelayError {
+    Source,
+    Destination,
+    Framing,
+}
+
+/// Stream one body from `src` to `dst`: first what is already in `buf`, then
+/// reads, each forwarded as it arrives. Leaves in `buf` any bytes past the body
+/// (the next pipelined request). `deadlines` = (source inactivity, destination
+/// inactivity); `moved` counts the bytes delivered.
+async fn relay(
+    src: &TcpStream,
+    dst: &TcpStream,
+    buf: &mut Vec<u8>,
+    body: Body,
+    deadlines: (std::time::Duration, std::time::Duration),
+    moved: &mut u64,
+) -> Result<(), RelayError> {
+    let mut left = match body {
+        Body::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut dec = ChunkedDecoder::default();
+    loop {
+        let take = match body {
+            Body::Length(_) => usize::try_from(left).unwrap_or(usize::MAX).min(buf.len()),
+            Body::Chunked => dec.advance(buf).map_err(|_| RelayError::Framing)?,
+            Body::UntilClose => buf.len(),
+        };
+        if take > 0 {
+            write_all(dst, &buf[..take], TokioInstant::now() + deadlines.1)
+                .await
+                .map_err(|_| RelayError::Destination)?;
+            buf.drain(..take);
+            *moved += take as u64;
+            if let Body::Length(_) = body {
+                left -= take as u64;
+            }
+        }
+        let done = match body {
+            Body::Length(_) => left == 0,
+            Body::Chunked => dec.is_done(),
+            Body::UntilClose => false,
+        };
+        if done {
+            return Ok(());
+        }
+        match fill(src, buf, TokioInstant::now() + deadlines.0).await {
+            Ok(0) if matches!(body, Body::UntilClose) => return Ok(()),
+            Ok(0) | Err(_) => return Err(RelayError::Source),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// How sending a request or reading its response head failed.
@@ -558,53 +574,24 @@ async fn send_and_read_head(
             .map_err(|_| Upstream::ClientGone)?;
     }
     let mut sent = 0u64;
-    let body: Result<(), Upstream> = async {
-        match req.framing {
-            Framing::None => Ok(()),
-            Framing::Length(n) => {
-                let mut left = n;
-                loop {
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(cbuf.len());
-                    if take > 0 {
-                        write_all(upstream, &cbuf[..take], server_deadline())
-                            .await
-                            .map_err(|_| Upstream::Bad)?;
-                        cbuf.drain(..take);
-                        left -= take as u64;
-                        sent += take as u64;
-                    }
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    match fill(client, cbuf, client_deadline()).await {
-                        Ok(0) | Err(_) => return Err(Upstream::ClientGone),
-                        Ok(_) => {}
-                    }
-                }
-            }
-            Framing::Chunked => {
-                let mut dec = ChunkedDecoder::default();
-                loop {
-                    let k = dec.advance(cbuf).map_err(|_| Upstream::BodyFraming)?;
-                    if k > 0 {
-                        write_all(upstream, &cbuf[..k], server_deadline())
-                            .await
-                            .map_err(|_| Upstream::Bad)?;
-                        cbuf.drain(..k);
-                        sent += k as u64;
-                    }
-                    if dec.is_done() {
-                        return Ok(());
-                    }
-                    match fill(client, cbuf, client_deadline()).await {
-                        Ok(0) | Err(_) => return Err(Upstream::ClientGone),
-                        Ok(_) => {}
-                    }
-                }
-            }
+    let framing = match req.framing {
+        Framing::None => None,
+        Framing::Length(n) => Some(Body::Length(n)),
+        Framing::Chunked => Some(Body::Chunked),
+    };
+    let body = match framing {
+        None => Ok(()),
+        Some(b) => {
+            let deadlines = (front.client_timeout, backend.timeouts.server);
+            relay(client, upstream, cbuf, b, deadlines, &mut sent)
+                .await
+                .map_err(|e| match e {
+                    RelayError::Source => Upstream::ClientGone,
+                    RelayError::Destination => Upstream::Bad,
+                    RelayError::Framing => Upstream::BodyFraming,
+                })
         }
-    }
-    .await;
+    };
     front.counters.bytes_in.add(sent);
     backend.counters.bytes_in.add(sent);
     body?;

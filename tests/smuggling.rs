@@ -1,0 +1,373 @@
+//! The request-smuggling corpus through real sockets: every malformed or
+//! ambiguous request is rejected with its status, the connection closes, and the
+//! origin never sees the request smuggled behind it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The request every case carries behind it: it must never reach the origin.
+const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// An origin that records every byte it receives and answers each head with 200.
+async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The last cases of the corpus have a valid head and a malformed chunked body.
+const BODY_CASES: usize = 7;
+
+fn corpus() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let long_uri = [
+        b"GET /".as_slice(),
+        &[b'a'; 20_000],
+        b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    ]
+    .concat();
+    let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let mut big = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for _ in 0..40 {
+        big.extend_from_slice(format!("X-Big: {}\r\n", "v".repeat(500)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let b = |s: &str| s.as_bytes().to_vec();
+    vec![
+        (
+            "CL.TE",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "TE.CL",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "two differing CL",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx"),
+            400,
+        ),
+        (
+            "CL with sign",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +2\r\n\r\nxx"),
+            400,
+        ),
+        (
+            "CL in hex",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x2\r\n\r\nxx"),
+            400,
+        ),
+        (
+            "CL with inner space",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2 2\r\n\r\nxx"),
+            400,
+        ),
+        (
+            "CL empty",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n"),
+            400,
+        ),
+        (
+            "CL overflow",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            400,
+        ),
+        (
+            "CL negative",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+            400,
+        ),
+        (
+            "CL list",
+            b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\nxx"),
+            400,
+        ),
+        (
+            "TE unknown coding",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+            501,
+        ),
+        (
+            "TE chunked not last",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE chunked twice",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "TE leading comma",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE with parameter",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE without chunked",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE in HTTP/1.0",
+            b("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "space before colon",
+            b("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "obs-fold",
+            b("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n"),
+            400,
+        ),
+        (
+            "space before first header",
+            b("GET / HTTP/1.1\r\n Host: a\r\n\r\n"),
+            400,
+        ),
+        ("bare LF everywhere", b("GET / HTTP/1.1\nHost: a\n\n"), 400),
+        (
+            "bare LF in one line",
+            b("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"),
+            400,
+        ),
+        ("bare CR", b("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n"), 400),
+        (
+            "NUL in value",
+            b("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"),
+            400,
+        ),
+        (
+            "control char in value",
+            b("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"),
+            400,
+        ),
+        (
+            "DEL in value",
+            b("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n"),
+            400,
+        ),
+        (
+            "bad name char",
+            b("GET / HTTP/1.1\r\nHost: a\r\nX<y>: b\r\n\r\n"),
+            400,
+        ),
+        ("HTTP/0.9", b("GET /\r\n\r\n"), 400),
+        ("HTTP/1.2", b("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 505),
+        (
+            "HTTP/2.0 over h1",
+            b("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            505,
+        ),
+        ("missing Host", b("GET / HTTP/1.1\r\n\r\n"), 400),
+        (
+            "two Hosts",
+            b("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400,
+        ),
+        (
+            "Host with space",
+            b("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            400,
+        ),
+        (
+            "Host with bad port",
+            b("GET / HTTP/1.1\r\nHost: a:x\r\n\r\n"),
+            400,
+        ),
+        (
+            "absolute-form with userinfo",
+            b("GET http://u@evil/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400,
+        ),
+        (
+            "CONNECT",
+            b("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            400,
+        ),
+        (
+            "asterisk outside OPTIONS",
+            b("GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400,
+        ),
+        (
+            "unknown expectation",
+            b("POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n"),
+            417,
+        ),
+        (
+            "tab in path",
+            b("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400,
+        ),
+        (
+            "method with junk",
+            b("G(T / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400,
+        ),
+        ("URI too long", long_uri, 414),
+        ("too many headers", many, 431),
+        ("head too large", big, 431),
+        // The head is fine; the chunked body is not. The head reaches the origin,
+        // the connection is cut mid-body, and nothing after it is forwarded.
+        (
+            "chunk size in hex prefix",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "empty chunk size",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "bare LF after chunk size",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "LF in chunk extension",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "missing CRLF after chunk data",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "chunk size overflow",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+            ),
+            400,
+        ),
+        (
+            "bare semicolon extension",
+            b(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_malformed_request_is_rejected_and_nothing_is_smuggled() {
+    bounded(60, async {
+        let (origin, seen) = recording_origin().await;
+        let d = start(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+timeouts = { http_request = "2s" }
+
+[[backend]]
+name = "app"
+timeouts = { server = "2s" }
+servers = [{ name = "a", address = "{a}" }]
+"#,
+            &[("a", origin.to_string())],
+        );
+        let cases = corpus();
+        assert!(cases.len() >= 40);
+        for (name, req, status) in &cases {
+            let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+            let mut bytes = req.clone();
+            bytes.extend_from_slice(SMUGGLED);
+            let _ = c.write_all(&bytes).await;
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{name}: {text}"
+            );
+            assert!(text.contains("connection: close"), "{name}");
+            assert_eq!(
+                text.matches("HTTP/1.1").count(),
+                1,
+                "{name}: one response only"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        assert!(
+            !seen.contains("/smuggled"),
+            "a smuggled request reached the origin:\n{seen}"
+        );
+        // Only the heads whose bodies failed later were forwarded at all.
+        assert_eq!(
+            seen.matches("POST / HTTP/1.1").count(),
+            BODY_CASES,
+            "{seen}"
+        );
+        let st = d.stats();
+        let rejected: u64 = st
+            .frontend("web")
+            .unwrap()
+            .http_rejected
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(rejected as usize, cases.len());
+    })
+    .await;
+}
