@@ -419,3 +419,192 @@ async fn a_reused_connection_the_server_dropped_is_replayed_for_idempotent_reque
     })
     .await;
 }
+
+/// Answers a WebSocket handshake with 101 and then echoes bytes; answers any other
+/// request with a 101 too (which fulcrum must refuse).
+async fn websocket_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h2 = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let heads = h2.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&got[..end]).into_owned());
+                let rest = got[end..].to_vec();
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                s.write_all(&rest).await.unwrap();
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn websocket_upgrade_becomes_a_tunnel_only_after_101() {
+    bounded(10, async {
+        let (origin, heads) = websocket_origin().await;
+        let d = web(origin, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+        assert!(head.contains("upgrade: websocket\r\n") && head.contains("connection: upgrade\r\n"), "{head}");
+        for msg in [&b"frame one"[..], b"frame two", &[0u8, 1, 2, 255]] {
+            c.write_all(msg).await.unwrap();
+            let mut echo = vec![0u8; msg.len()];
+            c.read_exact(&mut echo).await.unwrap();
+            assert_eq!(echo, msg);
+        }
+        let seen = heads.lock().unwrap()[0].clone();
+        assert!(seen.contains("connection: upgrade\r\nupgrade: websocket\r\n"), "{seen}");
+        assert!(seen.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), "{seen}");
+
+        // A 101 the client did not ask for (h2c is stripped, so this is a plain GET).
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 502 "), "{resp}");
+        let h2c = heads.lock().unwrap()[1].clone();
+        assert!(!h2c.to_ascii_lowercase().contains("upgrade") && !h2c.contains("HTTP2-Settings"), "{h2c}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut interim = [0u8; 25];
+        c.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        c.write_all(b"data").await.unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200 OK"));
+        let seen = &o.seen()[0];
+        assert!(!seen.to_ascii_lowercase().contains("expect"), "{seen}");
+        assert!(seen.ends_with("\r\n\r\ndata"), "{seen}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sixty_four_mib_each_way_streams_through() {
+    bounded(60, async {
+        const LEN: usize = 64 << 20;
+        // Reads a Content-Length upload to the end (checksumming it), then answers
+        // with a 64 MiB body of its own.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let upload_sum = Arc::new(Mutex::new(None));
+        let us = upload_sum.clone();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let mut sum = Checksum::default();
+            sum.update(&got[end..]);
+            let mut n = got.len() - end;
+            while n < LEN {
+                let k = s.read(&mut buf).await.unwrap();
+                sum.update(&buf[..k]);
+                n += k;
+            }
+            *us.lock().unwrap() = Some((n, sum.0));
+            s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {LEN}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            s.write_all(&pattern(LEN, 5)).await.unwrap();
+        });
+        let d = web(addr, "10s");
+        let data = pattern(LEN, 9);
+        let mut want_up = Checksum::default();
+        want_up.update(&data);
+        let c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        tokio::spawn(async move {
+            w.write_all(
+                format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            w.write_all(&data).await.unwrap();
+            // Keep the write half open until the response is read.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            r.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(String::from_utf8_lossy(&head).contains(&format!("content-length: {LEN}")));
+        let mut got = Checksum::default();
+        let mut n = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        while n < LEN {
+            let k = r.read(&mut buf).await.unwrap();
+            assert!(k > 0);
+            got.update(&buf[..k]);
+            n += k;
+        }
+        let mut want_down = Checksum::default();
+        want_down.update(&pattern(LEN, 5));
+        assert_eq!(got.0, want_down.0, "download altered");
+        assert_eq!(
+            *upload_sum.lock().unwrap(),
+            Some((LEN, want_up.0)),
+            "upload altered"
+        );
+        let f = d.stats().frontend("web").unwrap().clone();
+        assert_eq!((f.bytes_in, f.bytes_out), (LEN as u64, LEN as u64));
+    })
+    .await;
+}

@@ -66,7 +66,6 @@ pub async fn serve(
     opts: &L4Opts,
     mut force_stop: watch::Receiver<bool>,
 ) {
-    let _ = opts;
     let front = &rt.frontends[fe];
     let backend = &rt.backends[front.backend];
     let local = client.local_addr().unwrap_or(peer);
@@ -115,7 +114,7 @@ pub async fn serve(
             }
         }
         let stop = tokio::select! {
-            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, &mut force_stop)) => s,
+            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, opts.splice, &mut force_stop)) => s,
             true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
         };
         first = false;
@@ -218,6 +217,8 @@ struct Req {
     expect_continue: bool,
     head_request: bool,
     idempotent: bool,
+    /// A WebSocket handshake (`Upgrade: websocket` + `Connection: upgrade`, GET, 1.1).
+    websocket: bool,
     host: Option<String>,
     path: String,
 }
@@ -279,6 +280,22 @@ fn build_request(
         out.extend_from_slice(peer.ip().to_string().as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     }
+    // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
+    // and Connection fields are written anew for it.
+    let websocket = head.method == "GET"
+        && head.minor == 1
+        && head.framing == Framing::None
+        && named.iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+                })
+        });
+    if websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     // HTTP/1.1 upstream: keep-alive by default, the connection may be pooled.
     out.extend_from_slice(b"\r\n");
     Req {
@@ -291,6 +308,7 @@ fn build_request(
             head.method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
+        websocket,
         host: head.authority.map(|a| a.to_ascii_lowercase()),
         path: head.path.to_string(),
     }
@@ -305,6 +323,7 @@ async fn exchange(
     backend: &BackendRt,
     cbuf: &mut Vec<u8>,
     first: bool,
+    splice: bool,
     force_stop: &mut watch::Receiver<bool>,
 ) -> Stop {
     // 1. The request head: the first byte within the keep-alive timeout (or the
@@ -371,7 +390,7 @@ async fn exchange(
     ctx.query = query;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
     let pool_idle = backend.timeouts.pool_idle;
-    let bodyless = req.framing == Framing::None;
+    let bodyless = req.framing == Framing::None && !req.websocket;
     let mut attempt = 0u32;
     let (server, _guard, upstream, resp, out_head, close, mut sbuf) = loop {
         // Only bodyless requests go on reused connections: a body cannot be replayed.
@@ -437,6 +456,12 @@ async fn exchange(
     {
         return Stop::Close;
     }
+    if resp.status == 101 {
+        return tunnel(
+            client, &upstream, front, backend, server, cbuf, &sbuf, splice, force_stop,
+        )
+        .await;
+    }
 
     // 5. Response body.
     let mut got = 0u64;
@@ -471,6 +496,51 @@ async fn exchange(
         return Stop::Close;
     }
     Stop::Next
+}
+
+/// After a 101: both directions become a plain byte tunnel (the L4 pump, splice
+/// included). Bytes that arrived with the handshake go first.
+#[allow(clippy::too_many_arguments)]
+async fn tunnel(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    front: &FrontendRt,
+    backend: &BackendRt,
+    server: &crate::server::Server,
+    cbuf: &mut Vec<u8>,
+    early_down: &[u8],
+    splice: bool,
+    force_stop: &mut watch::Receiver<bool>,
+) -> Stop {
+    let sc = &server.state.counters;
+    let up = l4::pump::Tally::new([
+        &front.counters.bytes_in,
+        &backend.counters.bytes_in,
+        &sc.bytes_in,
+    ]);
+    let down = l4::pump::Tally::new([
+        &front.counters.bytes_out,
+        &backend.counters.bytes_out,
+        &sc.bytes_out,
+    ]);
+    let act = l4::pump::Activity::new();
+    if l4::copy::write_all(upstream, cbuf, &act, Some(&up))
+        .await
+        .is_err()
+        || l4::copy::write_all(client, early_down, &act, Some(&down))
+            .await
+            .is_err()
+    {
+        return Stop::Close;
+    }
+    cbuf.clear();
+    let opts = l4::pump::PumpOpts {
+        splice,
+        pipe_size: None,
+        idle: front.client_timeout.min(backend.timeouts.server),
+    };
+    l4::pump::run(client, upstream, &opts, &up, &down, force_stop).await;
+    Stop::Close
 }
 
 /// How a body is delimited, in either direction.
@@ -610,8 +680,27 @@ async fn send_and_read_head(
                 sbuf.drain(..len);
                 continue;
             }
-            // Upgrades are not tunnelled yet (and never asked for: Upgrade is stripped).
-            Ok(Some(r)) if r.status == 101 => return Err(Upstream::Bad),
+            // 101 only for a WebSocket handshake, with a matching Upgrade: the
+            // connection becomes a tunnel. Anything else is a protocol error.
+            Ok(Some(r)) if r.status == 101 => {
+                let n = headers
+                    .iter()
+                    .position(|h| h.name.is_empty())
+                    .unwrap_or(headers.len());
+                let accepted = req.websocket
+                    && headers[..n].iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("upgrade")
+                            && h.value.eq_ignore_ascii_case(b"websocket")
+                    });
+                if !accepted {
+                    return Err(Upstream::Bad);
+                }
+                let mut out = build_response(&sbuf[..r.len], &headers[..n], 101, false);
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+                sbuf.drain(..r.len);
+                return Ok((r, out, true, sbuf));
+            }
             Ok(Some(r)) => {
                 let n = headers
                     .iter()
