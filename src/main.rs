@@ -94,9 +94,10 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
+                let stop = stop_signal()?;
                 let o = origin::spawn(listen, opts).await?;
                 println!("origin listening on {}", o.addr);
-                wait_for_signal().await;
+                stop.await;
                 anyhow::Ok(())
             })
         }
@@ -146,6 +147,7 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
         .enable_all()
         .build()?;
     control.block_on(async move {
+        let stop = stop_signal()?;
         if demo.is_some() {
             let origins = demo::start_origins(&cfg)
                 .await
@@ -171,7 +173,7 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
             }
             println!("Ctrl-C stops the demo.");
         }
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("stopping: no new connections, open ones may finish");
         let stopped = running.shutdown().await;
         tracing::info!(drained = stopped.drained, "stopped");
@@ -179,18 +181,17 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// Install the SIGTERM/SIGINT handlers now; the returned future completes on the
+/// first of them. Installed before anything is announced, so a signal sent as soon
+/// as the listeners are printed is never the default (fatal) action.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
