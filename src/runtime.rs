@@ -34,6 +34,9 @@ pub struct FrontendRt {
     pub http_keepalive_timeout: Duration,
     pub accept_proxy: bool,
     pub x_forwarded: bool,
+    pub forwarded: bool,
+    pub limits: crate::l7::codec::Limits,
+    pub error_pages: Vec<crate::config::ErrorPage>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -169,6 +172,12 @@ impl Runtime {
                 http_keepalive_timeout: f.timeouts.http_keepalive,
                 accept_proxy: f.accept_proxy,
                 x_forwarded: f.x_forwarded,
+                forwarded: f.forwarded,
+                limits: crate::l7::codec::Limits {
+                    max_head: f.max_head_size as usize,
+                    max_headers: f.max_headers as usize,
+                },
+                error_pages: f.error_pages.clone(),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

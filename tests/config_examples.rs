@@ -169,7 +169,10 @@ async fn http_example_hashes_paths_to_servers() {
             origins.push(o);
         }
         let refs: Vec<&Origin> = stand_ins.iter().collect();
-        let d = start(&localize("config/examples/http.toml", &refs), &[]);
+        let d = start_named(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/http.toml"),
+            &localize("config/examples/http.toml", &refs),
+        );
         let get = |path: &'static str| {
             let addr = d.addr("www").unwrap();
             async move {
@@ -202,6 +205,30 @@ async fn http_example_hashes_paths_to_servers() {
             seen.insert(get(p).await);
         }
         assert!(seen.len() >= 2, "{seen:?}");
+
+        // The error file replaces fulcrum's own 503 body once every server is down.
+        for s in &d.shared().snapshot().backends[0].servers {
+            s.state.set_status(fulcrum::server::Status::Down);
+        }
+        let mut c = tokio::net::TcpStream::connect(d.addr("www").unwrap())
+            .await
+            .unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+        assert!(out.contains("content-type: text/html\r\n"), "{out}");
+        assert!(
+            out.ends_with(
+                &std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/config/examples/errors/503.html"
+                ))
+                .unwrap()
+            )
+        );
     })
     .await;
 }

@@ -608,3 +608,134 @@ async fn sixty_four_mib_each_way_streams_through() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn limits_forwarded_and_the_rejected_request_log() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = start(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+forwarded = true
+x_forwarded = false
+max_headers = 5
+default_backend = "app"
+
+[[backend]]
+name = "app"
+servers = [{ name = "a", address = "{a}" }]
+"#,
+            &[("a", o.addr.to_string())],
+        );
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert_eq!(
+            o.seen()[0],
+            "GET / HTTP/1.1\r\nhost: a\r\nforwarded: for=127.0.0.1;proto=http\r\n\r\n"
+        );
+        let six = b"GET /six HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n";
+        let resp = raw(d.addr("web").unwrap(), six).await;
+        assert!(resp.starts_with("HTTP/1.1 431 "), "{resp}");
+        let st = d.stats();
+        let f = st.frontend("web").unwrap();
+        assert_eq!(f.last_rejected.len(), 1);
+        let r = &f.last_rejected[0];
+        assert_eq!((r.class, r.status), ("too_many_headers", 431));
+        assert_eq!(r.head, six);
+        assert_eq!(r.client.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_maxconn_queues_requests_then_503() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::from_millis(800)).await;
+        let d = start(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+timeouts = { queue = "300ms" }
+servers = [{ name = "a", address = "{a}", maxconn = 1 }]
+"#,
+            &[("a", o.addr.to_string())],
+        );
+        let addr = d.addr("web").unwrap();
+        let slow = tokio::spawn(async move {
+            raw(
+                addr,
+                b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await
+        });
+        eventually(5, "first request holds the only slot", || {
+            d.stats()
+                .backend("app")
+                .unwrap()
+                .server("a")
+                .unwrap()
+                .conn_cur
+                == 1
+        })
+        .await;
+        let resp = raw(
+            addr,
+            b"GET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+        assert!(slow.await.unwrap().starts_with("HTTP/1.1 200 "));
+        let st = d.stats();
+        let b = st.backend("app").unwrap();
+        assert_eq!((b.queued_total, b.queue_timeouts), (1, 1));
+        assert_eq!(o.seen().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_clients_are_closed_after_http_keepalive() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = start(
+            &WEB.replace("http_keepalive = \"2s\"", "http_keepalive = \"300ms\""),
+            &[
+                ("a", o.addr.to_string()),
+                ("server", "5s".into()),
+                ("http_request", "5s".into()),
+            ],
+        );
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200 OK"));
+        // Closed by the proxy, without a 408 (nothing of a next request had arrived).
+        assert_eq!(String::from_utf8_lossy(&out).matches("HTTP/1.1").count(), 1);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(d.stats().frontend("web").unwrap().http_request_timeouts, 0);
+    })
+    .await;
+}

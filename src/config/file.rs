@@ -68,6 +68,15 @@ pub struct FrontendFile {
     pub accept_proxy: bool,
     /// http: add X-Forwarded-For and X-Forwarded-Proto (default true).
     pub x_forwarded: Option<bool>,
+    /// http: add an RFC 7239 Forwarded field (default false).
+    pub forwarded: Option<bool>,
+    /// http: largest request head in bytes (default 16384).
+    pub max_head_size: Option<Spanned<u32>>,
+    /// http: most header fields in a request (default 100).
+    pub max_headers: Option<Spanned<u32>>,
+    /// http: status -> file whose contents replace fulcrum's own error body.
+    #[serde(default)]
+    pub error_files: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

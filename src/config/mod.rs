@@ -56,6 +56,20 @@ pub struct Frontend {
     pub accept_proxy: bool,
     /// http: add X-Forwarded-For and X-Forwarded-Proto.
     pub x_forwarded: bool,
+    /// http: add an RFC 7239 Forwarded field.
+    pub forwarded: bool,
+    pub max_head_size: u32,
+    pub max_headers: u32,
+    /// http: (status, content type, body) replacing fulcrum's own error bodies.
+    pub error_pages: Vec<ErrorPage>,
+}
+
+/// An operator-supplied body for one error status, read when the config loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: std::sync::Arc<[u8]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +193,8 @@ pub mod defaults {
     pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
     pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
     pub const HTTP_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_HEAD_SIZE: u32 = 16 * 1024;
+    pub const MAX_HEADERS: u32 = 100;
     pub const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);

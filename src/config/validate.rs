@@ -26,6 +26,7 @@ pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     };
     let mut v = Validator {
         loc,
+        file,
         errors: Vec::new(),
     };
     let cfg = v.config(file, raw);
@@ -68,6 +69,8 @@ fn friendly(msg: &str) -> String {
 
 struct Validator<'a> {
     loc: Locator<'a>,
+    /// The config file's path (error files are relative to it).
+    file: &'a str,
     errors: Vec<ConfigError>,
 }
 
@@ -252,7 +255,69 @@ impl Validator<'_> {
             default_backend,
             accept_proxy: f.accept_proxy,
             x_forwarded: f.x_forwarded.unwrap_or(true),
+            forwarded: f.forwarded.unwrap_or(false),
+            max_head_size: match &f.max_head_size {
+                Some(m) if !(1024..=1 << 20).contains(m.get_ref()) => {
+                    self.err(
+                        m,
+                        format!("{ctx}: max_head_size must be between 1024 and 1048576 bytes"),
+                    );
+                    defaults::MAX_HEAD_SIZE
+                }
+                Some(m) => *m.get_ref(),
+                None => defaults::MAX_HEAD_SIZE,
+            },
+            max_headers: match &f.max_headers {
+                Some(m) if !(1..=1000).contains(m.get_ref()) => {
+                    self.err(m, format!("{ctx}: max_headers must be between 1 and 1000"));
+                    defaults::MAX_HEADERS
+                }
+                Some(m) => *m.get_ref(),
+                None => defaults::MAX_HEADERS,
+            },
+            error_pages: self.error_pages(&ctx, &f.error_files),
         })
+    }
+
+    fn error_pages(
+        &mut self,
+        ctx: &str,
+        files: &std::collections::BTreeMap<String, Spanned<String>>,
+    ) -> Vec<super::ErrorPage> {
+        let mut pages = Vec::new();
+        for (status, path) in files {
+            let code = match status.parse::<u16>() {
+                Ok(c) if (400..=599).contains(&c) => c,
+                _ => {
+                    self.err(
+                        path,
+                        format!("{ctx}: error_files key \"{status}\" is not a 4xx or 5xx status"),
+                    );
+                    continue;
+                }
+            };
+            // Relative paths are relative to the config file.
+            let base = std::path::Path::new(self.file)
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            let full = base.join(path.get_ref());
+            match std::fs::read(&full) {
+                Ok(body) => pages.push(super::ErrorPage {
+                    status: code,
+                    content_type: if path.get_ref().ends_with(".html") {
+                        "text/html"
+                    } else {
+                        "text/plain"
+                    },
+                    body: body.into(),
+                }),
+                Err(e) => self.err(
+                    path,
+                    format!("{ctx}: cannot read error file \"{}\": {e}", full.display()),
+                ),
+            }
+        }
+        pages
     }
 
     fn backend(&mut self, b: &BackendFile) -> Backend {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant as TokioInstant, timeout_at};
 
 use super::chunked::ChunkedDecoder;
-use super::codec::{self, Framing, HeadError, Limits};
+use super::codec::{self, Framing, HeadError};
 use super::pool;
 use super::response::{self, RespFraming};
 use crate::balancers::PickCtx;
@@ -188,15 +188,22 @@ fn reason(status: u16) -> &'static str {
 
 /// Send a small error response and close (the request body, if any, was not read).
 async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
-    let body = format!("{status} {}\n", reason(status));
-    let msg = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let own = format!("{status} {}\n", reason(status));
+    let (content_type, body): (&str, &[u8]) =
+        match front.error_pages.iter().find(|p| p.status == status) {
+            Some(p) => (p.content_type, &p.body),
+            None => ("text/plain", own.as_bytes()),
+        };
+    let mut msg = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         reason(status),
         body.len()
-    );
+    )
+    .into_bytes();
+    msg.extend_from_slice(body);
     count_status(front, status);
     let deadline = TokioInstant::now() + front.client_timeout;
-    let _ = write_all(client, msg.as_bytes(), deadline).await;
+    let _ = write_all(client, &msg, deadline).await;
 }
 
 fn count_status(front: &FrontendRt, status: u16) {
@@ -280,6 +287,14 @@ fn build_request(
         out.extend_from_slice(peer.ip().to_string().as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     }
+    if front.forwarded {
+        // RFC 7239: an IPv6 address is quoted and bracketed.
+        let f = match peer.ip() {
+            std::net::IpAddr::V4(ip) => format!("forwarded: for={ip};proto=http\r\n"),
+            std::net::IpAddr::V6(ip) => format!("forwarded: for=\"[{ip}]\";proto=http\r\n"),
+        };
+        out.extend_from_slice(f.as_bytes());
+    }
     // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
     // and Connection fields are written anew for it.
     let websocket = head.method == "GET"
@@ -328,7 +343,7 @@ async fn exchange(
 ) -> Stop {
     // 1. The request head: the first byte within the keep-alive timeout (or the
     //    request timeout on a new connection), the whole head within http_request.
-    let limits = Limits::default();
+    let limits = front.limits;
     let mut started = !cbuf.is_empty();
     let mut deadline = TokioInstant::now()
         + if first || started {
@@ -338,8 +353,15 @@ async fn exchange(
         };
     let req = loop {
         if !cbuf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 100];
-            match codec::parse_request(cbuf, &mut headers, &limits) {
+            let mut small = [httparse::EMPTY_HEADER; 128];
+            let mut large = Vec::new();
+            let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= small.len() {
+                &mut small
+            } else {
+                large.resize(limits.max_headers, httparse::EMPTY_HEADER);
+                &mut large
+            };
+            match codec::parse_request(cbuf, headers, &limits) {
                 Ok(Some(head)) => {
                     let n = headers
                         .iter()
@@ -351,7 +373,7 @@ async fn exchange(
                     break req;
                 }
                 Ok(None) => {}
-                Err(e) => return reject(client, front, e).await,
+                Err(e) => return reject(client, peer, front, e, cbuf).await,
             }
         }
         match fill(client, cbuf, deadline).await {
@@ -666,7 +688,7 @@ async fn send_and_read_head(
     backend.counters.bytes_in.add(sent);
     body?;
 
-    let limits = Limits::default();
+    let limits = front.limits;
     let mut sbuf: Vec<u8> = Vec::with_capacity(READ);
     let mut any = false;
     loop {
@@ -722,8 +744,23 @@ async fn send_and_read_head(
     }
 }
 
-async fn reject(client: &TcpStream, front: &FrontendRt, e: HeadError) -> Stop {
+async fn reject(
+    client: &TcpStream,
+    peer: SocketAddr,
+    front: &FrontendRt,
+    e: HeadError,
+    input: &[u8],
+) -> Stop {
     front.counters.http_rejected[e.class()].inc();
+    front.counters.keep_rejected(crate::stats::Rejected {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        client: peer,
+        class: e.counter(),
+        status: e.status(),
+        head: input[..input.len().min(512)].to_vec(),
+    });
     tracing::debug!(frontend = %front.name, error = %e, "request rejected");
     error_reply(client, front, e.status()).await;
     Stop::Close

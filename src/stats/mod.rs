@@ -64,6 +64,35 @@ pub struct FrontendCounters {
     pub http_rejected: [Counter; HTTP_REJECT_CLASSES.len()],
     /// http: clients too slow to send a request head (408).
     pub http_request_timeouts: Counter,
+    /// http: the last rejected requests, newest last (like HAProxy's `show errors`).
+    /// Touched only when a request is rejected.
+    pub last_rejected: std::sync::Mutex<std::collections::VecDeque<Rejected>>,
+}
+
+/// How many rejected requests each frontend keeps for inspection.
+pub const KEEP_REJECTED: usize = 10;
+
+/// One rejected request, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub client: std::net::SocketAddr,
+    pub class: &'static str,
+    pub status: u16,
+    /// The first bytes of what the client sent (at most 512), as received.
+    pub head: Vec<u8>,
+}
+
+impl FrontendCounters {
+    /// Keep `r`, dropping the oldest beyond `KEEP_REJECTED`.
+    pub fn keep_rejected(&self, r: Rejected) {
+        let mut q = self.last_rejected.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == KEEP_REJECTED {
+            q.pop_front();
+        }
+        q.push_back(r);
+    }
 }
 
 /// Names of the request-rejection classes, in the order of `http_rejected`
@@ -140,6 +169,7 @@ pub struct FrontendStats {
     /// (class, count) for every class with a non-zero count.
     pub http_rejected: Vec<(&'static str, u64)>,
     pub http_request_timeouts: u64,
+    pub last_rejected: Vec<Rejected>,
 }
 
 impl FrontendCounters {
@@ -162,6 +192,11 @@ impl FrontendCounters {
                 .map(|(n, c)| (*n, c.get()))
                 .collect(),
             http_request_timeouts: self.http_request_timeouts.get(),
+            last_rejected: self
+                .last_rejected
+                .lock()
+                .map(|q| q.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }

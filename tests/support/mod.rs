@@ -30,6 +30,13 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Start the daemon on config text that stands for file `name` (paths in it are
+/// relative to that file).
+pub fn start_named(name: &str, toml: &str) -> Running {
+    let cfg = fulcrum::config::parse(name, toml).unwrap_or_else(|e| panic!("{e}"));
+    daemon::start(cfg).expect("daemon starts")
+}
+
 /// Start the daemon on config text (after `{name}` substitutions).
 pub fn start(toml: &str, subs: &[(&str, String)]) -> Running {
     let mut text = toml.to_string();
