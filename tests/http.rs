@@ -739,3 +739,20 @@ async fn idle_keep_alive_clients_are_closed_after_http_keepalive() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn http10_clients_get_http10_upstream() {
+    bounded(10, async {
+        let o = HttpOrigin::start(b"HTTP/1.0 200 OK\r\n\r\nold school", Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let resp = raw(d.addr("web").unwrap(), b"GET /old HTTP/1.0\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        assert!(resp.ends_with("\r\n\r\nold school"), "{resp}");
+        assert!(
+            o.seen()[0].starts_with("GET /old HTTP/1.0\r\n"),
+            "{:?}",
+            o.seen()
+        );
+    })
+    .await;
+}

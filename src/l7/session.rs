@@ -226,6 +226,8 @@ struct Req {
     idempotent: bool,
     /// A WebSocket handshake (`Upgrade: websocket` + `Connection: upgrade`, GET, 1.1).
     websocket: bool,
+    /// The client speaks HTTP/1.0 (so does the request upstream).
+    http10: bool,
     host: Option<String>,
     path: String,
 }
@@ -253,7 +255,13 @@ fn build_request(
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // A 1.0 client gets a 1.0 request upstream, so the response is never chunked
+    // (which that client could not read).
+    out.extend_from_slice(if head.minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
     if let Some(a) = head.authority {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(a.as_bytes());
@@ -324,6 +332,7 @@ fn build_request(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         websocket,
+        http10: head.minor == 0,
         host: head.authority.map(|a| a.to_ascii_lowercase()),
         path: head.path.to_string(),
     }
@@ -412,7 +421,7 @@ async fn exchange(
     ctx.query = query;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
     let pool_idle = backend.timeouts.pool_idle;
-    let bodyless = req.framing == Framing::None && !req.websocket;
+    let bodyless = req.framing == Framing::None && !req.websocket && !req.http10;
     let mut attempt = 0u32;
     let (server, _guard, upstream, resp, out_head, close, mut sbuf) = loop {
         // Only bodyless requests go on reused connections: a body cannot be replayed.
