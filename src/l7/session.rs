@@ -481,6 +481,20 @@ async fn exchange(
     };
     let sc = &server.state.counters;
     count_status(front, resp.status);
+    let mut out_head = out_head;
+    let mut got = 0u64;
+    let mut framing = resp.framing;
+    // A body that is already here in full goes out with the head, in one write.
+    if let RespFraming::Length(n) = framing
+        && let Ok(n) = usize::try_from(n)
+        && n <= sbuf.len()
+        && n <= READ
+    {
+        out_head.extend_from_slice(&sbuf[..n]);
+        sbuf.drain(..n);
+        got = n as u64;
+        framing = RespFraming::None;
+    }
     if write_all(client, &out_head, client_deadline())
         .await
         .is_err()
@@ -495,8 +509,7 @@ async fn exchange(
     }
 
     // 5. Response body.
-    let mut got = 0u64;
-    let body = match resp.framing {
+    let body = match framing {
         RespFraming::None => None,
         RespFraming::Length(n) => Some(Body::Length(n)),
         RespFraming::Chunked => Some(Body::Chunked),
@@ -519,7 +532,7 @@ async fn exchange(
     }
     // The server connection is clean (whole response read, nothing extra, the
     // server keeps it open): keep it for the next request on this thread.
-    if !resp.close && resp.framing != RespFraming::Close && sbuf.is_empty() {
+    if !resp.close && framing != RespFraming::Close && sbuf.is_empty() {
         pool::put(server.state.id, upstream, backend.pool_max_idle as usize);
     }
     if close {
