@@ -756,3 +756,120 @@ async fn http10_clients_get_http10_upstream() {
     })
     .await;
 }
+
+/// Hash keys taken from real requests: url_param from the query, dh from Host.
+#[tokio::test]
+async fn hash_keys_come_from_the_request() {
+    bounded(10, async {
+        let mut origins = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            origins.push(
+                fulcrum::origin::spawn(
+                    "127.0.0.1:0".parse().unwrap(),
+                    fulcrum::origin::OriginOpts::http(name),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let servers: Vec<String> = origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| format!("{{ name = \"s{i}\", address = \"{}\" }}", o.addr))
+            .collect();
+        let text = format!(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "by_user"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "users"
+
+[[frontend]]
+name = "by_host"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "sites"
+
+[[backend]]
+name = "users"
+balance = {{ algorithm = "url_param", param = "user" }}
+servers = [{s}]
+
+[[backend]]
+name = "sites"
+balance = "dh"
+servers = [{s}]
+"#,
+            s = servers.join(", ")
+        );
+        let d = start(&text, &[]);
+        let ask = |fe: &'static str, target: String, host: String| {
+            let addr = d.addr(fe).unwrap();
+            async move {
+                let req =
+                    format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                let resp = raw(addr, req.as_bytes()).await;
+                resp.split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        // url_param: one user, one server, whatever the path; users spread.
+        let mut spread = std::collections::HashSet::new();
+        for u in 0..12 {
+            let first = ask("by_user", format!("/x?user=u{u}"), "h".into()).await;
+            assert_eq!(
+                ask("by_user", format!("/y/z?a=1&user=u{u}"), "h".into()).await,
+                first
+            );
+            spread.insert(first);
+        }
+        assert!(spread.len() >= 2, "{spread:?}");
+        // Without the parameter: wrr over the servers.
+        let rotation: Vec<String> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(ask("by_user", "/none".into(), "h".into()).await);
+            }
+            v
+        };
+        assert_eq!(
+            rotation
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            4,
+            "{rotation:?}"
+        );
+        // dh: the Host (case-insensitive), not the path, picks the server; an
+        // absolute-form target's authority counts, not the Host header.
+        let mut hosts = std::collections::HashSet::new();
+        for h in 0..12 {
+            let first = ask("by_host", "/a".into(), format!("site{h}.example")).await;
+            assert_eq!(
+                ask("by_host", "/b".into(), format!("SITE{h}.example")).await,
+                first
+            );
+            assert_eq!(
+                ask(
+                    "by_host",
+                    format!("http://site{h}.example/c"),
+                    "elsewhere.example".into()
+                )
+                .await,
+                first
+            );
+            hosts.insert(first);
+        }
+        assert!(hosts.len() >= 2, "{hosts:?}");
+    })
+    .await;
+}
