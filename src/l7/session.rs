@@ -71,7 +71,7 @@ pub async fn serve(
     let local = client.local_addr().unwrap_or(peer);
     let _ = client.set_nodelay(true);
     let (peer, local, mut cbuf) = if front.accept_proxy {
-        match l4::read_proxy_header(&client, peer, local, front.client_timeout).await {
+        match Box::pin(l4::read_proxy_header(&client, peer, local, front.client_timeout)).await {
             Ok(v) => v,
             Err(_) => {
                 front.counters.proxy_errors.inc();
@@ -107,7 +107,7 @@ pub async fn serve(
                 Err(_) => {
                     if first {
                         front.counters.http_request_timeouts.inc();
-                        error_reply(&client, front, 408).await;
+                        Box::pin(error_reply(&client, front, 408)).await;
                     }
                     return;
                 }
