@@ -873,3 +873,26 @@ servers = [{s}]
     })
     .await;
 }
+
+#[tokio::test]
+async fn proxy_protocol_client_is_the_forwarded_for_address() {
+    bounded(10, async {
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = start(
+            &WEB.replace("mode = \"http\"", "mode = \"http\"\naccept_proxy = true"),
+            &[("a", o.addr.to_string()), ("server", "5s".into()), ("http_request", "5s".into())],
+        );
+        let resp = raw(
+            d.addr("web").unwrap(),
+            b"PROXY TCP4 198.51.100.23 192.0.2.1 40000 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert!(o.seen()[0].contains("x-forwarded-for: 198.51.100.23\r\n"), "{:?}", o.seen());
+        // Without a header the connection is refused and counted.
+        let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(resp.is_empty());
+        assert_eq!(d.stats().frontend("web").unwrap().proxy_errors, 1);
+    })
+    .await;
+}

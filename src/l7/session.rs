@@ -71,7 +71,14 @@ pub async fn serve(
     let local = client.local_addr().unwrap_or(peer);
     let _ = client.set_nodelay(true);
     let (peer, local, mut cbuf) = if front.accept_proxy {
-        match Box::pin(l4::read_proxy_header(&client, peer, local, front.client_timeout)).await {
+        match Box::pin(l4::read_proxy_header(
+            &client,
+            peer,
+            local,
+            front.client_timeout,
+        ))
+        .await
+        {
             Ok(v) => v,
             Err(_) => {
                 front.counters.proxy_errors.inc();
