@@ -4,9 +4,10 @@
 //! Bodies are streamed through one buffer per direction, taken when bytes arrive;
 //! nothing is buffered whole.
 //!
-//! This version opens one server connection per request (`Connection: close`
-//! upstream); pooling, retries of idempotent requests, upgrades and per-status
-//! error files are still to come.
+//! Server connections come from the per-thread keep-alive pool (`pool.rs`) when
+//! the request has no body; a bodyless request whose connection fails before any
+//! response byte is replayed when that is safe. A 101 to a WebSocket handshake
+//! turns the connection into an L4 tunnel.
 
 use std::io;
 use std::net::SocketAddr;
