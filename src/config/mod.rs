@@ -199,7 +199,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const RETRIES: u32 = 3;
-    pub const POOL_MAX_IDLE: u32 = 32;
+    pub const POOL_MAX_IDLE: u32 = 256;
     pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);
