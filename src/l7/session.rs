@@ -122,7 +122,7 @@ pub async fn serve(
             }
         }
         let stop = tokio::select! {
-            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, opts.splice, &mut force_stop)) => s,
+            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, opts, &mut force_stop)) => s,
             true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
         };
         first = false;
@@ -355,7 +355,7 @@ async fn exchange(
     backend: &BackendRt,
     cbuf: &mut Vec<u8>,
     first: bool,
-    splice: bool,
+    opts: &L4Opts,
     force_stop: &mut watch::Receiver<bool>,
 ) -> Stop {
     // 1. The request head: the first byte within the keep-alive timeout (or the
@@ -414,6 +414,7 @@ async fn exchange(
         }
     };
     front.counters.http_requests.inc();
+    let started = Instant::now();
 
     // 2.-4. Pick, connect (or reuse a kept-alive connection), send, and read the
     //    response head. A request with no body whose connection failed before any
@@ -423,7 +424,7 @@ async fn exchange(
         Some((p, q)) => (p, Some(q)),
         None => (req.path.as_str(), None),
     };
-    let mut ctx = PickCtx::tcp(peer.ip(), local, Instant::now(), l4::fastrand_u64());
+    let mut ctx = PickCtx::tcp(peer.ip(), local, started, l4::fastrand_u64());
     ctx.host = req.host.as_deref();
     ctx.path = Some(path);
     ctx.query = query;
@@ -466,7 +467,6 @@ async fn exchange(
             Err(Upstream::Early) if replayable => {
                 attempt += 1;
                 backend.counters.retries.inc();
-                ctx.avoid = None;
                 continue;
             }
             Err(Upstream::Early | Upstream::Bad) => {
@@ -511,7 +511,15 @@ async fn exchange(
     }
     if resp.status == 101 {
         return tunnel(
-            client, &upstream, front, backend, server, cbuf, &sbuf, splice, force_stop,
+            client,
+            &upstream,
+            front,
+            backend,
+            server,
+            cbuf,
+            &sbuf,
+            opts.splice,
+            force_stop,
         )
         .await;
     }
@@ -533,6 +541,14 @@ async fn exchange(
     front.counters.bytes_out.add(got);
     backend.counters.bytes_out.add(got);
     sc.bytes_out.add(got);
+    if opts.log_connections {
+        tracing::info!(
+            target: "fulcrum::http",
+            client = %peer, frontend = %front.name, backend = %backend.name, server = %server.name,
+            status = resp.status, path = %req.path, bytes_out = got,
+            ms = started.elapsed().as_millis() as u64, complete = result.is_ok(), "request"
+        );
+    }
     if result.is_err() {
         // The response was cut: the client cannot tell where it ends otherwise.
         l4::pump::reset(client);
