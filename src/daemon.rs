@@ -104,7 +104,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .collect();
     let l4 = Arc::new(L4Opts {
         splice: config.global.splice,
-        pipe_size: None,
         log_connections: config.global.log_connections,
     });
 

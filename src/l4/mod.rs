@@ -25,7 +25,6 @@ use pump::{End, PumpOpts, Tally};
 #[derive(Debug, Clone)]
 pub struct L4Opts {
     pub splice: bool,
-    pub pipe_size: Option<usize>,
     pub log_connections: bool,
 }
 
@@ -136,7 +135,6 @@ pub async fn serve(
         Ok(()) => {
             let popts = PumpOpts {
                 splice: opts.splice,
-                pipe_size: opts.pipe_size,
                 idle: front.client_timeout.min(backend.timeouts.server),
             };
             pump::run(&client, &upstream, &popts, &up, &down, &mut force_stop).await

@@ -109,7 +109,6 @@ impl End {
 
 pub struct PumpOpts {
     pub splice: bool,
-    pub pipe_size: Option<usize>,
     pub idle: Duration,
 }
 
@@ -121,7 +120,7 @@ async fn direction(
     tally: &Tally<'_>,
 ) -> Result<u64, DirError> {
     if opts.splice
-        && let Ok(pipe) = splice::Pipe::new(opts.pipe_size)
+        && let Ok(pipe) = splice::Pipe::new()
     {
         return splice::pump(src, dst, &pipe, act, tally).await;
     }

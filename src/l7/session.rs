@@ -604,7 +604,6 @@ async fn tunnel(
     cbuf.clear();
     let opts = l4::pump::PumpOpts {
         splice,
-        pipe_size: None,
         idle: front.client_timeout.min(backend.timeouts.server),
     };
     l4::pump::run(client, upstream, &opts, &up, &down, force_stop).await;
