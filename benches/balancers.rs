@@ -20,6 +20,7 @@ fn servers(n: usize) -> Vec<Server> {
                 weight: w,
                 maxconn: None,
                 send_proxy: None,
+                cookie: "s".into(),
                 state: Arc::new(ServerState::new(w, pool.clone())),
             };
             // Some live load, so least-loaded algorithms have something to compare.

@@ -12,7 +12,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::balancers::{self, Balance, PickCtx};
+use crate::config::routing::{Acl, Persist, Rule};
 use crate::config::{BackendTimeouts, Config, Mode};
+use crate::l7::persist::SourceTable;
 use crate::server::{Pool, Server, ServerState};
 use crate::stats::{BackendCounters, FrontendCounters, Snapshot};
 
@@ -37,6 +39,8 @@ pub struct FrontendRt {
     pub forwarded: bool,
     pub limits: crate::l7::codec::Limits,
     pub error_pages: Vec<crate::config::ErrorPage>,
+    pub acls: Vec<Acl>,
+    pub rules: Vec<Rule>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -53,6 +57,9 @@ pub struct BackendRt {
     pub counters: Arc<BackendCounters>,
     /// Shared by this backend's servers: slot wake-ups, total in-flight.
     pub pool: Arc<Pool>,
+    pub persist: Option<Persist>,
+    /// Source persistence entries (carried across reloads by backend name).
+    pub sources: Arc<SourceTable>,
 }
 
 impl BackendRt {
@@ -98,6 +105,16 @@ impl BackendRt {
     pub fn all_servers(&self) -> impl Iterator<Item = &Server> {
         self.servers.iter().chain(&self.backups)
     }
+
+    /// The server whose persistence cookie value is `value`.
+    pub fn by_cookie(&self, value: &str) -> Option<&Server> {
+        self.all_servers().find(|s| &*s.cookie == value)
+    }
+
+    /// The server with live-state id `id`.
+    pub fn by_id(&self, id: u64) -> Option<&Server> {
+        self.all_servers().find(|s| s.state.id == id)
+    }
 }
 
 impl Runtime {
@@ -138,6 +155,7 @@ impl Runtime {
                         weight: s.weight,
                         maxconn: s.maxconn,
                         send_proxy: s.send_proxy,
+                        cookie: s.cookie.as_str().into(),
                         state,
                     };
                     if s.backup {
@@ -157,6 +175,8 @@ impl Runtime {
                     pool_max_idle: b.pool_max_idle,
                     counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
                     pool,
+                    persist: b.persist.clone(),
+                    sources: prev_be.map_or_else(Default::default, |p| p.sources.clone()),
                 }
             })
             .collect();
@@ -178,6 +198,8 @@ impl Runtime {
                     max_headers: f.max_headers as usize,
                 },
                 error_pages: f.error_pages.clone(),
+                acls: f.acls.clone(),
+                rules: f.rules.clone(),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

@@ -194,6 +194,8 @@ pub struct Server {
     pub weight: u32,
     pub maxconn: Option<u32>,
     pub send_proxy: Option<ProxyVersion>,
+    /// Cookie persistence: the value naming this server.
+    pub cookie: Arc<str>,
     pub state: Arc<ServerState>,
 }
 
@@ -202,6 +204,14 @@ impl Server {
     #[inline]
     pub fn eligible(&self) -> bool {
         self.state.load().usable(self.maxconn)
+    }
+
+    /// May take a request its persistence cookie or source entry pins to it:
+    /// up or draining (weight does not matter), below maxconn.
+    pub fn takes_persistent(&self) -> bool {
+        let l = self.state.load();
+        matches!(l.status(), Status::Up | Status::Drain)
+            && self.maxconn.is_none_or(|m| l.inflight() < m)
     }
 
     /// Up and weighted but full: a connection may wait for it in the queue.

@@ -184,6 +184,7 @@ pub(crate) mod testing {
                 weight: w,
                 maxconn: None,
                 send_proxy: None,
+                cookie: name.into(),
                 state: Arc::new(ServerState::new(w, pool.clone())),
             })
             .collect()

@@ -77,6 +77,131 @@ pub struct FrontendFile {
     /// http: status -> file whose contents replace fulcrum's own error body.
     #[serde(default)]
     pub error_files: std::collections::BTreeMap<String, Spanned<String>>,
+    /// http: named conditions on the request (`acl.api = { path_prefix = "/api/" }`).
+    #[serde(default)]
+    pub acl: std::collections::BTreeMap<String, Spanned<AclFile>>,
+    /// http: ordered routing and rewriting rules.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleFile>>,
+}
+
+/// One ACL: exactly one fetch key (`path_prefix`, `header`, `src`, ...), plus an
+/// operator for the fetches that take one (`equals`, `prefix`, `regex`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclFile {
+    pub path: Option<List<String>>,
+    pub path_prefix: Option<List<String>>,
+    pub path_suffix: Option<List<String>>,
+    pub path_regex: Option<String>,
+    pub host: Option<List<String>>,
+    pub host_suffix: Option<List<String>>,
+    pub host_regex: Option<String>,
+    pub method: Option<List<String>>,
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+    pub src: Option<List<String>>,
+    pub dst_port: Option<List<u16>>,
+    /// header/query/cookie: the value equals one of these.
+    pub equals: Option<List<String>>,
+    /// header: the value starts with this.
+    pub prefix: Option<String>,
+    /// header: the value matches this regular expression.
+    pub regex: Option<String>,
+}
+
+/// One rule: exactly one action key, and an optional `if` / `unless` condition.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(rename = "if")]
+    pub if_: Option<Spanned<String>>,
+    pub unless: Option<Spanned<String>>,
+    pub deny: Option<Spanned<u16>>,
+    /// deny: the response body (default: the error file for the status, or a short text).
+    pub body: Option<String>,
+    pub redirect: Option<Spanned<RedirectFile>>,
+    pub use_backend: Option<Spanned<String>>,
+    pub split: Option<Spanned<Vec<SplitFile>>>,
+    /// split: `"cookie:NAME"` or `"src"`: the same user always gets the same side.
+    pub sticky: Option<Spanned<String>>,
+    pub set_header: Option<Spanned<String>>,
+    pub add_header: Option<Spanned<String>>,
+    pub del_header: Option<Spanned<String>>,
+    pub set_response_header: Option<Spanned<String>>,
+    pub add_response_header: Option<Spanned<String>>,
+    pub del_response_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFile {
+    /// Redirect to exactly this URL.
+    pub location: Option<String>,
+    /// Redirect to this prefix followed by the request's path (and query).
+    pub prefix: Option<String>,
+    /// Redirect to the same host and path under this scheme ("https").
+    pub scheme: Option<String>,
+    pub status: Option<Spanned<u16>>,
+    /// prefix/scheme: leave the query string out.
+    #[serde(default)]
+    pub drop_query: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitFile {
+    pub backend: Spanned<String>,
+    pub weight: Spanned<u32>,
+}
+
+/// `persist = { cookie = "SRV" }` or `persist = { source = true, expire = "30m" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistFile {
+    pub cookie: Option<Spanned<String>>,
+    /// cookie: "insert" (default) or "prefix".
+    pub mode: Option<Spanned<String>>,
+    /// cookie insert: do not forward the persistence cookie to the server.
+    #[serde(default)]
+    pub indirect: bool,
+    /// cookie insert: mark responses carrying the new cookie `cache-control: private`.
+    #[serde(default)]
+    pub nocache: bool,
+    #[serde(default)]
+    pub source: bool,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub expire: Option<Duration>,
+    /// source: most addresses remembered.
+    pub size: Option<Spanned<u32>>,
+}
+
+/// A value or a list of values: `path = "/a"` or `path = ["/a", "/b"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<List<T>, E> {
+                T::deserialize(v.into_deserializer()).map(|t| List(vec![t]))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<List<T>, E> {
+                T::deserialize(v.into_deserializer()).map(|t| List(vec![t]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<List<T>, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(List)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +225,9 @@ pub struct BackendFile {
     pub retries: Option<u32>,
     /// http: idle keep-alive connections kept per server and worker thread.
     pub pool_max_idle: Option<u32>,
+    /// "tcp" or "http": checked against every frontend that uses this backend.
+    pub mode: Option<Spanned<Mode>>,
+    pub persist: Option<Spanned<PersistFile>>,
     pub servers: Spanned<Vec<ServerFile>>,
 }
 
@@ -199,6 +327,8 @@ pub struct ServerFile {
     #[serde(default)]
     pub backup: bool,
     pub send_proxy: Option<ProxyVersion>,
+    /// Cookie persistence: the value naming this server (default: its name).
+    pub cookie: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

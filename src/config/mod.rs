@@ -6,8 +6,10 @@
 
 mod error;
 mod file;
+pub mod routing;
 pub mod units;
 mod validate;
+mod validate_l7;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,6 +64,10 @@ pub struct Frontend {
     pub max_headers: u32,
     /// http: (status, content type, body) replacing fulcrum's own error bodies.
     pub error_pages: Vec<ErrorPage>,
+    /// http: named ACLs, referenced by index from `rules`.
+    pub acls: Vec<routing::Acl>,
+    /// http: ordered rules (see README "Routing").
+    pub rules: Vec<routing::Rule>,
 }
 
 /// An operator-supplied body for one error status, read when the config loads.
@@ -91,6 +97,9 @@ pub struct Backend {
     pub retries: u32,
     /// http: idle keep-alive connections kept per server and worker thread.
     pub pool_max_idle: u32,
+    /// Set when the file says which frontend mode may use this backend.
+    pub mode: Option<Mode>,
+    pub persist: Option<routing::Persist>,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -185,6 +194,8 @@ pub struct ServerConfig {
     pub maxconn: Option<u32>,
     pub backup: bool,
     pub send_proxy: Option<ProxyVersion>,
+    /// Cookie persistence: the value that names this server.
+    pub cookie: String,
 }
 
 /// Defaults, in one place so README and code agree.

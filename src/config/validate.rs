@@ -67,15 +67,15 @@ fn friendly(msg: &str) -> String {
     msg.replace('`', "\"")
 }
 
-struct Validator<'a> {
-    loc: Locator<'a>,
+pub(super) struct Validator<'a> {
+    pub(super) loc: Locator<'a>,
     /// The config file's path (error files are relative to it).
     file: &'a str,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
+    pub(super) fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
         let e = self.loc.error(Some(at.span()), msg);
         self.errors.push(e);
     }
@@ -125,9 +125,20 @@ impl Validator<'_> {
             .iter()
             .map(|b| b.name.get_ref().as_str())
             .collect();
-        let needs_http: Vec<Option<&'static str>> = backends
+        let needs_http: Vec<Option<String>> = backends
             .iter()
-            .map(|b| b.algorithm.needs_http().then(|| b.algorithm.name()))
+            .map(|b| {
+                if b.algorithm.needs_http() {
+                    Some(format!(
+                        "balances by \"{}\", which needs an HTTP request",
+                        b.algorithm.name()
+                    ))
+                } else if matches!(b.persist, Some(super::routing::Persist::Cookie { .. })) {
+                    Some("persists by cookie, which needs HTTP".to_string())
+                } else {
+                    None
+                }
+            })
             .collect();
         let mut frontends = Vec::new();
         let mut seen_fe: HashMap<&str, ()> = HashMap::new();
@@ -139,17 +150,34 @@ impl Validator<'_> {
                     format!("duplicate frontend name \"{}\"", f.name.get_ref()),
                 );
             }
-            if let Some(fe) = self.frontend(f, &names, &mut bound) {
-                if fe.mode == Mode::Tcp
-                    && let Some(Some(algo)) = needs_http.get(fe.default_backend)
-                {
-                    self.err(
-                        &f.default_backend,
-                        format!(
-                            "frontend \"{}\" is mode \"tcp\", but backend \"{}\" balances by \"{algo}\", which needs an HTTP request",
-                            fe.name, names[fe.default_backend]
-                        ),
-                    );
+            if let Some((fe, refs)) = self.frontend(f, &names, &mut bound) {
+                for r in refs {
+                    let mode_name = |m: Mode| match m {
+                        Mode::Tcp => "tcp",
+                        Mode::Http => "http",
+                    };
+                    if let Some(m) = backends[r.backend].mode
+                        && m != fe.mode
+                    {
+                        let msg = format!(
+                            "frontend \"{}\" is mode \"{}\", but backend \"{}\" is mode \"{}\"",
+                            fe.name,
+                            mode_name(fe.mode),
+                            names[r.backend],
+                            mode_name(m)
+                        );
+                        let e = self.loc.error(Some(r.span), msg);
+                        self.errors.push(e);
+                    } else if fe.mode == Mode::Tcp
+                        && let Some(Some(why)) = needs_http.get(r.backend)
+                    {
+                        let msg = format!(
+                            "frontend \"{}\" is mode \"tcp\", but backend \"{}\" {why}",
+                            fe.name, names[r.backend]
+                        );
+                        let e = self.loc.error(Some(r.span), msg);
+                        self.errors.push(e);
+                    }
                 }
                 frontends.push(fe);
             }
@@ -180,7 +208,7 @@ impl Validator<'_> {
         f: &FrontendFile,
         backends: &[&str],
         bound: &mut Vec<(SocketAddr, String)>,
-    ) -> Option<Frontend> {
+    ) -> Option<(Frontend, Vec<super::validate_l7::BackendRef>)> {
         let name = f.name.get_ref().clone();
         let ctx = format!("frontend \"{name}\"");
         if name.is_empty() {
@@ -235,7 +263,19 @@ impl Validator<'_> {
                 return None;
             }
         };
-        Some(Frontend {
+        let acls = self.acls(&ctx, &f.acl);
+        let (rules, mut refs) = self.rules(&ctx, &f.rules, &acls, backends);
+        if mode == Mode::Tcp && (!f.acl.is_empty() || !f.rules.is_empty()) {
+            self.err(
+                &f.name,
+                format!("{ctx}: acl and rules need mode = \"http\""),
+            );
+        }
+        refs.push(super::validate_l7::BackendRef {
+            backend: default_backend,
+            span: f.default_backend.span(),
+        });
+        let fe = Frontend {
             name,
             listen,
             mode,
@@ -276,7 +316,10 @@ impl Validator<'_> {
                 None => defaults::MAX_HEADERS,
             },
             error_pages: self.error_pages(&ctx, &f.error_files),
-        })
+            acls,
+            rules,
+        };
+        Some((fe, refs))
     }
 
     fn error_pages(
@@ -346,6 +389,14 @@ impl Validator<'_> {
                 );
             }
             if let Some(sc) = self.server(&ctx, s) {
+                if servers.iter().any(|o: &ServerConfig| o.cookie == sc.cookie)
+                    && let Some(c) = &s.cookie
+                {
+                    self.err(
+                        c,
+                        format!("{ctx}: cookie value \"{}\" names two servers", sc.cookie),
+                    );
+                }
                 servers.push(sc);
             }
         }
@@ -360,6 +411,8 @@ impl Validator<'_> {
             },
             retries: b.retries.unwrap_or(defaults::RETRIES),
             pool_max_idle: b.pool_max_idle.unwrap_or(defaults::POOL_MAX_IDLE),
+            mode: b.mode.as_ref().map(|m| *m.get_ref()),
+            persist: b.persist.as_ref().and_then(|p| self.persist(&ctx, p)),
             servers,
         }
     }
@@ -507,6 +560,20 @@ impl Validator<'_> {
                 format!("{ctx}: address \"{raw}\" needs a port other than 0"),
             );
         }
+        let cookie = match &s.cookie {
+            Some(c) => {
+                let v = c.get_ref();
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    self.err(c, format!("{ctx}: cookie value \"{v}\" may hold only letters, digits, '-', '_' and '.'"));
+                }
+                v.clone()
+            }
+            None => name.clone(),
+        };
         Some(ServerConfig {
             name,
             addr,
@@ -514,6 +581,7 @@ impl Validator<'_> {
             maxconn,
             backup: s.backup,
             send_proxy: s.send_proxy,
+            cookie,
         })
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::balancers::PickCtx;
+use crate::config::routing::Persist;
 use crate::runtime::{BackendRt, Runtime};
 use crate::server::{InflightGuard, Server, ServerState};
 use proxy_protocol::{Decoded, ProxyError};
@@ -82,8 +83,29 @@ pub async fn serve(
         } else {
             (peer, local, Vec::new())
         };
-        let ctx = PickCtx::tcp(src.ip(), dst, Instant::now(), fastrand_u64());
-        let (server, guard, stream) = connect(backend, &ctx, &mut force_stop).await?;
+        let now = Instant::now();
+        let ctx = PickCtx::tcp(src.ip(), dst, now, fastrand_u64());
+        // Source persistence works in tcp mode too: the remembered server first.
+        let source = match &backend.persist {
+            Some(Persist::Source { expire, size }) => Some((*expire, *size)),
+            _ => None,
+        };
+        let entry = source.and_then(|(expire, _)| backend.sources.get(src.ip(), expire, now));
+        let prefer = entry
+            .and_then(|id| backend.by_id(id))
+            .filter(|s| s.takes_persistent());
+        let (server, guard, stream, _) =
+            connect_with(backend, &ctx, prefer, &mut force_stop, |_| None).await?;
+        if let Some((expire, size)) = source {
+            if prefer.is_some_and(|p| Arc::ptr_eq(&p.state, &server.state)) {
+                backend.counters.persist_hits.inc();
+            } else if entry.is_some() {
+                backend.counters.persist_misses.inc();
+            }
+            backend
+                .sources
+                .put(src.ip(), server.state.id, size, expire, now);
+        }
         Ok::<_, ForwardError>((src, dst, early, server, guard, stream))
     }
     .await;
@@ -224,22 +246,13 @@ pub(crate) async fn read_proxy_header(
 }
 
 /// Pick and connect, trying another server after each failure (up to `retries`
-/// extra attempts), waiting in the queue when every server is at maxconn.
-pub(crate) async fn connect<'b>(
-    backend: &'b BackendRt,
-    ctx: &PickCtx<'_>,
-    force_stop: &mut watch::Receiver<bool>,
-) -> Result<(&'b Server, InflightGuard, TcpStream), ForwardError> {
-    connect_with(backend, ctx, force_stop, |_| None)
-        .await
-        .map(|(s, g, c, _)| (s, g, c))
-}
-
-/// `connect`, but first offering the picked server to `reuse` (an idle keep-alive
-/// connection pool); the last element says whether the connection was reused.
+/// extra attempts), waiting in the queue when every server is at maxconn; trying `prefer` first (a server persistence pins the client
+/// to), and offering the picked server to `reuse` (an idle keep-alive connection
+/// pool); the last element says whether the connection was reused.
 pub(crate) async fn connect_with<'b>(
     backend: &'b BackendRt,
     ctx: &PickCtx<'_>,
+    prefer: Option<&'b Server>,
     force_stop: &mut watch::Receiver<bool>,
     reuse: impl Fn(&Server) -> Option<TcpStream>,
 ) -> Result<(&'b Server, InflightGuard, TcpStream, bool), ForwardError> {
@@ -251,7 +264,12 @@ pub(crate) async fn connect_with<'b>(
         let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let Some((server, guard)) = take_slot(backend, ctx, avoid.as_ref()) else {
+        // A persistent server is tried first; after a failure the balancer picks.
+        let preferred = prefer
+            .filter(|_| avoid.is_none())
+            .and_then(|s| s.state.try_enter(s.maxconn).map(|g| (s, g)));
+        let Some((server, guard)) = preferred.or_else(|| take_slot(backend, ctx, avoid.as_ref()))
+        else {
             if !backend.any_full() {
                 if let Some(_q) = queued_since.take() {
                     backend.counters.queue_cur.dec();

@@ -2,8 +2,12 @@
 //! (`chunked`), response heads (`response`), and the per-connection loop
 //! (`session`).
 
+pub mod acl;
 pub mod chunked;
 pub mod codec;
+pub mod persist;
 pub mod pool;
 pub mod response;
+pub mod rewrite;
+pub mod rules;
 pub mod session;

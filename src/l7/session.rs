@@ -18,13 +18,19 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant as TokioInstant, timeout_at};
 
+use super::acl::ReqView;
 use super::chunked::ChunkedDecoder;
 use super::codec::{self, Framing, HeadError};
+use super::persist::CookieEdit;
 use super::pool;
 use super::response::{self, RespFraming};
+use super::rewrite::{self, CookieOut, Req, RespEdits};
+use super::rules::{self, Route};
 use crate::balancers::PickCtx;
+use crate::config::routing::{CookieMode, HeaderOp, Persist};
 use crate::l4::{self, ForwardError, L4Opts};
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
+use crate::server::Server;
 
 /// Read chunk size for both directions.
 const READ: usize = 64 * 1024;
@@ -38,26 +44,6 @@ enum Stop {
     Next,
 }
 
-/// Hop-by-hop fields, never forwarded in either direction (plus whatever the
-/// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too: this
-/// version does not tunnel upgrades, and h2c must never reach a server.
-const HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "http2-settings",
-    "expect",
-    "proxy-authenticate",
-];
-
-fn is_hop(name: &str, named: &[&str]) -> bool {
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || named.iter().any(|n| name.eq_ignore_ascii_case(n))
-}
-
 /// Serve one accepted client connection on http frontend `fe`.
 pub async fn serve(
     client: TcpStream,
@@ -68,7 +54,6 @@ pub async fn serve(
     mut force_stop: watch::Receiver<bool>,
 ) {
     let front = &rt.frontends[fe];
-    let backend = &rt.backends[front.backend];
     let local = client.local_addr().unwrap_or(peer);
     let _ = client.set_nodelay(true);
     let (peer, local, mut cbuf) = if front.accept_proxy {
@@ -122,7 +107,7 @@ pub async fn serve(
             }
         }
         let stop = tokio::select! {
-            s = Box::pin(exchange(&client, peer, local, front, backend, &mut cbuf, first, opts, &mut force_stop)) => s,
+            s = Box::pin(exchange(&client, peer, local, front, &rt.backends, &mut cbuf, first, opts, &mut force_stop)) => s,
             true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
         };
         first = false;
@@ -180,10 +165,20 @@ async fn write_all(s: &TcpStream, mut data: &[u8], deadline: TokioInstant) -> Re
 
 fn reason(status: u16) -> &'static str {
     match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -194,22 +189,39 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Send a small error response and close (the request body, if any, was not read).
-async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
+/// A complete small response fulcrum writes itself: `status`, optional extra
+/// fields (each ending in CRLF), and the frontend's error file for the status
+/// or `body` or a one-line text.
+fn canned(
+    front: &FrontendRt,
+    status: u16,
+    extra: &str,
+    body: Option<&[u8]>,
+    close: bool,
+) -> Vec<u8> {
     let own = format!("{status} {}\n", reason(status));
     let (content_type, body): (&str, &[u8]) =
-        match front.error_pages.iter().find(|p| p.status == status) {
-            Some(p) => (p.content_type, &p.body),
-            None => ("text/plain", own.as_bytes()),
+        match (body, front.error_pages.iter().find(|p| p.status == status)) {
+            (Some(b), _) => ("text/plain", b),
+            (None, Some(p)) => (p.content_type, &p.body),
+            (None, None) if (300..400).contains(&status) => ("text/plain", b""),
+            (None, None) => ("text/plain", own.as_bytes()),
         };
     let mut msg = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\n{extra}content-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
         reason(status),
-        body.len()
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
     )
     .into_bytes();
     msg.extend_from_slice(body);
     count_status(front, status);
+    msg
+}
+
+/// Send a small error response and close (the request body, if any, was not read).
+async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
+    let msg = canned(front, status, "", None, true);
     let deadline = TokioInstant::now() + front.client_timeout;
     let _ = write_all(client, &msg, deadline).await;
 }
@@ -224,125 +236,203 @@ fn count_status(front: &FrontendRt, status: u16) {
     }
 }
 
-/// What the request head told us, owned so the buffer can move on.
-struct Req {
-    upstream_head: Vec<u8>,
-    framing: Framing,
-    close: bool,
-    expect_continue: bool,
-    head_request: bool,
-    idempotent: bool,
-    /// A WebSocket handshake (`Upgrade: websocket` + `Connection: upgrade`, GET, 1.1).
-    websocket: bool,
-    /// The client speaks HTTP/1.0 (so does the request upstream).
-    http10: bool,
-    host: Option<String>,
-    path: String,
+/// A request routed to a backend, with its persistence lookup done.
+struct Routed<'r> {
+    req: Req,
+    backend: &'r BackendRt,
+    /// The server the request's cookie or source entry names, if it may take it.
+    pinned: Option<&'r Server>,
+    /// The request named a server at all (so a hit or a miss is counted).
+    had_pin: bool,
+    response_ops: Vec<&'r HeaderOp>,
 }
 
-fn build_request(
+/// What the rules made of a request head.
+enum Parsed<'r> {
+    Forward(Routed<'r>),
+    /// fulcrum answers itself (deny, redirect).
+    Answer {
+        msg: Vec<u8>,
+        status: u16,
+        close: bool,
+        path: String,
+    },
+}
+
+/// Run the frontend's rules on a parsed head, then the chosen backend's
+/// persistence lookup, and build what goes upstream.
+fn route<'r>(
     head: &codec::Head<'_>,
     headers: &[httparse::Header<'_>],
     peer: SocketAddr,
-    front: &FrontendRt,
-) -> Req {
-    let mut named: Vec<&str> = Vec::new();
-    let mut xff: Option<&[u8]> = None;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("connection")
-            && let Ok(v) = std::str::from_utf8(h.value)
-        {
-            named.extend(
-                v.split(',')
-                    .map(|t| t.trim_matches([' ', '\t']))
-                    .filter(|t| !t.is_empty()),
-            );
+    local: SocketAddr,
+    front: &'r FrontendRt,
+    backends: &'r [BackendRt],
+) -> Parsed<'r> {
+    let (path, query) = match head.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head.path, None),
+    };
+    let view = ReqView {
+        method: head.method,
+        path,
+        query,
+        host: head.authority,
+        headers,
+        src: peer.ip(),
+        dst_port: local.port(),
+    };
+    let d = rules::decide(
+        &front.rules,
+        &front.acls,
+        &view,
+        front.backend,
+        l4::fastrand_u64(),
+    );
+    let b = match d.route {
+        Route::Backend(b) => b,
+        other => {
+            // A body that was not read cannot be skipped safely: close after it.
+            let close = head.close || head.framing != Framing::None;
+            let (msg, status) = match other {
+                Route::Deny { status, body } => {
+                    front.counters.http_denied.inc();
+                    (
+                        canned(front, status, "", body.map(|b| &b[..]), close),
+                        status,
+                    )
+                }
+                Route::Redirect { status, location } => {
+                    front.counters.http_redirected.inc();
+                    let extra = format!("location: {location}\r\n");
+                    (canned(front, status, &extra, None, close), status)
+                }
+                Route::Backend(_) => (Vec::new(), 0),
+            };
+            return Parsed::Answer {
+                msg,
+                status,
+                close,
+                path: head.path.to_string(),
+            };
         }
-    }
-    let mut out = Vec::with_capacity(head.len + 96);
-    out.extend_from_slice(head.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.path.as_bytes());
-    // A 1.0 client gets a 1.0 request upstream, so the response is never chunked
-    // (which that client could not read).
-    out.extend_from_slice(if head.minor == 0 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
-    if let Some(a) = head.authority {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    for h in headers {
-        let n = h.name;
-        if is_hop(n, &named) || n.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        if front.x_forwarded
-            && (n.eq_ignore_ascii_case("x-forwarded-for")
-                || n.eq_ignore_ascii_case("x-forwarded-proto"))
-        {
-            if n.eq_ignore_ascii_case("x-forwarded-for") {
-                xff = Some(h.value);
-            }
-            continue;
-        }
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if front.x_forwarded {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prev) = xff {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(peer.ip().to_string().as_bytes());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
-    }
-    if front.forwarded {
-        // RFC 7239: an IPv6 address is quoted and bracketed.
-        let f = match peer.ip() {
-            std::net::IpAddr::V4(ip) => format!("forwarded: for={ip};proto=http\r\n"),
-            std::net::IpAddr::V6(ip) => format!("forwarded: for=\"[{ip}]\";proto=http\r\n"),
+    };
+    let Some(backend) = backends.get(b) else {
+        return Parsed::Answer {
+            msg: canned(front, 503, "", None, true),
+            status: 503,
+            close: true,
+            path: head.path.to_string(),
         };
-        out.extend_from_slice(f.as_bytes());
+    };
+    let (pinned, had_pin, edit) = pin(backend, &view);
+    Parsed::Forward(Routed {
+        req: rewrite::request(head, headers, peer, front, &d.request_ops, edit),
+        backend,
+        pinned,
+        had_pin,
+        response_ops: d.response_ops,
+    })
+}
+
+/// The server a request is pinned to by the backend's persistence, whether it
+/// named one at all, and how the persistence cookie is forwarded.
+fn pin<'r>(
+    backend: &'r BackendRt,
+    view: &ReqView<'_>,
+) -> (Option<&'r Server>, bool, CookieEdit<'r>) {
+    match &backend.persist {
+        None => (None, false, CookieEdit::Keep),
+        Some(Persist::Source { expire, .. }) => {
+            match backend.sources.get(view.src, *expire, Instant::now()) {
+                Some(id) => (
+                    backend.by_id(id).filter(|s| s.takes_persistent()),
+                    true,
+                    CookieEdit::Keep,
+                ),
+                None => (None, false, CookieEdit::Keep),
+            }
+        }
+        Some(Persist::Cookie {
+            name,
+            mode,
+            indirect,
+            ..
+        }) => {
+            let Some(value) = view.cookie(name) else {
+                return (None, false, CookieEdit::Keep);
+            };
+            let (key, edit) = match mode {
+                CookieMode::Insert => (
+                    Some(value),
+                    if *indirect {
+                        CookieEdit::Remove(name)
+                    } else {
+                        CookieEdit::Keep
+                    },
+                ),
+                CookieMode::Prefix => (
+                    value.split_once('~').map(|(k, _)| k),
+                    CookieEdit::Unprefix(name),
+                ),
+            };
+            match key {
+                // A value naming no server, or one in maintenance or down, is ignored.
+                Some(k) => (
+                    backend.by_cookie(k).filter(|s| s.takes_persistent()),
+                    true,
+                    edit,
+                ),
+                None => (None, false, edit),
+            }
+        }
     }
-    // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
-    // and Connection fields are written anew for it.
-    let websocket = head.method == "GET"
-        && head.minor == 1
-        && head.framing == Framing::None
-        && named.iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
-        && headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("upgrade")
-                && std::str::from_utf8(h.value).is_ok_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-                })
-        });
-    if websocket {
-        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+}
+
+/// After the pick: count a persistence hit or miss, remember the source, and say
+/// which cookie the response carries.
+fn persist_after_pick<'r>(
+    backend: &'r BackendRt,
+    server: &'r Server,
+    pinned: Option<&Server>,
+    count: bool,
+    peer: SocketAddr,
+) -> CookieOut<'r> {
+    let same = pinned.is_some_and(|p| std::sync::Arc::ptr_eq(&p.state, &server.state));
+    if count {
+        if same {
+            backend.counters.persist_hits.inc();
+        } else {
+            backend.counters.persist_misses.inc();
+        }
     }
-    // HTTP/1.1 upstream: keep-alive by default, the connection may be pooled.
-    out.extend_from_slice(b"\r\n");
-    Req {
-        upstream_head: out,
-        framing: head.framing,
-        close: head.close,
-        expect_continue: head.expect_continue,
-        head_request: head.method == "HEAD",
-        idempotent: matches!(
-            head.method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
-        websocket,
-        http10: head.minor == 0,
-        host: head.authority.map(|a| a.to_ascii_lowercase()),
-        path: head.path.to_string(),
+    match &backend.persist {
+        None => CookieOut::None,
+        Some(Persist::Source { expire, size }) => {
+            backend
+                .sources
+                .put(peer.ip(), server.state.id, *size, *expire, Instant::now());
+            CookieOut::None
+        }
+        Some(Persist::Cookie {
+            name,
+            mode: CookieMode::Insert,
+            nocache,
+            ..
+        }) if !same => CookieOut::Insert {
+            name,
+            value: &server.cookie,
+            nocache: *nocache,
+        },
+        Some(Persist::Cookie {
+            name,
+            mode: CookieMode::Prefix,
+            ..
+        }) => CookieOut::Prefix {
+            name,
+            value: &server.cookie,
+        },
+        Some(Persist::Cookie { .. }) => CookieOut::None,
     }
 }
 
@@ -352,7 +442,7 @@ async fn exchange(
     peer: SocketAddr,
     local: SocketAddr,
     front: &FrontendRt,
-    backend: &BackendRt,
+    backends: &[BackendRt],
     cbuf: &mut Vec<u8>,
     first: bool,
     opts: &L4Opts,
@@ -368,7 +458,7 @@ async fn exchange(
         } else {
             front.http_keepalive_timeout
         };
-    let req = loop {
+    let routed = loop {
         if !cbuf.is_empty() {
             let mut small = [httparse::EMPTY_HEADER; 128];
             let mut large = Vec::new();
@@ -384,10 +474,10 @@ async fn exchange(
                         .iter()
                         .position(|h| h.name.is_empty())
                         .unwrap_or(headers.len());
-                    let req = build_request(&head, &headers[..n], peer, front);
+                    let parsed = route(&head, &headers[..n], peer, local, front, backends);
                     let len = head.len;
                     cbuf.drain(..len);
-                    break req;
+                    break parsed;
                 }
                 Ok(None) => {}
                 Err(e) => return reject(client, peer, front, e, cbuf).await,
@@ -415,6 +505,39 @@ async fn exchange(
     };
     front.counters.http_requests.inc();
     let started = Instant::now();
+    let Routed {
+        req,
+        backend,
+        pinned,
+        had_pin,
+        response_ops,
+    } = match routed {
+        Parsed::Forward(r) => r,
+        Parsed::Answer {
+            msg,
+            status,
+            close,
+            path,
+        } => {
+            if opts.log_connections {
+                tracing::info!(
+                    target: "fulcrum::http",
+                    client = %peer, frontend = %front.name, backend = "-", server = "-",
+                    status, path = %path, bytes_out = 0u64, ms = 0u64, complete = true, "request"
+                );
+            }
+            if write_all(client, &msg, TokioInstant::now() + front.client_timeout)
+                .await
+                .is_err()
+                || close
+            {
+                let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
+                return Stop::Close;
+            }
+            return Stop::Next;
+        }
+    };
+    backend.counters.http_requests.inc();
 
     // 2.-4. Pick, connect (or reuse a kept-alive connection), send, and read the
     //    response head. A request with no body whose connection failed before any
@@ -442,7 +565,7 @@ async fn exchange(
             }
         };
         let (server, guard, upstream, reused) =
-            match l4::connect_with(backend, &ctx, force_stop, reuse).await {
+            match l4::connect_with(backend, &ctx, pinned, force_stop, reuse).await {
                 Ok(v) => v,
                 Err(e) => {
                     match e {
@@ -460,7 +583,11 @@ async fn exchange(
             server.state.counters.conn_total.inc();
         }
         let replayable = bodyless && (reused || req.idempotent) && attempt < backend.retries;
-        match send_and_read_head(&upstream, client, front, backend, &req, cbuf).await {
+        let edits = RespEdits {
+            ops: &response_ops,
+            cookie: persist_after_pick(backend, server, pinned, had_pin && attempt == 0, peer),
+        };
+        match send_and_read_head(&upstream, client, front, backend, &req, cbuf, edits).await {
             Ok((resp, out_head, close, sbuf)) => {
                 break (server, guard, upstream, resp, out_head, close, sbuf);
             }
@@ -699,6 +826,7 @@ async fn send_and_read_head(
     backend: &BackendRt,
     req: &Req,
     cbuf: &mut Vec<u8>,
+    edits: RespEdits<'_>,
 ) -> Result<Answer, Upstream> {
     let server_deadline = || TokioInstant::now() + backend.timeouts.server;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
@@ -762,7 +890,7 @@ async fn send_and_read_head(
                 if !accepted {
                     return Err(Upstream::Bad);
                 }
-                let mut out = build_response(&sbuf[..r.len], &headers[..n], 101, false);
+                let mut out = rewrite::response(&sbuf[..r.len], &headers[..n], 101, false, edits);
                 out.truncate(out.len() - 2);
                 out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
                 sbuf.drain(..r.len);
@@ -774,7 +902,7 @@ async fn send_and_read_head(
                     .position(|h| h.name.is_empty())
                     .unwrap_or(headers.len());
                 let close = req.close || r.framing == RespFraming::Close;
-                let out = build_response(&sbuf[..r.len], &headers[..n], r.status, close);
+                let out = rewrite::response(&sbuf[..r.len], &headers[..n], r.status, close, edits);
                 sbuf.drain(..r.len);
                 return Ok((r, out, close, sbuf));
             }
@@ -809,53 +937,4 @@ async fn reject(
     tracing::debug!(frontend = %front.name, error = %e, "request rejected");
     error_reply(client, front, e.status()).await;
     Stop::Close
-}
-
-/// Re-serialise a response head: status line, headers minus hop-by-hop fields,
-/// and `connection: close` when the client connection ends after it.
-fn build_response(
-    raw: &[u8],
-    headers: &[httparse::Header<'_>],
-    status: u16,
-    close: bool,
-) -> Vec<u8> {
-    let mut named: Vec<&str> = Vec::new();
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("connection")
-            && let Ok(v) = std::str::from_utf8(h.value)
-        {
-            named.extend(
-                v.split(',')
-                    .map(|t| t.trim_matches([' ', '\t']))
-                    .filter(|t| !t.is_empty()),
-            );
-        }
-    }
-    let mut out = Vec::with_capacity(raw.len() + 32);
-    // Keep the server's reason phrase (validated by httparse) after our version.
-    let line_end = raw
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(raw.len());
-    let reason = raw[..line_end]
-        .splitn(3, |&b| b == b' ')
-        .nth(2)
-        .unwrap_or(b"");
-    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-    for h in headers {
-        if is_hop(h.name, &named) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }

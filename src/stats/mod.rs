@@ -64,6 +64,10 @@ pub struct FrontendCounters {
     pub http_rejected: [Counter; HTTP_REJECT_CLASSES.len()],
     /// http: clients too slow to send a request head (408).
     pub http_request_timeouts: Counter,
+    /// http: requests answered by a `deny` rule.
+    pub http_denied: Counter,
+    /// http: requests answered by a `redirect` rule.
+    pub http_redirected: Counter,
     /// http: the last rejected requests, newest last (like HAProxy's `show errors`).
     /// Touched only when a request is rejected.
     pub last_rejected: std::sync::Mutex<std::collections::VecDeque<Rejected>>,
@@ -142,6 +146,13 @@ pub struct BackendCounters {
     pub http_server_timeouts: Counter,
     /// http: requests sent on a kept-alive server connection.
     pub http_reused: Counter,
+    /// http: requests routed to this backend.
+    pub http_requests: Counter,
+    /// Requests that went to the server their persistence cookie or source entry named.
+    pub persist_hits: Counter,
+    /// Requests whose cookie or source entry named a server that is unknown or
+    /// unusable, and were balanced instead.
+    pub persist_misses: Counter,
 }
 
 /// Per-server counters (live on `ServerState`, carried across reloads).
@@ -169,6 +180,8 @@ pub struct FrontendStats {
     /// (class, count) for every class with a non-zero count.
     pub http_rejected: Vec<(&'static str, u64)>,
     pub http_request_timeouts: u64,
+    pub http_denied: u64,
+    pub http_redirected: u64,
     pub last_rejected: Vec<Rejected>,
 }
 
@@ -192,6 +205,8 @@ impl FrontendCounters {
                 .map(|(n, c)| (*n, c.get()))
                 .collect(),
             http_request_timeouts: self.http_request_timeouts.get(),
+            http_denied: self.http_denied.get(),
+            http_redirected: self.http_redirected.get(),
             last_rejected: self
                 .last_rejected
                 .lock()
@@ -217,6 +232,9 @@ pub struct BackendStats {
     pub http_bad_responses: u64,
     pub http_server_timeouts: u64,
     pub http_reused: u64,
+    pub http_requests: u64,
+    pub persist_hits: u64,
+    pub persist_misses: u64,
     pub servers: Vec<ServerStats>,
 }
 
@@ -236,6 +254,9 @@ impl BackendCounters {
             http_bad_responses: self.http_bad_responses.get(),
             http_server_timeouts: self.http_server_timeouts.get(),
             http_reused: self.http_reused.get(),
+            http_requests: self.http_requests.get(),
+            persist_hits: self.persist_hits.get(),
+            persist_misses: self.persist_misses.get(),
             servers,
         }
     }

@@ -1,0 +1,287 @@
+//! Re-serialising heads: the request fulcrum sends upstream and the response it
+//! sends back — CRLF only, hop-by-hop fields dropped, forwarding fields added,
+//! and the rules' header edits and persistence cookies applied.
+
+use std::net::SocketAddr;
+
+use super::codec::{self, Framing};
+use super::persist::{CookieEdit, edit_cookie_field, prefix_set_cookie};
+use crate::config::routing::HeaderOp;
+use crate::runtime::FrontendRt;
+
+/// Hop-by-hop fields, never forwarded in either direction (plus whatever the
+/// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too:
+/// WebSocket upgrades are written anew, and h2c must never reach a server.
+const HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+    "expect",
+    "proxy-authenticate",
+];
+
+fn is_hop(name: &str, named: &[&str]) -> bool {
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Tokens listed by the Connection fields.
+fn connection_tokens<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h str> {
+    let mut named: Vec<&str> = Vec::new();
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection")
+            && let Ok(v) = std::str::from_utf8(h.value)
+        {
+            named.extend(
+                v.split(',')
+                    .map(|t| t.trim_matches([' ', '\t']))
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    named
+}
+
+/// A field the header rules remove (`set` replaces, `del` removes).
+fn removed(name: &str, ops: &[&HeaderOp]) -> bool {
+    ops.iter().any(|op| {
+        matches!(op, HeaderOp::Set(..) | HeaderOp::Del(_)) && name.eq_ignore_ascii_case(op.name())
+    })
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_added(out: &mut Vec<u8>, ops: &[&HeaderOp]) {
+    for op in ops {
+        if let HeaderOp::Set(n, v) | HeaderOp::Add(n, v) = op {
+            push_field(out, n.as_bytes(), v.as_bytes());
+        }
+    }
+}
+
+/// What the request head told us, owned so the buffer can move on.
+pub struct Req {
+    pub upstream_head: Vec<u8>,
+    pub framing: Framing,
+    pub close: bool,
+    pub expect_continue: bool,
+    pub head_request: bool,
+    pub idempotent: bool,
+    /// A WebSocket handshake (`Upgrade: websocket` + `Connection: upgrade`, GET, 1.1).
+    pub websocket: bool,
+    /// The client speaks HTTP/1.0 (so does the request upstream).
+    pub http10: bool,
+    pub host: Option<String>,
+    pub path: String,
+}
+
+/// The request to send upstream, with the rules' `ops` and the persistence
+/// cookie `edit` applied.
+pub fn request(
+    head: &codec::Head<'_>,
+    headers: &[httparse::Header<'_>],
+    peer: SocketAddr,
+    front: &FrontendRt,
+    ops: &[&HeaderOp],
+    edit: CookieEdit<'_>,
+) -> Req {
+    let named = connection_tokens(headers);
+    let mut xff: Option<&[u8]> = None;
+    let mut out = Vec::with_capacity(head.len + 96);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.path.as_bytes());
+    // A 1.0 client gets a 1.0 request upstream, so the response is never chunked
+    // (which that client could not read).
+    out.extend_from_slice(if head.minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    if let Some(a) = head.authority {
+        push_field(&mut out, b"host", a.as_bytes());
+    }
+    for h in headers {
+        let n = h.name;
+        if is_hop(n, &named) || n.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if front.x_forwarded
+            && (n.eq_ignore_ascii_case("x-forwarded-for")
+                || n.eq_ignore_ascii_case("x-forwarded-proto"))
+        {
+            if n.eq_ignore_ascii_case("x-forwarded-for") {
+                xff = Some(h.value);
+            }
+            continue;
+        }
+        if !ops.is_empty() && removed(n, ops) {
+            continue;
+        }
+        if edit != CookieEdit::Keep && n.eq_ignore_ascii_case("cookie") {
+            let mark = out.len();
+            out.extend_from_slice(b"cookie: ");
+            if edit_cookie_field(h.value, edit, &mut out) {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.truncate(mark);
+            }
+            continue;
+        }
+        push_field(&mut out, n.as_bytes(), h.value);
+    }
+    if front.x_forwarded {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = xff {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(peer.ip().to_string().as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    }
+    if front.forwarded {
+        // RFC 7239: an IPv6 address is quoted and bracketed.
+        let f = match peer.ip() {
+            std::net::IpAddr::V4(ip) => format!("forwarded: for={ip};proto=http\r\n"),
+            std::net::IpAddr::V6(ip) => format!("forwarded: for=\"[{ip}]\";proto=http\r\n"),
+        };
+        out.extend_from_slice(f.as_bytes());
+    }
+    push_added(&mut out, ops);
+    // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
+    // and Connection fields are written anew for it.
+    let websocket = head.method == "GET"
+        && head.minor == 1
+        && head.framing == Framing::None
+        && named.iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+                })
+        });
+    if websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
+    // HTTP/1.1 upstream: keep-alive by default, the connection may be pooled.
+    out.extend_from_slice(b"\r\n");
+    Req {
+        upstream_head: out,
+        framing: head.framing,
+        close: head.close,
+        expect_continue: head.expect_continue,
+        head_request: head.method == "HEAD",
+        idempotent: matches!(
+            head.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        websocket,
+        http10: head.minor == 0,
+        host: head.authority.map(|a| a.to_ascii_lowercase()),
+        path: head.path.to_string(),
+    }
+}
+
+/// What cookie persistence adds to a response.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum CookieOut<'a> {
+    #[default]
+    None,
+    /// Set `name=value` (the client had no valid cookie for this server).
+    Insert {
+        name: &'a str,
+        value: &'a str,
+        nocache: bool,
+    },
+    /// Prefix the server's own `name` cookie with `value~`.
+    Prefix { name: &'a str, value: &'a str },
+}
+
+/// Everything the response head gets besides the server's fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RespEdits<'a> {
+    pub ops: &'a [&'a HeaderOp],
+    pub cookie: CookieOut<'a>,
+}
+
+/// Re-serialise a response head: status line, headers minus hop-by-hop fields,
+/// the edits, and `connection: close` when the client connection ends after it.
+pub fn response(
+    raw: &[u8],
+    headers: &[httparse::Header<'_>],
+    status: u16,
+    close: bool,
+    edits: RespEdits<'_>,
+) -> Vec<u8> {
+    let named = connection_tokens(headers);
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    // Keep the server's reason phrase (validated by httparse) after our version.
+    let line_end = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(raw.len());
+    let reason = raw[..line_end]
+        .splitn(3, |&b| b == b' ')
+        .nth(2)
+        .unwrap_or(b"");
+    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    // nocache: a response that sets the persistence cookie must not be cached by
+    // a shared cache, unless the server already said so.
+    let private = match edits.cookie {
+        CookieOut::Insert { nocache: true, .. } => !headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("cache-control")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    let v = v.to_ascii_lowercase();
+                    v.contains("private") || v.contains("no-cache") || v.contains("no-store")
+                })
+        }),
+        _ => false,
+    };
+    for h in headers {
+        if is_hop(h.name, &named) {
+            continue;
+        }
+        if !edits.ops.is_empty() && removed(h.name, edits.ops) {
+            continue;
+        }
+        if private && h.name.eq_ignore_ascii_case("cache-control") {
+            continue;
+        }
+        if let CookieOut::Prefix { name, value } = edits.cookie
+            && h.name.eq_ignore_ascii_case("set-cookie")
+        {
+            let mark = out.len();
+            out.extend_from_slice(b"set-cookie: ");
+            if prefix_set_cookie(h.value, name, value, &mut out) {
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+            out.truncate(mark);
+        }
+        push_field(&mut out, h.name.as_bytes(), h.value);
+    }
+    push_added(&mut out, edits.ops);
+    if let CookieOut::Insert { name, value, .. } = edits.cookie {
+        out.extend_from_slice(format!("set-cookie: {name}={value}; Path=/\r\n").as_bytes());
+        if private {
+            out.extend_from_slice(b"cache-control: private\r\n");
+        }
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
