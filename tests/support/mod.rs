@@ -234,3 +234,190 @@ pub async fn hello_open(addr: SocketAddr) -> (String, TcpStream) {
     }
     (String::from_utf8(line).unwrap(), s)
 }
+
+/// One HTTP response as a test client read it.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    /// The head, lines as received (status line first).
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Write `raw` on `c` and read one response (Content-Length framed, or until
+/// the connection closes). `None` when the connection closed before a response.
+pub async fn roundtrip(c: &mut TcpStream, raw: &[u8]) -> Option<Resp> {
+    c.write_all(raw).await.ok()?;
+    read_response(c).await
+}
+
+/// Read one response from `c`.
+pub async fn read_response(c: &mut TcpStream) -> Option<Resp> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = c.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end - 4]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let mut body = buf[end..].to_vec();
+    let len = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    match len {
+        Some(len) => {
+            while body.len() < len {
+                let n = c.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => {
+            let _ = c.read_to_end(&mut body).await;
+        }
+    }
+    Some(Resp { status, head, body })
+}
+
+/// A GET on a fresh connection (with `extra` header lines, each ending in CRLF).
+pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Resp {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: test.example\r\n{extra}\r\n");
+    roundtrip(&mut c, raw.as_bytes()).await.expect("a response")
+}
+
+/// A keep-alive HTTP origin that records every request head and answers
+/// `200` with `x-server: NAME`, body `NAME\n`, plus `extra` header lines.
+#[derive(Clone)]
+pub struct HttpRecorder {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpRecorder {
+    pub async fn start(name: &'static str, extra: &'static str) -> HttpRecorder {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = HttpRecorder {
+            name,
+            addr: l.local_addr().unwrap(),
+            heads: Arc::default(),
+        };
+        let heads = r.heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (n, v) = l.split_once(':')?;
+                                n.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < end + 4 + len {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + len);
+                        heads.lock().unwrap().push(head);
+                        let body = format!("{name}\n");
+                        let out = format!(
+                            "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        r
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> String {
+        self.heads().last().cloned().unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+/// An example file's text with its listeners on port 0 and its servers, in
+/// order, at `addrs`.
+pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut doc: toml::Table = text.parse().unwrap();
+    let mut next = addrs.iter();
+    if let Some(toml::Value::Array(fronts)) = doc.get_mut("frontend") {
+        for f in fronts {
+            let listen = f.get_mut("listen").and_then(|l| l.as_array_mut()).unwrap();
+            for l in listen.iter_mut() {
+                *l = toml::Value::String("127.0.0.1:0".into());
+            }
+        }
+    }
+    if let Some(toml::Value::Array(backs)) = doc.get_mut("backend") {
+        for b in backs {
+            for s in b.get_mut("servers").and_then(|s| s.as_array_mut()).unwrap() {
+                let a = next.next().expect("an address per server");
+                s.as_table_mut()
+                    .unwrap()
+                    .insert("address".into(), toml::Value::String(a.to_string()));
+            }
+        }
+    }
+    toml::to_string(&doc).unwrap()
+}
