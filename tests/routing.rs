@@ -76,7 +76,7 @@ async fn every_matcher_positive_and_negative() {
         assert_eq!(hits(&origin.last(), "x-hit"), set(&[]));
 
         // Near misses: same header with another value, the cookie with another value.
-        send("PROXY TCP6 2001:db8::7 2001:db8::1 5555 80\r\nHEAD /shop/Cart.json HTTP/1.1\r\nHost: www.example\r\nX-Beta: no-please\r\nCookie: group=alpha\r\n\r\n".into()).await;
+        send("PROXY TCP6 2001:db8::7 2001:db8::1 5555 80\r\nHEAD /shop/Cart.json HTTP/1.1\r\nHost: www.example\r\nConnection: close\r\nX-Beta: no-please\r\nCookie: group=alpha\r\n\r\n".into()).await;
         assert_eq!(
             hits(&origin.last(), "x-hit"),
             set(&["p_prefix", "p_suffix", "h_suffix", "m", "hdr_present", "hdr_regex", "c_present", "src6"])

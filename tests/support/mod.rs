@@ -366,12 +366,16 @@ impl HttpRecorder {
                             }
                         }
                         buf.drain(..end + 4 + len);
+                        let is_head = head.starts_with("HEAD ");
                         heads.lock().unwrap().push(head);
                         let body = format!("{name}\n");
-                        let out = format!(
-                            "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n{body}",
+                        let mut out = format!(
+                            "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n",
                             body.len()
                         );
+                        if !is_head {
+                            out.push_str(&body);
+                        }
                         if s.write_all(out.as_bytes()).await.is_err() {
                             return;
                         }
