@@ -167,8 +167,10 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
             for (_, addrs) in &fronts {
                 for a in addrs {
                     println!(
-                        "try: curl -s http://{a}/hello   (repeat it: the answer rotates a, b, c)"
+                        "try: curl -s http://{a}/hello   (repeat it: 70 % a and b in turn, 30 % the v2 canary)"
                     );
+                    println!("     curl -s http://{a}/api/users   (the api backend)");
+                    println!("     curl -s -b group=beta http://{a}/hello   (beta testers: always v2)");
                 }
             }
             println!("Ctrl-C stops the demo.");

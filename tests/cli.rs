@@ -201,14 +201,17 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
 }
 
 #[test]
-fn demo_serves_three_origins_in_rotation() {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let text = std::fs::read_to_string(root().join("config/demo.toml"))
+fn demo_routes_api_canary_and_beta() {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let mut text = std::fs::read_to_string(root().join("config/demo.toml"))
         .unwrap()
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports[0]))
-        .replace("127.0.0.1:9001", &format!("127.0.0.1:{}", ports[1]))
-        .replace("127.0.0.1:9002", &format!("127.0.0.1:{}", ports[2]))
-        .replace("127.0.0.1:9003", &format!("127.0.0.1:{}", ports[3]));
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports[0]));
+    for (i, p) in ports[1..].iter().enumerate() {
+        text = text.replace(
+            &format!("127.0.0.1:900{}", i + 1),
+            &format!("127.0.0.1:{p}"),
+        );
+    }
     let dir = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("demo.toml");
@@ -223,19 +226,34 @@ fn demo_serves_three_origins_in_rotation() {
             .unwrap(),
     );
     let fe = listening(&mut child.0, 1)[0];
-    let mut names = Vec::new();
-    for _ in 0..6 {
+    let ask = |path: &str, extra: &str| {
         let mut c = TcpStream::connect(fe).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"GET /hello HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: demo\r\n{extra}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        assert!(resp.contains("\r\nx-routed-by: fulcrum\r\n"), "{resp}");
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
         let (name, rest) = body.split_once(' ').unwrap();
-        assert_eq!(rest, "GET /hello\n");
-        names.push(name.to_string());
+        assert_eq!(rest, format!("GET {path}\n"));
+        name.to_string()
+    };
+    for _ in 0..3 {
+        assert_eq!(ask("/api/users", ""), "api");
+        assert_eq!(ask("/hello", "Cookie: group=beta\r\n"), "v2");
     }
-    assert_eq!(names, ["a", "b", "c", "a", "b", "c"]);
+    let mut count = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        *count.entry(ask("/hello", "")).or_insert(0) += 1;
+    }
+    let v2 = count.get("v2").copied().unwrap_or(0);
+    assert!((35..=85).contains(&v2), "30 % canary: {count:?}");
+    assert!(count.get("a").copied().unwrap_or(0) > 50, "{count:?}");
+    assert!(count.get("b").copied().unwrap_or(0) > 50, "{count:?}");
+    assert!(!count.contains_key("api"), "{count:?}");
 }

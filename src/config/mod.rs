@@ -273,6 +273,9 @@ impl Config {
                 addrs.join(", "),
                 self.backends[f.default_backend].name
             );
+            if !f.rules.is_empty() || !f.acls.is_empty() {
+                let _ = writeln!(s, "    {} ACL(s), {} rule(s)", f.acls.len(), f.rules.len());
+            }
         }
         for b in &self.backends {
             let list: Vec<String> = b
@@ -288,9 +291,16 @@ impl Config {
                     )
                 })
                 .collect();
+            let persist = match &b.persist {
+                None => String::new(),
+                Some(routing::Persist::Cookie { name, .. }) => format!(", persist cookie {name:?}"),
+                Some(routing::Persist::Source { expire, .. }) => {
+                    format!(", persist source for {}", units::fmt_duration(*expire))
+                }
+            };
             let _ = writeln!(
                 s,
-                "  backend {:?} balance {}: {}",
+                "  backend {:?} balance {}{persist}: {}",
                 b.name,
                 b.algorithm.name(),
                 list.join(", ")

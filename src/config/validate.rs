@@ -400,6 +400,18 @@ impl Validator<'_> {
                 servers.push(sc);
             }
         }
+        let persist = b.persist.as_ref().and_then(|p| self.persist(&ctx, p));
+        if matches!(persist, Some(super::routing::Persist::Cookie { .. })) {
+            let safe = |v: &str| {
+                v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            };
+            for s in b.servers.get_ref() {
+                if s.cookie.is_none() && !safe(s.name.get_ref()) {
+                    self.err(&s.name, format!("{ctx}: server \"{}\" needs cookie = \"VALUE\" (letters, digits, '-', '_', '.'): its name cannot be a cookie value", s.name.get_ref()));
+                }
+            }
+        }
         Backend {
             name,
             algorithm,
@@ -412,7 +424,7 @@ impl Validator<'_> {
             retries: b.retries.unwrap_or(defaults::RETRIES),
             pool_max_idle: b.pool_max_idle.unwrap_or(defaults::POOL_MAX_IDLE),
             mode: b.mode.as_ref().map(|m| *m.get_ref()),
-            persist: b.persist.as_ref().and_then(|p| self.persist(&ctx, p)),
+            persist,
             servers,
         }
     }
