@@ -208,9 +208,17 @@ async fn routing_example_routes_denies_redirects_and_rewrites() {
             Some("https://blog.example/blog/2026/hello?lang=en")
         );
 
+        let r = get(addr, "/login?next=/cart", "").await;
+        assert_eq!(r.status, 308);
+        assert_eq!(r.header("location").as_deref(), Some("https://test.example/login"));
+        let r = get(addr, "/contact-us?x=1", "").await;
+        assert_eq!(r.status, 302);
+        assert_eq!(r.header("location").as_deref(), Some("/contact"));
+        assert_eq!(r.header("content-length").as_deref(), Some("0"));
+
         let st = d.stats();
         let f = st.frontend("www").unwrap();
-        assert_eq!((f.http_denied, f.http_redirected), (3, 1), "{f:?}");
+        assert_eq!((f.http_denied, f.http_redirected), (3, 3), "{f:?}");
         assert_eq!(f.http_responses[3], 3, "4xx counted");
         assert_eq!(st.backend("api").unwrap().http_requests, 2);
         assert_eq!(st.backend("static").unwrap().http_requests, 1);
