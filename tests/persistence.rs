@@ -229,3 +229,49 @@ async fn source_persistence_sticks_then_expires_and_survives_a_reload() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn source_persistence_in_tcp_mode() {
+    bounded(20, async {
+        let o = [
+            Origin::start("t1", Behaviour::Hello).await,
+            Origin::start("t2", Behaviour::Hello).await,
+            Origin::start("t3", Behaviour::Hello).await,
+        ];
+        let d = start(
+            r#"
+[[frontend]]
+name = "f"
+listen = ["127.0.0.1:0"]
+accept_proxy = true
+default_backend = "b"
+[[backend]]
+name = "b"
+balance = "rr"
+persist = { source = true }
+servers = [
+  { name = "t1", address = "{a}" },
+  { name = "t2", address = "{b}" },
+  { name = "t3", address = "{c}" },
+]
+"#,
+            &[
+                ("a", o[0].addr.to_string()),
+                ("b", o[1].addr.to_string()),
+                ("c", o[2].addr.to_string()),
+            ],
+        );
+        let addr = d.addr("f").unwrap();
+        let proxy = |ip: &str| format!("PROXY TCP4 {ip} 192.0.2.1 4000 80\r\n").into_bytes();
+        let first = hello(addr, &proxy("10.9.0.1")).await;
+        for _ in 0..3 {
+            assert_eq!(hello(addr, &proxy("10.9.0.1")).await, first);
+        }
+        let other = hello(addr, &proxy("10.9.0.2")).await;
+        assert_ne!(other, first, "rr moved on for a new address");
+        assert_eq!(hello(addr, &proxy("10.9.0.2")).await, other);
+        let b = d.stats().backend("b").unwrap().clone();
+        assert_eq!((b.persist_hits, b.persist_misses), (4, 0));
+    })
+    .await;
+}
