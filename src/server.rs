@@ -48,19 +48,25 @@ impl Status {
 pub struct ServerState {
     /// Unique for the process lifetime (keys per-thread connection pools).
     pub id: u64,
-    /// bits 0..32 in-flight (active + connecting), 32..48 effective weight,
-    /// 48..56 status.
+    /// bits 0..16 effective weight, 16..48 in-flight (active + connecting),
+    /// 48..56 status, bit 56 set while the weight is 0. Everything that makes a
+    /// server unusable sits above the in-flight count, so `word >> 16` orders
+    /// servers for `lc` with the unusable ones last (see `balancers::least`).
     word: AtomicU64,
     pub counters: ServerCounters,
     /// What this server shares with the rest of its backend.
     pool: Arc<Pool>,
 }
 
-const INFLIGHT_MASK: u64 = 0xffff_ffff;
-const WEIGHT_SHIFT: u32 = 32;
-const WEIGHT_MASK: u64 = 0xffff << WEIGHT_SHIFT;
+const WEIGHT_MASK: u64 = 0xffff;
+pub(crate) const INFLIGHT_SHIFT: u32 = 16;
+const INFLIGHT_ONE: u64 = 1 << INFLIGHT_SHIFT;
+const INFLIGHT_MASK: u64 = 0xffff_ffff << INFLIGHT_SHIFT;
 const STATUS_SHIFT: u32 = 48;
 const STATUS_MASK: u64 = 0xff << STATUS_SHIFT;
+const NO_WEIGHT: u64 = 1 << 56;
+/// Any of these bits set: the server takes no new connection.
+pub(crate) const UNUSABLE_MASK: u64 = STATUS_MASK | NO_WEIGHT;
 
 /// One read of a server's live state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +75,16 @@ pub struct Load(u64);
 impl Load {
     #[inline]
     pub fn inflight(self) -> u32 {
-        (self.0 & INFLIGHT_MASK) as u32
+        ((self.0 & INFLIGHT_MASK) >> INFLIGHT_SHIFT) as u32
     }
     #[inline]
     pub fn weight(self) -> u32 {
-        ((self.0 & WEIGHT_MASK) >> WEIGHT_SHIFT) as u32
+        (self.0 & WEIGHT_MASK) as u32
+    }
+    /// The whole word, for the least-loaded scans.
+    #[inline]
+    pub(crate) fn raw(self) -> u64 {
+        self.0
     }
     #[inline]
     pub fn status(self) -> Status {
@@ -82,9 +93,7 @@ impl Load {
     /// Up, with weight, and below `maxconn`: may take a new connection.
     #[inline]
     pub fn usable(self, maxconn: Option<u32>) -> bool {
-        self.0 & STATUS_MASK == 0
-            && self.0 & WEIGHT_MASK != 0
-            && maxconn.is_none_or(|m| self.inflight() < m)
+        self.0 & UNUSABLE_MASK == 0 && maxconn.is_none_or(|m| self.inflight() < m)
     }
 }
 
@@ -108,7 +117,7 @@ impl ServerState {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         ServerState {
             id: NEXT_ID.fetch_add(1, Relaxed),
-            word: AtomicU64::new(u64::from(weight.min(0xffff)) << WEIGHT_SHIFT),
+            word: AtomicU64::new(weight_bits(weight)),
             counters: ServerCounters::default(),
             pool,
         }
@@ -146,14 +155,14 @@ impl ServerState {
     }
 
     pub fn set_effective_weight(&self, weight: u32) {
-        let weight = u64::from(weight.min(0xffff));
-        self.update(|w| Some((w & !WEIGHT_MASK) | (weight << WEIGHT_SHIFT)));
+        let bits = weight_bits(weight);
+        self.update(|w| Some((w & !(WEIGHT_MASK | NO_WEIGHT)) | bits));
     }
 
     /// For tests and benchmarks of balancers: pretend `n` connections are open.
     pub fn set_inflight(&self, n: u32) {
         let old = self.inflight();
-        self.update(|w| Some((w & !INFLIGHT_MASK) | u64::from(n)));
+        self.update(|w| Some((w & !INFLIGHT_MASK) | (u64::from(n) << INFLIGHT_SHIFT)));
         self.pool.inflight.fetch_add(n.wrapping_sub(old), Relaxed);
     }
 
@@ -162,8 +171,8 @@ impl ServerState {
     pub fn try_enter(self: &Arc<Self>, maxconn: Option<u32>) -> Option<InflightGuard> {
         let limit = maxconn.unwrap_or(u32::MAX);
         let taken = self.update(|w| {
-            let n = (w & INFLIGHT_MASK) as u32;
-            (n < limit).then_some(w + 1)
+            let n = ((w & INFLIGHT_MASK) >> INFLIGHT_SHIFT) as u32;
+            (n < limit).then_some(w + INFLIGHT_ONE)
         });
         if !taken {
             return None;
@@ -173,14 +182,21 @@ impl ServerState {
     }
 }
 
+/// The weight field of the word, with the no-weight flag for 0. Weights are
+/// capped at 256, the config maximum (the `wlc` scan relies on it).
+fn weight_bits(weight: u32) -> u64 {
+    let w = u64::from(weight.min(crate::config::defaults::MAX_WEIGHT));
+    if w == 0 { NO_WEIGHT } else { w }
+}
+
 /// Holds one in-flight slot on a server.
 #[derive(Debug)]
 pub struct InflightGuard(Arc<ServerState>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        // In-flight is the low field and never 0 while a guard exists: no borrow.
-        self.0.word.fetch_sub(1, Relaxed);
+        // In-flight is never 0 while a guard exists: no borrow into other fields.
+        self.0.word.fetch_sub(INFLIGHT_ONE, Relaxed);
         self.0.pool.inflight.fetch_sub(1, Relaxed);
         self.0.pool.slot_freed.notify_waiters();
     }

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::dh::destination_key;
-use super::{Balance, PickCtx, lighter_load, scan_min};
+use super::least::{self, Least, WLC_LIMIT, wlc_key};
+use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
 pub(crate) const SLOTS: usize = 4096;
@@ -33,6 +34,7 @@ pub struct Lblc {
     epoch: Instant,
     expire_ms: u64,
     rotor: AtomicU64,
+    least: Least,
 }
 
 /// LVS's overload test: `s` has more in flight than its weight, and some other
@@ -45,18 +47,32 @@ pub(crate) fn overloaded(servers: &[Server], s: &Server) -> bool {
 }
 
 /// A `wlc` pick with a rotating start.
-pub(crate) fn wlc(servers: &[Server], rotor: &AtomicU64, avoid: Option<usize>) -> Option<usize> {
-    let start = rotor.fetch_add(1, Relaxed) as usize % servers.len().max(1);
-    scan_min(servers, start, avoid, lighter_load)
+pub(crate) fn wlc(
+    servers: &[Server],
+    least: &Least,
+    rotor: &AtomicU64,
+    avoid: Option<usize>,
+) -> Option<usize> {
+    let start = rotor.fetch_add(1, Relaxed) as usize;
+    least::pick(
+        least,
+        servers,
+        start,
+        avoid,
+        wlc_key,
+        WLC_LIMIT,
+        lighter_load,
+    )
 }
 
 impl Lblc {
-    pub fn new(expire: Duration) -> Lblc {
+    pub fn new(servers: &[Server], expire: Duration) -> Lblc {
         Lblc {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             epoch: Instant::now(),
             expire_ms: expire.as_millis() as u64,
             rotor: AtomicU64::new(0),
+            least: Least::new(servers),
         }
     }
 }
@@ -79,7 +95,7 @@ impl Balance for Lblc {
                 return Some(i);
             }
         }
-        let i = wlc(servers, &self.rotor, ctx.avoid)?;
+        let i = wlc(servers, &self.least, &self.rotor, ctx.avoid)?;
         slot.key.store(key, Relaxed);
         slot.server.store(i as u32, Relaxed);
         slot.used_ms.store(now, Relaxed);
@@ -103,7 +119,7 @@ mod tests {
     #[test]
     fn keeps_the_remembered_server_until_overloaded() {
         let s = servers(&[4, 4, 4]);
-        let b = Lblc::new(Duration::from_secs(60));
+        let b = Lblc::new(&s, Duration::from_secs(60));
         let t = Instant::now();
         let home = b.pick(&s, &to("a.example", t)).unwrap();
         // Busier than its siblings but not overloaded (in-flight ≤ weight): stays.
@@ -121,7 +137,7 @@ mod tests {
     #[test]
     fn overload_needs_a_lightly_loaded_alternative() {
         let s = servers(&[2, 2]);
-        let b = Lblc::new(Duration::from_secs(60));
+        let b = Lblc::new(&s, Duration::from_secs(60));
         let t = Instant::now();
         let home = b.pick(&s, &to("x", t)).unwrap();
         s[home].state.set_inflight(9);
@@ -132,7 +148,7 @@ mod tests {
     #[test]
     fn unavailable_and_expired_entries_are_repicked() {
         let s = servers(&[1, 1, 1]);
-        let b = Lblc::new(Duration::from_secs(10));
+        let b = Lblc::new(&s, Duration::from_secs(10));
         let t = Instant::now();
         let home = b.pick(&s, &to("y", t)).unwrap();
         s[home].state.set_status(Status::Drain);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::dh::destination_key;
 use super::lblc::{SLOTS, overloaded, wlc};
+use super::least::Least;
 use super::{Balance, PickCtx, lighter};
 use crate::server::Server;
 
@@ -71,16 +72,18 @@ pub struct Lblcr {
     expire_ms: u64,
     shrink_ms: u64,
     rotor: AtomicU64,
+    least: Least,
 }
 
 impl Lblcr {
-    pub fn new(expire: Duration, shrink: Duration) -> Lblcr {
+    pub fn new(servers: &[Server], expire: Duration, shrink: Duration) -> Lblcr {
         Lblcr {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             epoch: Instant::now(),
             expire_ms: expire.as_millis() as u64,
             shrink_ms: shrink.as_millis() as u64,
             rotor: AtomicU64::new(0),
+            least: Least::new(servers),
         }
     }
 }
@@ -132,7 +135,7 @@ impl Balance for Lblcr {
         let chosen = match member {
             Some(m) if !overloaded(servers, &servers[m]) => m,
             _ => {
-                let i = wlc(servers, &self.rotor, ctx.avoid)?;
+                let i = wlc(servers, &self.least, &self.rotor, ctx.avoid)?;
                 if !set.contains(i) && (i as u64) < NONE {
                     if set.len() == MAX_MEMBERS
                         && let Some(m) = extreme(servers, set, true, None)
@@ -177,7 +180,7 @@ mod tests {
     #[test]
     fn grows_when_overloaded_and_shrinks_when_quiet() {
         let s = servers(&[2, 2, 2, 2]);
-        let b = Lblcr::new(Duration::from_secs(60), Duration::from_secs(30));
+        let b = Lblcr::new(&s, Duration::from_secs(60), Duration::from_secs(30));
         let t = Instant::now();
         let first = b.pick(&s, &to(t)).unwrap();
         assert_eq!(b.pick(&s, &to(t)), Some(first));

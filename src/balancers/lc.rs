@@ -5,20 +5,37 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use super::{Balance, PickCtx, scan_min};
+use super::least::{self, LC_LIMIT, Least, lc_key};
+use super::{Balance, PickCtx};
 use crate::server::Server;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lc {
     rotor: AtomicUsize,
+    least: Least,
+}
+
+impl Lc {
+    pub fn new(servers: &[Server]) -> Lc {
+        Lc {
+            rotor: AtomicUsize::new(0),
+            least: Least::new(servers),
+        }
+    }
 }
 
 impl Balance for Lc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         let start = self.rotor.fetch_add(1, Relaxed);
-        scan_min(servers, start, ctx.avoid, |a, b| {
-            a.inflight() < b.inflight()
-        })
+        least::pick(
+            &self.least,
+            servers,
+            start,
+            ctx.avoid,
+            lc_key,
+            LC_LIMIT,
+            |a, b| a.inflight() < b.inflight(),
+        )
     }
 }
 
@@ -33,7 +50,7 @@ mod tests {
         s[0].state.set_inflight(4);
         s[1].state.set_inflight(2);
         s[2].state.set_inflight(3);
-        let lc = Lc::default();
+        let lc = Lc::new(&s);
         for _ in 0..5 {
             assert_eq!(lc.pick(&s, &ctx()), Some(1));
         }
@@ -44,7 +61,7 @@ mod tests {
     #[test]
     fn ties_rotate() {
         let s = servers(&[1, 1, 1]);
-        let lc = Lc::default();
+        let lc = Lc::new(&s);
         let picks: Vec<_> = (0..6).map(|_| lc.pick(&s, &ctx()).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }

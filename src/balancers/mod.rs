@@ -11,6 +11,7 @@ pub mod hash;
 mod lblc;
 mod lblcr;
 mod lc;
+mod least;
 pub mod maglev;
 mod p2c;
 mod random;
@@ -85,8 +86,8 @@ pub fn build(algo: &Algorithm, servers: &[Server]) -> Box<dyn Balance> {
     match algo {
         Algorithm::Rr => Box::new(rr::RoundRobin::default()),
         Algorithm::Wrr => Box::new(wrr::Wrr::new(servers)),
-        Algorithm::Lc => Box::new(lc::Lc::default()),
-        Algorithm::Wlc => Box::new(wlc::Wlc::default()),
+        Algorithm::Lc => Box::new(lc::Lc::new(servers)),
+        Algorithm::Wlc => Box::new(wlc::Wlc::new(servers)),
         Algorithm::Random => Box::new(random::Random::new(servers)),
         Algorithm::P2c => Box::new(p2c::P2c),
         Algorithm::P2cEwma { decay } => Box::new(p2c::P2cEwma::new(servers, *decay)),
@@ -96,8 +97,10 @@ pub fn build(algo: &Algorithm, servers: &[Server]) -> Box<dyn Balance> {
         Algorithm::UrlParam { param, factor } => {
             Box::new(url_param::UrlParam::new(servers, param, *factor))
         }
-        Algorithm::Lblc { expire } => Box::new(lblc::Lblc::new(*expire)),
-        Algorithm::Lblcr { expire, shrink } => Box::new(lblcr::Lblcr::new(*expire, *shrink)),
+        Algorithm::Lblc { expire } => Box::new(lblc::Lblc::new(servers, *expire)),
+        Algorithm::Lblcr { expire, shrink } => {
+            Box::new(lblcr::Lblcr::new(servers, *expire, *shrink))
+        }
     }
 }
 

@@ -7,18 +7,37 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use super::{Balance, PickCtx, lighter_load, scan_min};
+use super::least::{self, Least, WLC_LIMIT, wlc_key};
+use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Wlc {
     rotor: AtomicUsize,
+    least: Least,
+}
+
+impl Wlc {
+    pub fn new(servers: &[Server]) -> Wlc {
+        Wlc {
+            rotor: AtomicUsize::new(0),
+            least: Least::new(servers),
+        }
+    }
 }
 
 impl Balance for Wlc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         let start = self.rotor.fetch_add(1, Relaxed);
-        scan_min(servers, start, ctx.avoid, lighter_load)
+        least::pick(
+            &self.least,
+            servers,
+            start,
+            ctx.avoid,
+            wlc_key,
+            WLC_LIMIT,
+            lighter_load,
+        )
     }
 }
 
@@ -30,7 +49,7 @@ mod tests {
     #[test]
     fn divides_by_weight() {
         let s = servers(&[1, 3]);
-        let wlc = Wlc::default();
+        let wlc = Wlc::new(&s);
         assert_eq!(wlc.pick(&s, &ctx()), Some(1), "idle: the heavier server");
         // (2+1)/3 = 1 vs (0+1)/1 = 1: a tie, rotating.
         s[1].state.set_inflight(2);
@@ -45,7 +64,7 @@ mod tests {
     fn fills_in_proportion_to_weight() {
         // Hold every pick open: in-flight ends up proportional to weight.
         let s = servers(&[1, 2, 5]);
-        let wlc = Wlc::default();
+        let wlc = Wlc::new(&s);
         for _ in 0..800 {
             let i = wlc.pick(&s, &ctx()).unwrap();
             s[i].state.set_inflight(s[i].state.inflight() + 1);
