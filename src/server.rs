@@ -48,25 +48,75 @@ impl Status {
 pub struct ServerState {
     /// Unique for the process lifetime (keys per-thread connection pools).
     pub id: u64,
-    /// bits 0..16 effective weight, 16..48 in-flight (active + connecting),
-    /// 48..56 status, bit 56 set while the weight is 0. Everything that makes a
-    /// server unusable sits above the in-flight count, so `word >> 16` orders
-    /// servers for `lc` with the unusable ones last (see `balancers::least`).
+    /// bits 0..9 effective weight (0..=256), 9..34 the `wlc` key (below),
+    /// 34..37 the flags, 37..61 in-flight (active + connecting), 61..64 the
+    /// flags again. The flags (status in two bits, and a bit set while the weight
+    /// is 0) are non-zero when the server takes no new connection; one copy sits
+    /// above the in-flight count and one above the key, so `word >> 37` orders
+    /// servers for `lc` and `(word >> 9) & 0xfff_ffff` for `wlc`, unusable ones
+    /// last. The key is kept up to date by every change, so a scan reads it
+    /// instead of dividing (see `balancers::least`).
     word: AtomicU64,
     pub counters: ServerCounters,
     /// What this server shares with the rest of its backend.
     pool: Arc<Pool>,
 }
 
-const WEIGHT_MASK: u64 = 0xffff;
-pub(crate) const INFLIGHT_SHIFT: u32 = 16;
+const WEIGHT_MASK: u64 = 0x1ff;
+pub(crate) const KEY_SHIFT: u32 = 9;
+/// The largest `wlc` key: a saturated key sends the scan to the exact fallback.
+pub(crate) const KEY_MAX: u64 = (1 << 25) - 1;
+const KEY_MASK: u64 = KEY_MAX << KEY_SHIFT;
+const FLAGS_LOW: u32 = 34;
+pub(crate) const INFLIGHT_SHIFT: u32 = 37;
 const INFLIGHT_ONE: u64 = 1 << INFLIGHT_SHIFT;
-const INFLIGHT_MASK: u64 = 0xffff_ffff << INFLIGHT_SHIFT;
-const STATUS_SHIFT: u32 = 48;
-const STATUS_MASK: u64 = 0xff << STATUS_SHIFT;
-const NO_WEIGHT: u64 = 1 << 56;
+/// In-flight counts are 24 bits: a server takes at most this many at once.
+const INFLIGHT_MAX: u32 = (1 << 24) - 1;
+const INFLIGHT_MASK: u64 = (INFLIGHT_MAX as u64) << INFLIGHT_SHIFT;
+const FLAGS_HIGH: u32 = 61;
+/// Flags: status (0 = up) in bits 0..2, bit 2 = weight 0.
+const NO_WEIGHT_FLAG: u64 = 0b100;
+const FLAGS_MASK: u64 = (0b111 << FLAGS_LOW) | (0b111 << FLAGS_HIGH);
 /// Any of these bits set: the server takes no new connection.
-pub(crate) const UNUSABLE_MASK: u64 = STATUS_MASK | NO_WEIGHT;
+pub(crate) const UNUSABLE_MASK: u64 = 0b111 << FLAGS_HIGH;
+
+/// Both copies of `flags`.
+fn flag_bits(flags: u64) -> u64 {
+    (flags << FLAGS_LOW) | (flags << FLAGS_HIGH)
+}
+
+fn flags(word: u64) -> u64 {
+    word >> FLAGS_HIGH
+}
+
+/// `R[w] = ⌈2^48 / w⌉`: `(a × R[w]) >> 32 = ⌊a × 2^16 / w⌋` exactly for a < 2^16
+/// and w ≤ 256 (the reciprocal's rounding stays below 2^-16, less than the
+/// distance from a multiple of 1/w to the next integer).
+const RECIP: [u64; 257] = {
+    let mut t = [0u64; 257];
+    let mut w = 1;
+    while w <= 256 {
+        t[w] = (1u64 << 48).div_ceil(w as u64);
+        w += 1;
+    }
+    t
+};
+
+/// The word with its `wlc` key recomputed from its weight and in-flight count:
+/// `⌊(in-flight + 1) × 2^16 / weight⌋`, saturated at `KEY_MAX`.
+#[inline]
+fn rekey(word: u64) -> u64 {
+    let w = word & WEIGHT_MASK;
+    let a = ((word & INFLIGHT_MASK) >> INFLIGHT_SHIFT) + 1;
+    let key = if w == 0 || w > 256 {
+        KEY_MAX
+    } else if a < 1 << 16 {
+        ((a * RECIP[w as usize]) >> 32).min(KEY_MAX)
+    } else {
+        ((a << 16) / w).min(KEY_MAX)
+    };
+    (word & !KEY_MASK) | (key << KEY_SHIFT)
+}
 
 /// One read of a server's live state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +138,7 @@ impl Load {
     }
     #[inline]
     pub fn status(self) -> Status {
-        Status::from_u8(((self.0 & STATUS_MASK) >> STATUS_SHIFT) as u8)
+        Status::from_u8((flags(self.0) & 0b11) as u8)
     }
     /// Up, with weight, and below `maxconn`: may take a new connection.
     #[inline]
@@ -117,7 +167,7 @@ impl ServerState {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         ServerState {
             id: NEXT_ID.fetch_add(1, Relaxed),
-            word: AtomicU64::new(weight_bits(weight)),
+            word: AtomicU64::new(rekey(weight_bits(weight))),
             counters: ServerCounters::default(),
             pool,
         }
@@ -141,7 +191,10 @@ impl ServerState {
     }
 
     pub fn set_status(&self, st: Status) {
-        self.update(|w| Some((w & !STATUS_MASK) | (u64::from(st as u8) << STATUS_SHIFT)));
+        self.update(|w| {
+            let f = (flags(w) & NO_WEIGHT_FLAG) | u64::from(st as u8);
+            Some((w & !FLAGS_MASK) | flag_bits(f))
+        });
     }
 
     #[inline]
@@ -156,23 +209,31 @@ impl ServerState {
 
     pub fn set_effective_weight(&self, weight: u32) {
         let bits = weight_bits(weight);
-        self.update(|w| Some((w & !(WEIGHT_MASK | NO_WEIGHT)) | bits));
+        self.update(|w| {
+            let keep = (w & !WEIGHT_MASK & !FLAGS_MASK) | flag_bits(flags(w) & 0b11);
+            Some(rekey(keep | bits))
+        });
     }
 
     /// For tests and benchmarks of balancers: pretend `n` connections are open.
     pub fn set_inflight(&self, n: u32) {
         let old = self.inflight();
-        self.update(|w| Some((w & !INFLIGHT_MASK) | (u64::from(n) << INFLIGHT_SHIFT)));
+        let n = n.min(INFLIGHT_MAX);
+        self.update(|w| {
+            Some(rekey(
+                (w & !INFLIGHT_MASK) | (u64::from(n) << INFLIGHT_SHIFT),
+            ))
+        });
         self.pool.inflight.fetch_add(n.wrapping_sub(old), Relaxed);
     }
 
     /// Take a connection slot unless `maxconn` would be exceeded. The slot is
     /// released when the guard drops, on every exit path.
     pub fn try_enter(self: &Arc<Self>, maxconn: Option<u32>) -> Option<InflightGuard> {
-        let limit = maxconn.unwrap_or(u32::MAX);
+        let limit = maxconn.unwrap_or(u32::MAX).min(INFLIGHT_MAX);
         let taken = self.update(|w| {
             let n = ((w & INFLIGHT_MASK) >> INFLIGHT_SHIFT) as u32;
-            (n < limit).then_some(w + INFLIGHT_ONE)
+            (n < limit).then(|| rekey(w + INFLIGHT_ONE))
         });
         if !taken {
             return None;
@@ -186,7 +247,7 @@ impl ServerState {
 /// capped at 256, the config maximum (the `wlc` scan relies on it).
 fn weight_bits(weight: u32) -> u64 {
     let w = u64::from(weight.min(crate::config::defaults::MAX_WEIGHT));
-    if w == 0 { NO_WEIGHT } else { w }
+    if w == 0 { flag_bits(NO_WEIGHT_FLAG) } else { w }
 }
 
 /// Holds one in-flight slot on a server.
@@ -196,7 +257,7 @@ pub struct InflightGuard(Arc<ServerState>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         // In-flight is never 0 while a guard exists: no borrow into other fields.
-        self.0.word.fetch_sub(INFLIGHT_ONE, Relaxed);
+        self.0.update(|w| Some(rekey(w - INFLIGHT_ONE)));
         self.0.pool.inflight.fetch_sub(1, Relaxed);
         self.0.pool.slot_freed.notify_waiters();
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::dh::destination_key;
-use super::least::{self, Least, WLC_LIMIT, wlc_key};
+use super::least::{self, Least, WLC_EXACT_FROM, WLC_LIMIT, wlc_key};
 use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
@@ -33,7 +33,6 @@ pub struct Lblc {
     slots: Box<[Slot]>,
     epoch: Instant,
     expire_ms: u64,
-    rotor: AtomicU64,
     least: Least,
 }
 
@@ -47,20 +46,15 @@ pub(crate) fn overloaded(servers: &[Server], s: &Server) -> bool {
 }
 
 /// A `wlc` pick with a rotating start.
-pub(crate) fn wlc(
-    servers: &[Server],
-    least: &Least,
-    rotor: &AtomicU64,
-    avoid: Option<usize>,
-) -> Option<usize> {
-    let start = rotor.fetch_add(1, Relaxed) as usize;
+pub(crate) fn wlc(servers: &[Server], least: &Least, avoid: Option<usize>) -> Option<usize> {
+    let start = least::next_start();
     least::pick(
         least,
         servers,
         start,
         avoid,
         wlc_key,
-        WLC_LIMIT,
+        (WLC_LIMIT, WLC_EXACT_FROM),
         lighter_load,
     )
 }
@@ -71,7 +65,6 @@ impl Lblc {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             epoch: Instant::now(),
             expire_ms: expire.as_millis() as u64,
-            rotor: AtomicU64::new(0),
             least: Least::new(servers),
         }
     }
@@ -95,7 +88,7 @@ impl Balance for Lblc {
                 return Some(i);
             }
         }
-        let i = wlc(servers, &self.least, &self.rotor, ctx.avoid)?;
+        let i = wlc(servers, &self.least, ctx.avoid)?;
         slot.key.store(key, Relaxed);
         slot.server.store(i as u32, Relaxed);
         slot.used_ms.store(now, Relaxed);

@@ -71,7 +71,6 @@ pub struct Lblcr {
     epoch: Instant,
     expire_ms: u64,
     shrink_ms: u64,
-    rotor: AtomicU64,
     least: Least,
 }
 
@@ -82,7 +81,6 @@ impl Lblcr {
             epoch: Instant::now(),
             expire_ms: expire.as_millis() as u64,
             shrink_ms: shrink.as_millis() as u64,
-            rotor: AtomicU64::new(0),
             least: Least::new(servers),
         }
     }
@@ -135,7 +133,7 @@ impl Balance for Lblcr {
         let chosen = match member {
             Some(m) if !overloaded(servers, &servers[m]) => m,
             _ => {
-                let i = wlc(servers, &self.least, &self.rotor, ctx.avoid)?;
+                let i = wlc(servers, &self.least, ctx.avoid)?;
                 if !set.contains(i) && (i as u64) < NONE {
                     if set.len() == MAX_MEMBERS
                         && let Some(m) = extreme(servers, set, true, None)

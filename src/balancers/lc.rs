@@ -3,22 +3,18 @@
 //! ignored (use `wlc`). Ties rotate — each pick starts its scan one server further
 //! — instead of always taking the first, as LVS `lc` would.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
 use super::least::{self, LC_LIMIT, Least, lc_key};
 use super::{Balance, PickCtx};
 use crate::server::Server;
 
 #[derive(Debug)]
 pub struct Lc {
-    rotor: AtomicUsize,
     least: Least,
 }
 
 impl Lc {
     pub fn new(servers: &[Server]) -> Lc {
         Lc {
-            rotor: AtomicUsize::new(0),
             least: Least::new(servers),
         }
     }
@@ -26,14 +22,14 @@ impl Lc {
 
 impl Balance for Lc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
-        let start = self.rotor.fetch_add(1, Relaxed);
+        let start = least::next_start();
         least::pick(
             &self.least,
             servers,
             start,
             ctx.avoid,
             lc_key,
-            LC_LIMIT,
+            (LC_LIMIT, LC_LIMIT),
             |a, b| a.inflight() < b.inflight(),
         )
     }

@@ -10,48 +10,33 @@
 //! rotate: the rotation bit says whether the server comes before the rotating
 //! start, so the minimum is the first least-loaded server at or after the start.
 //!
-//! `wlc`'s key is exact: `⌊(in-flight + 1) × 2^16 / weight⌋`, computed as
-//! `(in-flight + 1) × ⌈2^48 / weight⌉ >> 32` (one multiply; the rounding of the
-//! reciprocal stays below 2^-16, too small to move the floor). Equal ratios give
-//! equal keys (ties rotate); different ratios differ by at least 1/(w1×w2) ≥
-//! 2^-16 for weights up to 256 (the maximum), so their keys differ, in order: the
-//! same order as the cross-multiplication `(a+1)×wb < (b+1)×wa`, for up to 65534
-//! in flight per server (beyond, the count is taken as 65534).
+//! `wlc`'s key is exact: `⌊(in-flight + 1) × 2^16 / weight⌋`, kept in each
+//! server's word by every change of its count or weight (`server.rs`), so the
+//! scan only reads it. Equal ratios give equal keys (ties rotate); different
+//! ratios differ by at least 1/(w1×w2) ≥ 2^-16 for weights up to 256 (the
+//! maximum), so their keys differ, in order: the same order as the
+//! cross-multiplication `(a+1)×wb < (b+1)×wa`. The key has 25 bits, so it
+//! saturates past 511 in flight per unit of weight; when the winner's key is
+//! saturated, the exact scan decides.
 //!
 //! The fast scan does not look at `maxconn` or `avoid`; when one of them matters
 //! (a retry, or the winner is full) the caller falls back to the exact scan.
 
 use std::sync::Arc;
 
-use crate::server::{INFLIGHT_SHIFT, Load, Server, ServerState, UNUSABLE_MASK};
+use crate::server::{INFLIGHT_SHIFT, KEY_MAX, KEY_SHIFT, Load, Server, ServerState};
 
-/// `wlc`'s key of an unusable server (usable keys are below it).
-const UNUSABLE: u64 = 1 << 42;
 /// `lc`'s keys at or above this are unusable servers (a flag bit is set).
-pub(crate) const LC_LIMIT: u64 = 1 << 32;
-pub(crate) const WLC_LIMIT: u64 = UNUSABLE;
+pub(crate) const LC_LIMIT: u64 = 1 << 24;
+/// `wlc`'s keys at or above this are unusable servers.
+pub(crate) const WLC_LIMIT: u64 = 1 << 25;
+/// A `wlc` key this large may be saturated: the exact scan decides.
+pub(crate) const WLC_EXACT_FROM: u64 = KEY_MAX;
 /// Bits of the packed scan value below the key: rotation bit, then the index.
 const IDX_BITS: u32 = 16;
 const PACK: u32 = IDX_BITS + 1;
 /// The fast scan handles backends up to this many servers.
 const MAX_SERVERS: usize = 1 << IDX_BITS;
-/// `in-flight + 1` is capped here inside `wlc` keys (keeps the product in 64 bits).
-const LOAD_CAP: u64 = (1 << 16) - 1;
-/// The reciprocal table covers every 9-bit weight (effective weights are at most 256).
-const TABLE_MAX: usize = 511;
-
-/// `R[w] = ⌈2^48 / w⌉` for every 9-bit w (`R[0]` is never used: weight 0 is flagged).
-const RECIP: [u64; TABLE_MAX + 1] = recip_table();
-
-const fn recip_table() -> [u64; TABLE_MAX + 1] {
-    let mut t = [0u64; TABLE_MAX + 1];
-    let mut w = 1;
-    while w <= TABLE_MAX {
-        t[w] = (1u64 << 48).div_ceil(w as u64);
-        w += 1;
-    }
-    t
-}
 
 /// `lc`'s key for one state word: the in-flight count, with the unusable flags
 /// above it (so any flag makes the key at least `LC_LIMIT`).
@@ -60,17 +45,28 @@ pub(crate) fn lc_key(raw: u64) -> u64 {
     raw >> INFLIGHT_SHIFT
 }
 
-/// `wlc`'s key for one state word: `⌊(in-flight + 1) × 2^16 / weight⌋`, or `UNUSABLE`.
+/// `wlc`'s key for one state word: the maintained `⌊(in-flight + 1) × 2^16 /
+/// weight⌋`, with the unusable flags above it.
 #[inline(always)]
 pub(crate) fn wlc_key(raw: u64) -> u64 {
-    let a = (((raw >> INFLIGHT_SHIFT) & 0xffff_ffff) + 1).min(LOAD_CAP);
-    // Effective weights are capped at 256 (`server.rs`), so 9 bits index the table.
-    let key = (a * RECIP[(raw & TABLE_MAX as u64) as usize]) >> 32;
-    if raw & UNUSABLE_MASK != 0 {
-        UNUSABLE
-    } else {
-        key
-    }
+    // The 25-bit key and the low copy of the 3 flag bits right above it.
+    (raw >> KEY_SHIFT) & ((1 << 28) - 1)
+}
+
+thread_local! {
+    /// The rotating start of this worker thread's scans: per thread, so no
+    /// shared cursor bounces between cores on every pick.
+    static ROTOR: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Where this thread's next scan starts (ties rotate from one pick to the next).
+#[inline]
+pub(crate) fn next_start() -> usize {
+    ROTOR.with(|r| {
+        let v = r.get();
+        r.set(v.wrapping_add(1));
+        v as usize
+    })
 }
 
 /// A balancer's compact view of its servers' live states.
@@ -101,18 +97,20 @@ impl Least {
         start: usize,
         key: impl Fn(u64) -> u64 + Copy,
         limit: u64,
-    ) -> Option<usize> {
+    ) -> Option<(usize, u64)> {
         let n = self.states.len();
         if n == 0 || n > MAX_SERVERS {
             return None;
         }
-        let start = start % n;
+        // n ≤ 2^16: a 32-bit remainder is enough (and cheaper).
+        let start = (start as u32 % n as u32) as usize;
         let mut best = [u64::MAX; 4];
         // Servers from the start on, then the ones before it (rotation bit set).
         reduce(&self.states[start..], start, 0, key, &mut best);
         reduce(&self.states[..start], 0, 1 << IDX_BITS, key, &mut best);
         let m = best[0].min(best[1]).min(best[2]).min(best[3]);
-        ((m >> PACK) < limit).then_some((m & (MAX_SERVERS as u64 - 1)) as usize)
+        let k = m >> PACK;
+        (k < limit).then_some(((m & (MAX_SERVERS as u64 - 1)) as usize, k))
     }
 }
 
@@ -149,13 +147,13 @@ pub(crate) fn pick(
     start: usize,
     avoid: Option<usize>,
     key: impl Fn(u64) -> u64 + Copy,
-    limit: u64,
+    (limit, exact_from): (u64, u64),
     better: impl Fn(Load, Load) -> bool,
 ) -> Option<usize> {
     if avoid.is_none() && least.covers(servers) {
-        let i = least.min_by(start, key, limit)?;
+        let (i, k) = least.min_by(start, key, limit)?;
         let s = &servers[i];
-        if s.maxconn.is_none_or(|m| s.state.inflight() < m) {
+        if k < exact_from && s.maxconn.is_none_or(|m| s.state.inflight() < m) {
             return Some(i);
         }
     }
@@ -170,24 +168,41 @@ mod tests {
 
     #[test]
     fn wlc_key_orders_like_cross_multiplication() {
-        let raw = |inflight: u64, w: u64| (inflight << INFLIGHT_SHIFT) | w;
+        let word = |inflight: u32, w: u32| {
+            let s = servers(&[w]);
+            s[0].state.set_inflight(inflight);
+            s[0].state.load().raw()
+        };
         let mut cases = Vec::new();
-        for a in [0u64, 1, 2, 3, 5, 8, 99, 100, 255, 1000, 40_000, 65_533] {
-            for w in [1u64, 2, 3, 5, 7, 9, 100, 255, 256] {
-                cases.push((a, w));
+        for a in [
+            0u32, 1, 2, 3, 5, 8, 99, 100, 255, 510, 1000, 2046, 40_000, 65_533, 70_000,
+        ] {
+            for w in [1u32, 2, 3, 5, 7, 9, 100, 255, 256] {
+                cases.push((a, w, wlc_key(word(a, w))));
             }
         }
-        for &(a, wa) in &cases {
-            for &(b, wb) in &cases {
-                let exact = ((a + 1) * wb).cmp(&((b + 1) * wa));
-                let keys = wlc_key(raw(a, wa)).cmp(&wlc_key(raw(b, wb)));
-                assert_eq!(keys, exact, "({a}+1)/{wa} vs ({b}+1)/{wb}");
+        for &(a, wa, ka) in &cases {
+            for &(b, wb, kb) in &cases {
+                if ka == KEY_MAX || kb == KEY_MAX {
+                    continue;
+                }
+                let exact =
+                    ((u64::from(a) + 1) * u64::from(wb)).cmp(&((u64::from(b) + 1) * u64::from(wa)));
+                assert_eq!(ka.cmp(&kb), exact, "({a}+1)/{wa} vs ({b}+1)/{wb}");
             }
         }
-        assert_eq!(wlc_key(raw(0, 0) | (1 << 56)), UNUSABLE);
-        assert!(lc_key(raw(3, 1) | (1 << 48)) >= LC_LIMIT);
-        assert!(lc_key(raw(0, 0) | (1 << 56)) >= LC_LIMIT);
-        assert!(lc_key(raw(u64::from(u32::MAX), 1)) < LC_LIMIT);
+        // Saturated keys are never below an unsaturated one.
+        assert_eq!(wlc_key(word(511, 1)), KEY_MAX);
+        assert!(wlc_key(word(510, 1)) < KEY_MAX);
+        let s = servers(&[0]);
+        assert!(wlc_key(s[0].state.load().raw()) >= WLC_LIMIT);
+        s[0].state.set_effective_weight(3);
+        s[0].state.set_status(Status::Drain);
+        assert!(wlc_key(s[0].state.load().raw()) >= WLC_LIMIT);
+        assert!(lc_key(s[0].state.load().raw()) >= LC_LIMIT);
+        s[0].state.set_status(Status::Up);
+        s[0].state.set_inflight((1 << 24) - 1);
+        assert!(lc_key(s[0].state.load().raw()) < LC_LIMIT);
     }
 
     #[test]
@@ -214,14 +229,14 @@ mod tests {
                 let exact =
                     crate::balancers::scan_min(&s, start, None, |a, b| a.inflight() < b.inflight());
                 assert_eq!(
-                    l.min_by(start, lc_key, LC_LIMIT),
+                    l.min_by(start, lc_key, LC_LIMIT).map(|x| x.0),
                     exact,
                     "lc round {round} start {start}"
                 );
                 let exact =
                     crate::balancers::scan_min(&s, start, None, crate::balancers::lighter_load);
                 assert_eq!(
-                    l.min_by(start, wlc_key, WLC_LIMIT),
+                    l.min_by(start, wlc_key, WLC_LIMIT).map(|x| x.0),
                     exact,
                     "wlc round {round} start {start}"
                 );
@@ -236,19 +251,19 @@ mod tests {
             s[i].state.set_inflight(n);
         }
         let l = Least::new(&s);
-        assert_eq!(l.min_by(0, lc_key, LC_LIMIT), Some(1));
-        assert_eq!(l.min_by(2, lc_key, LC_LIMIT), Some(3));
-        assert_eq!(l.min_by(4, lc_key, LC_LIMIT), Some(6));
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT), Some(10));
-        assert_eq!(l.min_by(11 + 7, lc_key, LC_LIMIT), Some(10));
+        assert_eq!(l.min_by(0, lc_key, LC_LIMIT).map(|x| x.0), Some(1));
+        assert_eq!(l.min_by(2, lc_key, LC_LIMIT).map(|x| x.0), Some(3));
+        assert_eq!(l.min_by(4, lc_key, LC_LIMIT).map(|x| x.0), Some(6));
+        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(10));
+        assert_eq!(l.min_by(11 + 7, lc_key, LC_LIMIT).map(|x| x.0), Some(10));
         s[10].state.set_status(Status::Down);
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT), Some(1));
+        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(1));
         s[1].state.set_effective_weight(0);
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT), Some(3));
+        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(3));
         for x in s.iter() {
             x.state.set_status(Status::Maint);
         }
-        assert_eq!(l.min_by(0, lc_key, LC_LIMIT), None);
-        assert_eq!(l.min_by(0, wlc_key, WLC_LIMIT), None);
+        assert_eq!(l.min_by(0, lc_key, LC_LIMIT).map(|x| x.0), None);
+        assert_eq!(l.min_by(0, wlc_key, WLC_LIMIT).map(|x| x.0), None);
     }
 }

@@ -5,22 +5,18 @@
 //! when servers are idle: with nothing in flight a weight-3 server is chosen over a
 //! weight-1 one. Weights are the effective ones (slow start). Ties rotate.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-use super::least::{self, Least, WLC_LIMIT, wlc_key};
+use super::least::{self, Least, WLC_EXACT_FROM, WLC_LIMIT, wlc_key};
 use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
 #[derive(Debug)]
 pub struct Wlc {
-    rotor: AtomicUsize,
     least: Least,
 }
 
 impl Wlc {
     pub fn new(servers: &[Server]) -> Wlc {
         Wlc {
-            rotor: AtomicUsize::new(0),
             least: Least::new(servers),
         }
     }
@@ -28,14 +24,14 @@ impl Wlc {
 
 impl Balance for Wlc {
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
-        let start = self.rotor.fetch_add(1, Relaxed);
+        let start = least::next_start();
         least::pick(
             &self.least,
             servers,
             start,
             ctx.avoid,
             wlc_key,
-            WLC_LIMIT,
+            (WLC_LIMIT, WLC_EXACT_FROM),
             lighter_load,
         )
     }
