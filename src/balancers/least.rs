@@ -26,31 +26,33 @@ use std::sync::Arc;
 
 use crate::server::{INFLIGHT_SHIFT, KEY_MAX, KEY_SHIFT, Load, Server, ServerState};
 
-/// `lc`'s keys at or above this are unusable servers (a flag bit is set).
-pub(crate) const LC_LIMIT: u64 = 1 << 24;
-/// `wlc`'s keys at or above this are unusable servers.
-pub(crate) const WLC_LIMIT: u64 = 1 << 25;
-/// A `wlc` key this large may be saturated: the exact scan decides.
-pub(crate) const WLC_EXACT_FROM: u64 = KEY_MAX;
 /// Bits of the packed scan value below the key: rotation bit, then the index.
 const IDX_BITS: u32 = 16;
-const PACK: u32 = IDX_BITS + 1;
+const POS_MASK: u64 = (1 << (IDX_BITS + 1)) - 1;
 /// The fast scan handles backends up to this many servers.
 const MAX_SERVERS: usize = 1 << IDX_BITS;
+/// Where `wlc_key` puts the key.
+const WLC_AT: u32 = 36;
 
-/// `lc`'s key for one state word: the in-flight count, with the unusable flags
-/// above it (so any flag makes the key at least `LC_LIMIT`).
+/// Keys (as the key functions place them) at or above this are unusable servers:
+/// a flag bit is set.
+pub(crate) const LC_LIMIT: u64 = 1 << 61;
+pub(crate) const WLC_LIMIT: u64 = 1 << 61;
+/// A `wlc` key this large may be saturated: the exact scan decides.
+pub(crate) const WLC_EXACT_FROM: u64 = KEY_MAX << WLC_AT;
+
+/// `lc`'s key for one state word, in place: the word's in-flight count with the
+/// flags above it (bits 37..64), the bits below cleared for the scan position.
 #[inline(always)]
 pub(crate) fn lc_key(raw: u64) -> u64 {
-    raw >> INFLIGHT_SHIFT
+    raw & !((1 << INFLIGHT_SHIFT) - 1)
 }
 
 /// `wlc`'s key for one state word: the maintained `⌊(in-flight + 1) × 2^16 /
-/// weight⌋`, with the unusable flags above it.
+/// weight⌋` and the flag copy above it, rotated up to bits 36..64.
 #[inline(always)]
 pub(crate) fn wlc_key(raw: u64) -> u64 {
-    // The 25-bit key and the low copy of the 3 flag bits right above it.
-    (raw >> KEY_SHIFT) & ((1 << 28) - 1)
+    raw.rotate_left(WLC_AT - KEY_SHIFT) & !((1 << WLC_AT) - 1)
 }
 
 thread_local! {
@@ -109,13 +111,14 @@ impl Least {
         reduce(&self.states[start..], start, 0, key, &mut best);
         reduce(&self.states[..start], 0, 1 << IDX_BITS, key, &mut best);
         let m = best[0].min(best[1]).min(best[2]).min(best[3]);
-        let k = m >> PACK;
+        let k = m & !POS_MASK;
         (k < limit).then_some(((m & (MAX_SERVERS as u64 - 1)) as usize, k))
     }
 }
 
 /// Fold `states` (indices from `base`) into four running minimums of
-/// `key << PACK | rot | index`: one integer each, so no branch per server.
+/// `key | rot | index` (keys leave the low 17 bits clear): one integer each, so
+/// no branch per server.
 #[inline(always)]
 fn reduce(
     states: &[Arc<ServerState>],
@@ -128,12 +131,12 @@ fn reduce(
     let mut chunks = states.chunks_exact(4);
     for c in &mut chunks {
         for j in 0..4 {
-            best[j] = best[j].min((key(c[j].load().raw()) << PACK) | (i + j as u64));
+            best[j] = best[j].min(key(c[j].load().raw()) | (i + j as u64));
         }
         i += 4;
     }
     for s in chunks.remainder() {
-        best[0] = best[0].min((key(s.load().raw()) << PACK) | i);
+        best[0] = best[0].min(key(s.load().raw()) | i);
         i += 1;
     }
 }
@@ -178,7 +181,7 @@ mod tests {
             0u32, 1, 2, 3, 5, 8, 99, 100, 255, 510, 1000, 2046, 40_000, 65_533, 70_000,
         ] {
             for w in [1u32, 2, 3, 5, 7, 9, 100, 255, 256] {
-                cases.push((a, w, wlc_key(word(a, w))));
+                cases.push((a, w, wlc_key(word(a, w)) >> WLC_AT));
             }
         }
         for &(a, wa, ka) in &cases {
@@ -192,8 +195,8 @@ mod tests {
             }
         }
         // Saturated keys are never below an unsaturated one.
-        assert_eq!(wlc_key(word(511, 1)), KEY_MAX);
-        assert!(wlc_key(word(510, 1)) < KEY_MAX);
+        assert_eq!(wlc_key(word(511, 1)), WLC_EXACT_FROM);
+        assert!(wlc_key(word(510, 1)) < WLC_EXACT_FROM);
         let s = servers(&[0]);
         assert!(wlc_key(s[0].state.load().raw()) >= WLC_LIMIT);
         s[0].state.set_effective_weight(3);
@@ -203,6 +206,8 @@ mod tests {
         s[0].state.set_status(Status::Up);
         s[0].state.set_inflight((1 << 24) - 1);
         assert!(lc_key(s[0].state.load().raw()) < LC_LIMIT);
+        assert_eq!(lc_key(s[0].state.load().raw()) & POS_MASK, 0);
+        assert_eq!(wlc_key(s[0].state.load().raw()) & POS_MASK, 0);
     }
 
     #[test]
