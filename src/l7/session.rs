@@ -86,17 +86,28 @@ pub async fn serve(
             } else {
                 front.http_keepalive_timeout
             };
-            // `peek`, not `readable`: tokio reports a fresh socket readable before
-            // any byte arrived, and the exchange must not start (and allocate) then.
-            let mut probe = [0u8; 1];
+            // Read the first bytes here, into a buffer taken only when they are
+            // there (tokio reports a fresh socket readable before any byte
+            // arrived: that read finds nothing and the buffer is given back), so
+            // the exchange never starts, and allocates, for an idle connection.
+            let wait = async {
+                loop {
+                    client.readable().await?;
+                    let mut buf = Vec::with_capacity(4096);
+                    match client.try_read_buf(&mut buf) {
+                        Ok(n) => return Ok::<_, io::Error>((n, buf)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             let ready = tokio::select! {
-                r = tokio::time::timeout(limit, client.peek(&mut probe)) => r,
+                r = tokio::time::timeout(limit, wait) => r,
                 true = crate::shutdown::fired(&mut stop_rx) => return,
             };
             match ready {
-                Ok(Ok(0)) => return,
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return,
+                Ok(Ok((0, _))) | Ok(Err(_)) => return,
+                Ok(Ok((_, buf))) => cbuf = buf,
                 Err(_) => {
                     if first {
                         front.counters.http_request_timeouts.inc();
