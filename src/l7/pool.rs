@@ -56,3 +56,61 @@ pub fn put(id: u64, s: TcpStream, max_idle: usize) {
         }
     });
 }
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Read buffers kept per thread for reuse (at most this many).
+const KEEP_BUFS: usize = 64;
+/// Only buffers of this capacity are kept (the size the session reads with).
+const BUF_SIZE: usize = 64 * 1024;
+
+/// A 64 KiB read buffer, from this thread's spares when there is one: a request
+/// or response does not cost a fresh allocation (and its page faults). Dropping
+/// it gives it back. An idle connection holds none.
+#[derive(Debug, Default)]
+pub struct Buf(Vec<u8>);
+
+impl Buf {
+    pub fn take() -> Buf {
+        Buf(BUFS
+            .with(|b| b.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+    }
+
+    pub fn from_vec(v: Vec<u8>) -> Buf {
+        Buf(v)
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.0.capacity() != BUF_SIZE {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.0);
+        v.clear();
+        // `try_with`: a buffer dropped while the thread exits is simply freed.
+        let _ = BUFS.try_with(|b| {
+            if let Ok(mut b) = b.try_borrow_mut()
+                && b.len() < KEEP_BUFS
+            {
+                b.push(v);
+            }
+        });
+    }
+}

@@ -56,7 +56,7 @@ pub async fn serve(
     let front = &rt.frontends[fe];
     let local = client.local_addr().unwrap_or(peer);
     let _ = client.set_nodelay(true);
-    let (peer, local, mut cbuf) = if front.accept_proxy {
+    let (peer, local, cbuf) = if front.accept_proxy {
         match Box::pin(l4::read_proxy_header(
             &client,
             peer,
@@ -74,6 +74,7 @@ pub async fn serve(
     } else {
         (peer, local, Vec::new())
     };
+    let mut cbuf = pool::Buf::from_vec(cbuf);
     let mut stop_rx = force_stop.clone();
     let mut first = true;
     loop {
@@ -93,8 +94,8 @@ pub async fn serve(
             let wait = async {
                 loop {
                     client.readable().await?;
-                    let mut buf = Vec::with_capacity(4096);
-                    match client.try_read_buf(&mut buf) {
+                    let mut buf = pool::Buf::take();
+                    match client.try_read_buf(&mut *buf) {
                         Ok(n) => return Ok::<_, io::Error>((n, buf)),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Err(e),
@@ -126,8 +127,9 @@ pub async fn serve(
             return;
         }
         if cbuf.is_empty() {
-            // Idle keep-alive connections hold no buffer.
-            cbuf = Vec::new();
+            // Idle keep-alive connections hold no buffer (it goes back to the
+            // thread's spares).
+            cbuf = pool::Buf::default();
         }
     }
 }
@@ -825,7 +827,7 @@ enum Upstream {
     ClientGone,
 }
 
-type Answer = (response::RespHead, Vec<u8>, bool, Vec<u8>);
+type Answer = (response::RespHead, Vec<u8>, bool, pool::Buf);
 
 /// Send the request head and body on `upstream`, then read the response head,
 /// relaying 1xx responses. Returns the final head, its re-serialised form, whether
@@ -873,7 +875,7 @@ async fn send_and_read_head(
     body?;
 
     let limits = front.limits;
-    let mut sbuf: Vec<u8> = Vec::with_capacity(READ);
+    let mut sbuf = pool::Buf::take();
     let mut any = false;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 100];
