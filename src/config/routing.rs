@@ -173,6 +173,9 @@ impl Condition {
     }
 }
 
+/// Rules one frontend may have (the rule walk remembers matches in a 128-bit set).
+pub const MAX_RULES: usize = 128;
+
 /// One ordered rule.
 #[derive(Debug, Clone)]
 pub struct Rule {

@@ -248,6 +248,15 @@ impl Validator<'_> {
     ) -> (Vec<Rule>, Vec<BackendRef>) {
         let mut rules = Vec::new();
         let mut refs = Vec::new();
+        if let Some(extra) = raw.get(super::routing::MAX_RULES) {
+            self.err(
+                extra,
+                format!(
+                    "{ctx}: at most {} rules per frontend",
+                    super::routing::MAX_RULES
+                ),
+            );
+        }
         for (i, r) in raw.iter().enumerate() {
             let rctx = format!("{ctx}: rule {}", i + 1);
             let f = r.get_ref();

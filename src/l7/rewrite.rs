@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::codec::{self, Framing};
 use super::persist::{CookieEdit, edit_cookie_field, prefix_set_cookie};
+use super::rules::Ops;
 use crate::config::routing::HeaderOp;
 use crate::runtime::FrontendRt;
 
@@ -47,7 +48,7 @@ fn connection_tokens<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h str> {
 }
 
 /// A field the header rules remove (`set` replaces, `del` removes).
-fn removed(name: &str, ops: &[&HeaderOp]) -> bool {
+fn removed(name: &str, ops: Ops<'_>) -> bool {
     ops.iter().any(|op| {
         matches!(op, HeaderOp::Set(..) | HeaderOp::Del(_)) && name.eq_ignore_ascii_case(op.name())
     })
@@ -60,8 +61,8 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_added(out: &mut Vec<u8>, ops: &[&HeaderOp]) {
-    for op in ops {
+fn push_added(out: &mut Vec<u8>, ops: Ops<'_>) {
+    for op in ops.iter() {
         if let HeaderOp::Set(n, v) | HeaderOp::Add(n, v) = op {
             push_field(out, n.as_bytes(), v.as_bytes());
         }
@@ -91,7 +92,7 @@ pub fn request(
     headers: &[httparse::Header<'_>],
     peer: SocketAddr,
     front: &FrontendRt,
-    ops: &[&HeaderOp],
+    ops: Ops<'_>,
     edit: CookieEdit<'_>,
 ) -> Req {
     let named = connection_tokens(headers);
@@ -208,9 +209,9 @@ pub enum CookieOut<'a> {
 }
 
 /// Everything the response head gets besides the server's fields.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RespEdits<'a> {
-    pub ops: &'a [&'a HeaderOp],
+    pub ops: Ops<'a>,
     pub cookie: CookieOut<'a>,
 }
 

@@ -25,12 +25,41 @@ pub enum Route<'r> {
     },
 }
 
+pub use crate::config::routing::MAX_RULES;
+
+/// The header rules that matched, as a set of rule positions: no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Ops<'r> {
+    rules: &'r [Rule],
+    set: u128,
+}
+
+impl<'r> Ops<'r> {
+    pub fn is_empty(&self) -> bool {
+        self.set == 0
+    }
+
+    /// The edits, in rule order.
+    pub fn iter(&self) -> impl Iterator<Item = &'r HeaderOp> + 'r {
+        let set = self.set;
+        self.rules
+            .iter()
+            .take(MAX_RULES)
+            .enumerate()
+            .filter(move |(i, _)| set & (1u128 << i) != 0)
+            .filter_map(|(_, r)| match &r.action {
+                Action::RequestHeader(op) | Action::ResponseHeader(op) => Some(op),
+                _ => None,
+            })
+    }
+}
+
 /// The outcome of the rule walk for one request.
 #[derive(Debug)]
 pub struct Decision<'r> {
     pub route: Route<'r>,
-    pub request_ops: Vec<&'r HeaderOp>,
-    pub response_ops: Vec<&'r HeaderOp>,
+    pub request_ops: Ops<'r>,
+    pub response_ops: Ops<'r>,
 }
 
 /// Walk `rules` for `req`. `rand` is a fresh random draw (non-sticky splits).
@@ -43,15 +72,15 @@ pub fn decide<'r>(
 ) -> Decision<'r> {
     let mut d = Decision {
         route: Route::Backend(default),
-        request_ops: Vec::new(),
-        response_ops: Vec::new(),
+        request_ops: Ops { rules, set: 0 },
+        response_ops: Ops { rules, set: 0 },
     };
     if rules.is_empty() {
         return d;
     }
     let mut eval = Eval::new(acls, req);
     let mut routed = false;
-    for rule in rules {
+    for (i, rule) in rules.iter().enumerate().take(MAX_RULES) {
         if routed && rule.action.routes() {
             continue;
         }
@@ -61,8 +90,8 @@ pub fn decide<'r>(
             continue;
         }
         match &rule.action {
-            Action::RequestHeader(op) => d.request_ops.push(op),
-            Action::ResponseHeader(op) => d.response_ops.push(op),
+            Action::RequestHeader(_) => d.request_ops.set |= 1 << i,
+            Action::ResponseHeader(_) => d.response_ops.set |= 1 << i,
             Action::UseBackend(b) => {
                 d.route = Route::Backend(*b);
                 routed = true;
@@ -193,8 +222,11 @@ mod tests {
         let r = req("10.0.0.1");
         let d = decide(&rules, &acls(), &r, 0, 0);
         assert_eq!(d.route, Route::Backend(2));
-        assert_eq!(d.request_ops.len(), 1);
-        assert_eq!(d.response_ops, vec![&HeaderOp::Del("x-b".into())]);
+        assert_eq!(d.request_ops.iter().count(), 1);
+        assert_eq!(
+            d.response_ops.iter().collect::<Vec<_>>(),
+            vec![&HeaderOp::Del("x-b".into())]
+        );
         assert_eq!(decide(&[], &acls(), &r, 7, 0).route, Route::Backend(7));
     }
 

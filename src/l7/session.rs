@@ -27,7 +27,7 @@ use super::response::{self, RespFraming};
 use super::rewrite::{self, CookieOut, Req, RespEdits};
 use super::rules::{self, Route};
 use crate::balancers::PickCtx;
-use crate::config::routing::{CookieMode, HeaderOp, Persist};
+use crate::config::routing::{CookieMode, Persist};
 use crate::l4::{self, ForwardError, L4Opts};
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
 use crate::server::Server;
@@ -257,7 +257,7 @@ struct Routed<'r> {
     pinned: Option<&'r Server>,
     /// The request named a server at all (so a hit or a miss is counted).
     had_pin: bool,
-    response_ops: Vec<&'r HeaderOp>,
+    response_ops: rules::Ops<'r>,
 }
 
 /// What the rules made of a request head.
@@ -340,7 +340,7 @@ fn route<'r>(
     };
     let (pinned, had_pin, edit) = pin(backend, &view);
     Parsed::Forward(Routed {
-        req: rewrite::request(head, headers, peer, front, &d.request_ops, edit),
+        req: rewrite::request(head, headers, peer, front, d.request_ops, edit),
         backend,
         pinned,
         had_pin,
@@ -597,7 +597,7 @@ async fn exchange(
         }
         let replayable = bodyless && (reused || req.idempotent) && attempt < backend.retries;
         let edits = RespEdits {
-            ops: &response_ops,
+            ops: response_ops,
             cookie: persist_after_pick(backend, server, pinned, had_pin && attempt == 0, peer),
         };
         match send_and_read_head(&upstream, client, front, backend, &req, cbuf, edits).await {
