@@ -95,7 +95,7 @@ pub async fn serve(
                 loop {
                     client.readable().await?;
                     let mut buf = pool::Buf::take();
-                    match client.try_read_buf(&mut *buf) {
+                    match read_some(&client, &mut buf) {
                         Ok(n) => return Ok::<_, io::Error>((n, buf)),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Err(e),
@@ -134,6 +134,29 @@ pub async fn serve(
     }
 }
 
+/// One non-blocking read appended to `buf`. A short read emptied the socket's
+/// receive queue, so its cached readiness is cleared at once (as nginx clears
+/// `ready` after a short `recv`): the next wait goes straight to the poller
+/// instead of paying a system call for `EAGAIN`. New bytes raise a new
+/// (edge-triggered) event, so nothing is missed. Only on a current-thread
+/// runtime (the per-core default), where the I/O driver never runs while this
+/// task does, so no event can be cleared unseen between the read and the clear.
+fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let n = s.try_read_buf(buf)?;
+    if n > 0 && n < room && single_threaded() {
+        let _ = s.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+    Ok(n)
+}
+
+fn single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// Wait for readable bytes until `deadline`, then append what is there to `buf`.
 /// Ok(0) = end of stream.
 async fn fill(s: &TcpStream, buf: &mut Vec<u8>, deadline: TokioInstant) -> Result<usize, Fill> {
@@ -146,7 +169,7 @@ async fn fill(s: &TcpStream, buf: &mut Vec<u8>, deadline: TokioInstant) -> Resul
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ);
         }
-        match s.try_read_buf(buf) {
+        match read_some(s, buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return Err(Fill::Io),
