@@ -153,8 +153,13 @@ fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 fn single_threaded() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+    thread_local! {
+        // A worker thread runs one runtime for its life: ask tokio once, not per
+        // read (each ask clones a handle: two atomic operations).
+        static CURRENT_THREAD: bool = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    }
+    CURRENT_THREAD.with(|c| *c)
 }
 
 /// Wait for readable bytes until `deadline`, then append what is there to `buf`.
