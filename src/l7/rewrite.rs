@@ -2,6 +2,7 @@
 //! sends back — CRLF only, hop-by-hop fields dropped, forwarding fields added,
 //! and the rules' header edits and persistence cookies applied.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::codec::{self, Framing};
@@ -146,16 +147,16 @@ pub fn request(
             out.extend_from_slice(prev);
             out.extend_from_slice(b", ");
         }
-        out.extend_from_slice(peer.ip().to_string().as_bytes());
+        // Formatted straight into the head: no string per request.
+        let _ = write!(out, "{}", peer.ip());
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     }
     if front.forwarded {
         // RFC 7239: an IPv6 address is quoted and bracketed.
-        let f = match peer.ip() {
-            std::net::IpAddr::V4(ip) => format!("forwarded: for={ip};proto=http\r\n"),
-            std::net::IpAddr::V6(ip) => format!("forwarded: for=\"[{ip}]\";proto=http\r\n"),
+        let _ = match peer.ip() {
+            std::net::IpAddr::V4(ip) => write!(out, "forwarded: for={ip};proto=http\r\n"),
+            std::net::IpAddr::V6(ip) => write!(out, "forwarded: for=\"[{ip}]\";proto=http\r\n"),
         };
-        out.extend_from_slice(f.as_bytes());
     }
     push_added(&mut out, ops);
     // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
