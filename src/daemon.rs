@@ -105,6 +105,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let l4 = Arc::new(L4Opts {
         splice: config.global.splice,
         log_connections: config.global.log_connections,
+        park_after: config.global.idle_park_after,
     });
 
     let make_ctx = |fi: usize| AcceptCtx {

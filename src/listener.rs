@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Mode;
 use crate::l4::{self, L4Opts};
-use crate::runtime::Shared;
+use crate::runtime::{Runtime, Shared};
 
 /// Bind one listening socket. `reuseport` lets several threads each own a socket
 /// on the same address, with the kernel spreading connections between them.
@@ -125,33 +125,60 @@ async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx) {
     }
 }
 
+/// What an accepted connection holds for its whole life, whichever task serves
+/// it (an idle HTTP connection that was parked and resumed gets a new task but
+/// keeps this): its runtime snapshot, its admission permits and the shutdown
+/// tracker. Dropping it counts the connection as closed.
+pub struct Conn {
+    pub rt: Arc<Runtime>,
+    pub fe: usize,
+    pub opts: Arc<L4Opts>,
+    pub force_stop: watch::Receiver<bool>,
+    _tracker: mpsc::Sender<()>,
+    _permits: Permits,
+}
+
+impl Conn {
+    pub fn front(&self) -> &crate::runtime::FrontendRt {
+        &self.rt.frontends[self.fe]
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.front().counters.conn_cur.dec();
+    }
+}
+
 fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permits: Permits) {
     let rt = ctx.shared.snapshot();
     let fe = ctx.frontend;
-    let counters = rt.frontends[fe].counters.clone();
+    let counters = &rt.frontends[fe].counters;
     counters.conn_total.inc();
     counters.conn_cur.inc();
-    let tracker = ctx.tracker.clone();
-    let force = ctx.force_stop.clone();
-    let l4 = ctx.l4.clone();
+    let conn = Conn {
+        rt,
+        fe,
+        opts: ctx.l4.clone(),
+        force_stop: ctx.force_stop.clone(),
+        _tracker: ctx.tracker.clone(),
+        _permits: permits,
+    };
     tokio::spawn(async move {
-        let _tracker = tracker;
-        let _permits = permits;
         // Boxed: the task itself stays small whichever mode runs.
-        match rt.frontends[fe].mode {
-            Mode::Tcp => Box::pin(l4::serve(stream, peer, rt.clone(), fe, &l4, force)).await,
-            Mode::Http => {
-                Box::pin(crate::l7::session::serve(
+        match conn.front().mode {
+            Mode::Tcp => {
+                Box::pin(l4::serve(
                     stream,
                     peer,
-                    rt.clone(),
-                    fe,
-                    &l4,
-                    force,
+                    conn.rt.clone(),
+                    conn.fe,
+                    &conn.opts,
+                    conn.force_stop.clone(),
                 ))
                 .await
             }
+            Mode::Http => Box::pin(crate::l7::session::serve(stream, peer, conn)).await,
         }
-        counters.conn_cur.dec();
     });
 }

@@ -33,6 +33,8 @@ pub struct GlobalFile {
     pub splice: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_park_after: Option<Duration>,
 }
 
 /// How worker threads are laid out (see README, "Threading model").

@@ -43,6 +43,9 @@ pub struct Global {
     pub splice: bool,
     /// How long open connections may run after a stop signal.
     pub grace: Duration,
+    /// http: an idle client connection leaves the runtime for the thread's park
+    /// after this long (README, "Idle connections"); `None` = never.
+    pub idle_park_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +217,7 @@ pub mod defaults {
     pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);
+    pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
     pub const WEIGHT: u32 = 1;
     pub const MAX_WEIGHT: u32 = 256;
     pub const LOG_LEVEL: &str = "info";

@@ -108,6 +108,8 @@ impl Validator<'_> {
             log_connections: g.log_connections,
             splice: g.splice.unwrap_or(true),
             grace: g.grace.unwrap_or(defaults::GRACE),
+            idle_park_after: Some(g.idle_park_after.unwrap_or(defaults::IDLE_PARK_AFTER))
+                .filter(|d| !d.is_zero()),
         };
 
         let backends: Vec<Backend> = raw.backend.iter().map(|b| self.backend(b)).collect();

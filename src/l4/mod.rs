@@ -27,6 +27,8 @@ use pump::{End, PumpOpts, Tally};
 pub struct L4Opts {
     pub splice: bool,
     pub log_connections: bool,
+    /// http: park idle client connections after this long (`global.idle_park_after`).
+    pub park_after: Option<std::time::Duration>,
 }
 
 /// Why a connection never reached a server.

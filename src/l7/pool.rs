@@ -58,25 +58,82 @@ pub fn put(id: u64, s: TcpStream, max_idle: usize) {
 }
 
 thread_local! {
-    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Spare read buffers of this thread: [small, large].
+    static BUFS: RefCell<[Vec<Vec<u8>>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
-/// Read buffers kept per thread for reuse (at most this many).
-const KEEP_BUFS: usize = 64;
-/// Only buffers of this capacity are kept (the size the session reads with).
-const BUF_SIZE: usize = 64 * 1024;
+/// A request or response head (and a small body) fits in one small buffer.
+pub const SMALL: usize = 4 * 1024;
+/// Bodies stream through large buffers.
+pub const LARGE: usize = 64 * 1024;
+/// Spare buffers kept per thread, per size.
+const KEEP: [usize; 2] = [256, 64];
 
-/// A 64 KiB read buffer, from this thread's spares when there is one: a request
-/// or response does not cost a fresh allocation (and its page faults). Dropping
-/// it gives it back. An idle connection holds none.
+fn class(capacity: usize) -> Option<usize> {
+    match capacity {
+        SMALL => Some(0),
+        LARGE => Some(1),
+        _ => None,
+    }
+}
+
+fn spare(class: usize, size: usize) -> Vec<u8> {
+    BUFS.try_with(|b| b.try_borrow_mut().ok().and_then(|mut b| b[class].pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(size))
+}
+
+/// Give a buffer back to this thread's spares (or free it).
+pub fn give(mut v: Vec<u8>) {
+    let Some(c) = class(v.capacity()) else {
+        return;
+    };
+    v.clear();
+    // `try_with`: a buffer dropped while the thread exits is simply freed.
+    let _ = BUFS.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut()
+            && b[c].len() < KEEP[c]
+        {
+            b[c].push(v);
+        }
+    });
+}
+
+/// Make room for at least 1 KiB more in `buf`: an empty buffer becomes a small
+/// spare, a small one moves into a large spare, a large one grows.
+pub fn grow(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        *buf = spare(0, SMALL);
+    } else if buf.capacity() < LARGE {
+        to_large(buf);
+    } else {
+        buf.reserve(LARGE);
+    }
+}
+
+/// Move `buf`'s bytes into a large buffer unless it is one already (a body is
+/// about to stream through it).
+pub fn to_large(buf: &mut Vec<u8>) {
+    if buf.capacity() >= LARGE {
+        return;
+    }
+    let mut big = spare(1, LARGE);
+    big.extend_from_slice(buf);
+    give(std::mem::replace(buf, big));
+}
+
+/// A read buffer from this thread's spares when there is one, so a request or a
+/// response does not cost a fresh allocation (and its page faults). Buffers are
+/// taken when bytes arrive and start small (a head); a body moves its bytes
+/// into a large one. Dropping it gives it back. An idle connection holds none.
 #[derive(Debug, Default)]
 pub struct Buf(Vec<u8>);
 
 impl Buf {
+    /// A small buffer.
     pub fn take() -> Buf {
-        Buf(BUFS
-            .with(|b| b.borrow_mut().pop())
-            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+        Buf(spare(0, SMALL))
     }
 
     pub fn from_vec(v: Vec<u8>) -> Buf {
@@ -99,18 +156,6 @@ impl std::ops::DerefMut for Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        if self.0.capacity() != BUF_SIZE {
-            return;
-        }
-        let mut v = std::mem::take(&mut self.0);
-        v.clear();
-        // `try_with`: a buffer dropped while the thread exits is simply freed.
-        let _ = BUFS.try_with(|b| {
-            if let Ok(mut b) = b.try_borrow_mut()
-                && b.len() < KEEP_BUFS
-            {
-                b.push(v);
-            }
-        });
+        give(std::mem::take(&mut self.0));
     }
 }

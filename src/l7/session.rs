@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
@@ -21,6 +20,7 @@ use tokio::time::{Instant as TokioInstant, timeout_at};
 use super::acl::ReqView;
 use super::chunked::ChunkedDecoder;
 use super::codec::{self, Framing, HeadError};
+use super::park;
 use super::persist::CookieEdit;
 use super::pool;
 use super::response::{self, RespFraming};
@@ -29,11 +29,9 @@ use super::rules::{self, Route};
 use crate::balancers::PickCtx;
 use crate::config::routing::{CookieMode, Persist};
 use crate::l4::{self, ForwardError, L4Opts};
-use crate::runtime::{BackendRt, FrontendRt, Runtime};
+use crate::listener::Conn;
+use crate::runtime::{BackendRt, FrontendRt};
 use crate::server::Server;
-
-/// Read chunk size for both directions.
-const READ: usize = 64 * 1024;
 
 /// Why an exchange stopped.
 #[derive(Debug)]
@@ -44,16 +42,9 @@ enum Stop {
     Next,
 }
 
-/// Serve one accepted client connection on http frontend `fe`.
-pub async fn serve(
-    client: TcpStream,
-    peer: SocketAddr,
-    rt: Arc<Runtime>,
-    fe: usize,
-    opts: &L4Opts,
-    mut force_stop: watch::Receiver<bool>,
-) {
-    let front = &rt.frontends[fe];
+/// Serve one accepted client connection on an http frontend.
+pub async fn serve(client: TcpStream, peer: SocketAddr, conn: Conn) {
+    let front = conn.front();
     let local = client.local_addr().unwrap_or(peer);
     let _ = client.set_nodelay(true);
     let (peer, local, cbuf) = if front.accept_proxy {
@@ -74,19 +65,56 @@ pub async fn serve(
     } else {
         (peer, local, Vec::new())
     };
-    let mut cbuf = pool::Buf::from_vec(cbuf);
-    let mut stop_rx = force_stop.clone();
-    let mut first = true;
+    let idle = Idle {
+        peer,
+        local,
+        first: true,
+        deadline: TokioInstant::now() + front.http_request_timeout,
+        parkable: true,
+    };
+    serve_from(client, idle, pool::Buf::from_vec(cbuf), conn).await;
+}
+
+/// Where a connection stands between two requests: what parking keeps of it.
+pub struct Idle {
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// No request came yet (a timeout then answers 408).
+    pub first: bool,
+    /// When waiting for the next request gives up.
+    pub deadline: TokioInstant,
+    /// Parking failed once for this connection: do not try again.
+    parkable: bool,
+}
+
+/// Go on serving a connection the park gave back (it is readable).
+pub async fn run(client: TcpStream, idle: Idle, conn: Conn) {
+    serve_from(client, idle, pool::Buf::default(), conn).await;
+}
+
+/// The 408 a connection gets when no request came within `http_request`.
+pub fn timeout_reply(front: &FrontendRt) -> Vec<u8> {
+    canned(front, 408, "", None, true)
+}
+
+async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, mut conn: Conn) {
+    // Borrowed from its own handle, so `conn` can go to the park and come back.
+    let rt = conn.rt.clone();
+    let front = &rt.frontends[conn.fe];
+    let mut force_stop = conn.force_stop.clone();
+    let mut stop_rx = conn.force_stop.clone();
     loop {
         if cbuf.is_empty() {
             // Wait for the next request with a small future: the exchange's larger
-            // state is boxed only while a request is being served, so an idle
-            // connection costs little memory.
-            let limit = if first {
-                front.http_request_timeout
-            } else {
-                front.http_keepalive_timeout
-            };
+            // state is boxed only while a request is being served. After
+            // `idle_park_after` of silence the connection is parked (park.rs)
+            // and this task ends.
+            let park_at = conn
+                .opts
+                .park_after
+                .filter(|_| idle.parkable && single_threaded())
+                .map(|d| TokioInstant::now() + d)
+                .filter(|at| *at < idle.deadline);
             // Read the first bytes here, into a buffer taken only when they are
             // there (tokio reports a fresh socket readable before any byte
             // arrived: that read finds nothing and the buffer is given back), so
@@ -103,14 +131,29 @@ pub async fn serve(
                 }
             };
             let ready = tokio::select! {
-                r = tokio::time::timeout(limit, wait) => r,
+                r = timeout_at(park_at.unwrap_or(idle.deadline), wait) => r,
                 true = crate::shutdown::fired(&mut stop_rx) => return,
             };
             match ready {
                 Ok(Ok((0, _))) | Ok(Err(_)) => return,
                 Ok(Ok((_, buf))) => cbuf = buf,
+                Err(_) if park_at.is_some() => {
+                    let Ok(std) = client.into_std() else { return };
+                    let Err(back) = park::park(std, idle, conn) else {
+                        return;
+                    };
+                    // Not parked: carry on here, without trying again.
+                    let std;
+                    (std, idle, conn) = *back;
+                    idle.parkable = false;
+                    let Ok(c) = TcpStream::from_std(std) else {
+                        return;
+                    };
+                    client = c;
+                    continue;
+                }
                 Err(_) => {
-                    if first {
+                    if idle.first {
                         front.counters.http_request_timeouts.inc();
                         Box::pin(error_reply(&client, front, 408)).await;
                     }
@@ -119,13 +162,14 @@ pub async fn serve(
             }
         }
         let stop = tokio::select! {
-            s = Box::pin(exchange(&client, peer, local, front, &rt.backends, &mut cbuf, first, opts, &mut force_stop)) => s,
+            s = Box::pin(exchange(&client, idle.peer, idle.local, front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop)) => s,
             true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
         };
-        first = false;
+        idle.first = false;
         if let Stop::Close = stop {
             return;
         }
+        idle.deadline = TokioInstant::now() + front.http_keepalive_timeout;
         if cbuf.is_empty() {
             // Idle keep-alive connections hold no buffer (it goes back to the
             // thread's spares).
@@ -172,7 +216,8 @@ async fn fill(s: &TcpStream, buf: &mut Vec<u8>, deadline: TokioInstant) -> Resul
             Ok(Ok(())) => {}
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ);
+            // Taken (or enlarged) only now that bytes are there.
+            pool::grow(buf);
         }
         match read_some(s, buf) {
             Ok(n) => return Ok(n),
@@ -664,7 +709,7 @@ async fn exchange(
     if let RespFraming::Length(n) = framing
         && let Ok(n) = usize::try_from(n)
         && n <= sbuf.len()
-        && n <= READ
+        && n <= pool::LARGE
     {
         out_head.extend_from_slice(&sbuf[..n]);
         sbuf.drain(..n);
@@ -811,6 +856,11 @@ async fn relay(
         _ => u64::MAX,
     };
     let mut dec = ChunkedDecoder::default();
+    let room = (buf.capacity() - buf.len()) as u64;
+    if !matches!(body, Body::Length(n) if n <= buf.len() as u64 + room) {
+        // More than the buffer holds: stream through a large one.
+        pool::to_large(buf);
+    }
     loop {
         let take = match body {
             Body::Length(_) => usize::try_from(left).unwrap_or(usize::MAX).min(buf.len()),
@@ -901,9 +951,15 @@ async fn send_and_read_head(
     front.counters.bytes_in.add(sent);
     backend.counters.bytes_in.add(sent);
     body?;
+    if cbuf.is_empty() {
+        // Nothing more from the client for now: its buffer goes back to the
+        // thread's spares while the server works.
+        pool::give(std::mem::take(cbuf));
+    }
 
     let limits = front.limits;
-    let mut sbuf = pool::Buf::take();
+    // Empty: `fill` takes a buffer once the server's bytes arrive.
+    let mut sbuf = pool::Buf::default();
     let mut any = false;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 100];

@@ -68,6 +68,10 @@ pub struct FrontendCounters {
     pub http_denied: Counter,
     /// http: requests answered by a `redirect` rule.
     pub http_redirected: Counter,
+    /// http: idle client connections parked outside the runtime now.
+    pub http_idle_parked: Gauge,
+    /// http: times an idle client connection was parked.
+    pub http_idle_parks: Counter,
     /// http: the last rejected requests, newest last (like HAProxy's `show errors`).
     /// Touched only when a request is rejected.
     pub last_rejected: std::sync::Mutex<std::collections::VecDeque<Rejected>>,
@@ -182,6 +186,8 @@ pub struct FrontendStats {
     pub http_request_timeouts: u64,
     pub http_denied: u64,
     pub http_redirected: u64,
+    pub http_idle_parked: u64,
+    pub http_idle_parks: u64,
     pub last_rejected: Vec<Rejected>,
 }
 
@@ -207,6 +213,8 @@ impl FrontendCounters {
             http_request_timeouts: self.http_request_timeouts.get(),
             http_denied: self.http_denied.get(),
             http_redirected: self.http_redirected.get(),
+            http_idle_parked: self.http_idle_parked.get(),
+            http_idle_parks: self.http_idle_parks.get(),
             last_rejected: self
                 .last_rejected
                 .lock()

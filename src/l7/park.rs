@@ -1,0 +1,334 @@
+//! Idle HTTP client connections parked outside the runtime, per worker thread.
+//!
+//! A connection waiting for its next request (or a new one for its first) costs,
+//! as a task, the task cell, its wait state and tokio's registration of the
+//! socket: about 1.5 KiB. Once it has been silent for `global.idle_park_after`
+//! it leaves tokio: the socket moves into the thread's own epoll set, with what
+//! is needed to carry on (addresses, deadline, the connection's guard) in a slot
+//! of about 200 bytes, and its task ends. One task per thread waits on that epoll
+//! set (itself registered with tokio). A socket that turns readable gets a new
+//! task that goes on where the old one stopped; one that was reset is closed; a
+//! deadline that passes closes the connection, with a 408 if no request came yet.
+//!
+//! Only on current-thread runtimes (the per-core default), where every task of a
+//! connection runs on the thread that owns the slot.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::session::{self, Idle};
+use crate::listener::Conn;
+
+/// Events taken from the park's epoll set per wake-up.
+const BATCH: usize = 64;
+
+/// A parked connection: everything `session::run` needs to go on.
+pub struct Parked {
+    stream: std::net::TcpStream,
+    idle: Idle,
+    conn: Conn,
+}
+
+struct Slot {
+    /// Bumped whenever the slot is emptied, so stale timers and events are ignored.
+    generation: u32,
+    parked: Option<Parked>,
+}
+
+struct Lot {
+    /// Shared with the task's `AsyncFd`, so it stays open while either holds it.
+    epoll: Arc<OwnedFd>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    /// (deadline, slot, generation); entries of resumed connections go stale and
+    /// are skipped (or swept once they outnumber the live ones).
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Tells the waiting task that an earlier deadline arrived.
+    wake: Arc<Notify>,
+    /// The deadline the task sleeps until, if any.
+    armed: Option<Instant>,
+    task: JoinHandle<()>,
+    /// The daemon is force-stopping: nothing more is parked.
+    stopped: bool,
+}
+
+thread_local! {
+    static LOT: RefCell<Option<Lot>> = const { RefCell::new(None) };
+}
+
+fn key(slot: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(slot)
+}
+
+/// Park `stream`; its task should end. On failure (no epoll set, the daemon is
+/// stopping) everything comes back to the caller, which keeps serving.
+pub fn park(
+    stream: std::net::TcpStream,
+    idle: Idle,
+    conn: Conn,
+) -> Result<(), Box<(std::net::TcpStream, Idle, Conn)>> {
+    LOT.with(|cell| {
+        let mut lot = cell.borrow_mut();
+        if lot
+            .as_ref()
+            .is_none_or(|l| l.task.is_finished() && !l.stopped)
+        {
+            // First use on this thread, or the runtime that ran the task is gone
+            // (then its parked connections go with it).
+            *lot = Lot::start(conn.force_stop.clone()).ok();
+        }
+        match lot.as_mut() {
+            Some(l) if !l.stopped => l.insert(stream, idle, conn),
+            _ => Err(Box::new((stream, idle, conn))),
+        }
+    })
+}
+
+impl Lot {
+    fn start(force_stop: watch::Receiver<bool>) -> io::Result<Lot> {
+        // SAFETY: epoll_create1 takes no pointers; the result is checked below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(watch_lot(epoll.clone(), wake.clone(), force_stop));
+        Ok(Lot {
+            epoll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            timers: BinaryHeap::new(),
+            wake,
+            armed: None,
+            task,
+            stopped: false,
+        })
+    }
+
+    fn insert(
+        &mut self,
+        stream: std::net::TcpStream,
+        idle: Idle,
+        conn: Conn,
+    ) -> Result<(), Box<(std::net::TcpStream, Idle, Conn)>> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let Ok(s) = u32::try_from(self.slots.len()) else {
+                    return Err(Box::new((stream, idle, conn)));
+                };
+                self.slots.push(Slot {
+                    generation: 0,
+                    parked: None,
+                });
+                s
+            }
+        };
+        let generation = self.slots[slot as usize].generation;
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: key(slot, generation),
+        };
+        // SAFETY: both descriptors are open (owned by `self` and `stream`) and
+        // `ev` is a valid event the kernel only reads.
+        let r = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                stream.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if r != 0 {
+            self.free.push(slot);
+            return Err(Box::new((stream, idle, conn)));
+        }
+        let deadline = idle.deadline;
+        let counters = &conn.front().counters;
+        counters.http_idle_parked.inc();
+        counters.http_idle_parks.inc();
+        self.slots[slot as usize].parked = Some(Parked { stream, idle, conn });
+        self.live += 1;
+        if self.timers.len() > 2 * self.live + 64 {
+            let slots = &self.slots;
+            self.timers
+                .retain(|Reverse((_, s, g))| slots[*s as usize].generation == *g);
+        }
+        self.timers.push(Reverse((deadline, slot, generation)));
+        if self.armed.is_none_or(|a| deadline < a) {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Empty `slot` if it still holds `generation`, taking the socket out of the set.
+    fn take(&mut self, slot: u32, generation: u32) -> Option<Parked> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.generation != generation {
+            return None;
+        }
+        let p = s.parked.take()?;
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.live -= 1;
+        // SAFETY: both descriptors are open; EPOLL_CTL_DEL ignores the event pointer.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                p.stream.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+        p.conn.front().counters.http_idle_parked.dec();
+        Some(p)
+    }
+
+    /// The earliest live deadline (stale timers on top are dropped).
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, s, g))) = self.timers.peek().copied() {
+            let live = self
+                .slots
+                .get(s as usize)
+                .is_some_and(|x| x.generation == g && x.parked.is_some());
+            if live {
+                self.armed = Some(at);
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        self.armed = None;
+        None
+    }
+
+    /// A connection whose deadline is at or before `now`, if any.
+    fn pop_expired(&mut self, now: Instant) -> Option<Option<Parked>> {
+        let Reverse((at, s, g)) = *self.timers.peek()?;
+        if at > now {
+            return None;
+        }
+        self.timers.pop();
+        Some(self.take(s, g))
+    }
+
+    fn stop(&mut self) -> Vec<Parked> {
+        self.stopped = true;
+        let mut all = Vec::new();
+        for i in 0..self.slots.len() {
+            let g = self.slots[i].generation;
+            if let Some(p) = u32::try_from(i).ok().and_then(|i| self.take(i, g)) {
+                all.push(p);
+            }
+        }
+        self.timers.clear();
+        all
+    }
+}
+
+fn with_lot<R>(f: impl FnOnce(&mut Lot) -> R) -> Option<R> {
+    LOT.with(|cell| cell.borrow_mut().as_mut().map(f))
+}
+
+/// The epoll descriptor as tokio sees it.
+struct EpollFd(Arc<OwnedFd>);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The park's one task per thread: resume readable connections, expire the
+/// overdue ones, and close all of them on a forced stop.
+async fn watch_lot(epoll: Arc<OwnedFd>, wake: Arc<Notify>, mut force_stop: watch::Receiver<bool>) {
+    let raw = epoll.as_raw_fd();
+    // SAFETY: the descriptor is open and stays so while `EpollFd` holds its Arc.
+    let afd = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) };
+    let Ok(afd) = afd else {
+        let _ = with_lot(Lot::stop);
+        return;
+    };
+    loop {
+        let next = with_lot(Lot::next_deadline).flatten();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = afd.readable() => match r {
+                Ok(mut guard) => {
+                    if !resume_ready(raw) {
+                        guard.clear_ready();
+                    }
+                }
+                Err(_) => break,
+            },
+            () = sleep => expire(Instant::now()),
+            () = wake.notified() => {}
+            true = crate::shutdown::fired(&mut force_stop) => break,
+        }
+    }
+    // Dropped outside the borrow: each drop closes a socket and counts it.
+    let all = with_lot(Lot::stop).unwrap_or_default();
+    drop(all);
+}
+
+/// Take what the epoll set reports and give each connection a task again (or
+/// close it if it was reset). True if the batch was full: more may be waiting.
+fn resume_ready(epoll: RawFd) -> bool {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    // SAFETY: `events` is a writable array of BATCH entries; timeout 0 never blocks.
+    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), BATCH as i32, 0) };
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
+    for ev in &events[..n] {
+        let k = ev.u64;
+        let flags = ev.events;
+        let Some(Some(p)) = with_lot(|l| l.take(k as u32, (k >> 32) as u32)) else {
+            continue;
+        };
+        if flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+            continue;
+        }
+        resume(p);
+    }
+    n == BATCH
+}
+
+fn resume(p: Parked) {
+    let Parked { stream, idle, conn } = p;
+    if let Ok(s) = tokio::net::TcpStream::from_std(stream) {
+        tokio::spawn(session::run(s, idle, conn));
+    }
+}
+
+fn expire(now: Instant) {
+    while let Some(next) = with_lot(|l| l.pop_expired(now)).flatten() {
+        let Some(p) = next else { continue };
+        if p.idle.first {
+            // Nothing arrived within http_request: 408, as an unparked wait does.
+            // The reply is small and the socket idle, so one non-blocking write
+            // suffices; if it does not fit, the client is gone anyway.
+            let front = p.conn.front();
+            front.counters.http_request_timeouts.inc();
+            let _ = (&p.stream).write(&session::timeout_reply(front));
+        }
+    }
+}
