@@ -26,23 +26,47 @@ const HOP: [&str; 9] = [
     "proxy-authenticate",
 ];
 
-fn is_hop(name: &str, named: &[&str]) -> bool {
+fn is_hop(name: &str, named: &Named<'_>) -> bool {
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
         || named.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// Tokens listed by the Connection fields.
-fn connection_tokens<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h str> {
-    let mut named: Vec<&str> = Vec::new();
+/// Tokens listed by the Connection fields: the first few inline, so the usual
+/// `keep-alive` or `close` costs no allocation.
+#[derive(Default)]
+struct Named<'h> {
+    inline: [&'h str; 4],
+    len: usize,
+    more: Vec<&'h str>,
+}
+
+impl<'h> Named<'h> {
+    fn push(&mut self, t: &'h str) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = t;
+                self.len += 1;
+            }
+            None => self.more.push(t),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &&'h str> {
+        self.inline[..self.len].iter().chain(&self.more)
+    }
+}
+
+fn connection_tokens<'h>(headers: &[httparse::Header<'h>]) -> Named<'h> {
+    let mut named = Named::default();
     for h in headers {
         if h.name.eq_ignore_ascii_case("connection")
             && let Ok(v) = std::str::from_utf8(h.value)
         {
-            named.extend(
-                v.split(',')
-                    .map(|t| t.trim_matches([' ', '\t']))
-                    .filter(|t| !t.is_empty()),
-            );
+            for t in v.split(',').map(|t| t.trim_matches([' ', '\t'])) {
+                if !t.is_empty() {
+                    named.push(t);
+                }
+            }
         }
     }
     named
@@ -82,8 +106,34 @@ pub struct Req {
     pub websocket: bool,
     /// The client speaks HTTP/1.0 (so does the request upstream).
     pub http10: bool,
-    pub host: Option<String>,
-    pub path: String,
+    /// Where the target and the Host value sit in `upstream_head`.
+    path: std::ops::Range<usize>,
+    host: Option<std::ops::Range<usize>>,
+    /// The Host value lower-cased, only when it has upper-case letters.
+    host_lower: Option<Box<str>>,
+}
+
+impl Req {
+    /// The request target as received (origin-form, or the absolute form's path).
+    pub fn path(&self) -> &str {
+        self.text(self.path.clone())
+    }
+
+    /// The authority, lower-cased (what hash balancers and routing see).
+    pub fn host(&self) -> Option<&str> {
+        match &self.host_lower {
+            Some(h) => Some(h),
+            None => self.host.clone().map(|r| self.text(r)),
+        }
+    }
+
+    fn text(&self, r: std::ops::Range<usize>) -> &str {
+        // Both ranges were copied from `&str`s at char boundaries.
+        self.upstream_head
+            .get(r)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
 }
 
 /// The request to send upstream, with the rules' `ops` and the persistence
@@ -101,6 +151,7 @@ pub fn request(
     let mut out = Vec::with_capacity(head.len + 96);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
+    let path = out.len()..out.len() + head.path.len();
     out.extend_from_slice(head.path.as_bytes());
     // A 1.0 client gets a 1.0 request upstream, so the response is never chunked
     // (which that client could not read).
@@ -109,7 +160,10 @@ pub fn request(
     } else {
         b" HTTP/1.1\r\n"
     });
+    let mut host = None;
     if let Some(a) = head.authority {
+        let at = out.len() + b"host: ".len();
+        host = Some(at..at + a.len());
         push_field(&mut out, b"host", a.as_bytes());
     }
     for h in headers {
@@ -189,8 +243,12 @@ pub fn request(
         ),
         websocket,
         http10: head.minor == 0,
-        host: head.authority.map(|a| a.to_ascii_lowercase()),
-        path: head.path.to_string(),
+        path,
+        host,
+        host_lower: head
+            .authority
+            .filter(|a| a.bytes().any(|b| b.is_ascii_uppercase()))
+            .map(|a| a.to_ascii_lowercase().into_boxed_str()),
     }
 }
 
@@ -218,15 +276,18 @@ pub struct RespEdits<'a> {
 
 /// Re-serialise a response head: status line, headers minus hop-by-hop fields,
 /// the edits, and `connection: close` when the client connection ends after it.
+/// `body`: how many body bytes the caller appends (capacity is reserved for them).
 pub fn response(
     raw: &[u8],
     headers: &[httparse::Header<'_>],
     status: u16,
     close: bool,
     edits: RespEdits<'_>,
+    body: usize,
 ) -> Vec<u8> {
     let named = connection_tokens(headers);
-    let mut out = Vec::with_capacity(raw.len() + 32);
+    // Room for what is usually added, and for `body` bytes sent with the head.
+    let mut out = Vec::with_capacity(raw.len() + 64 + body);
     // Keep the server's reason phrase (validated by httparse) after our version.
     let line_end = raw
         .windows(2)
@@ -236,7 +297,7 @@ pub fn response(
         .splitn(3, |&b| b == b' ')
         .nth(2)
         .unwrap_or(b"");
-    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    let _ = write!(out, "HTTP/1.1 {status} ");
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     // nocache: a response that sets the persistence cookie must not be cached by
@@ -276,7 +337,7 @@ pub fn response(
     }
     push_added(&mut out, edits.ops);
     if let CookieOut::Insert { name, value, .. } = edits.cookie {
-        out.extend_from_slice(format!("set-cookie: {name}={value}; Path=/\r\n").as_bytes());
+        let _ = write!(out, "set-cookie: {name}={value}; Path=/\r\n");
         if private {
             out.extend_from_slice(b"cache-control: private\r\n");
         }

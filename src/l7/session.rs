@@ -536,7 +536,6 @@ async fn exchange(
 ) -> Stop {
     // 1. The request head: the first byte within the keep-alive timeout (or the
     //    request timeout on a new connection), the whole head within http_request.
-    let limits = front.limits;
     let mut started = !cbuf.is_empty();
     let mut deadline = TokioInstant::now()
         + if first || started {
@@ -546,25 +545,8 @@ async fn exchange(
         };
     let routed = loop {
         if !cbuf.is_empty() {
-            let mut small = [httparse::EMPTY_HEADER; 128];
-            let mut large = Vec::new();
-            let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= small.len() {
-                &mut small
-            } else {
-                large.resize(limits.max_headers, httparse::EMPTY_HEADER);
-                &mut large
-            };
-            match codec::parse_request(cbuf, headers, &limits) {
-                Ok(Some(head)) => {
-                    let n = headers
-                        .iter()
-                        .position(|h| h.name.is_empty())
-                        .unwrap_or(headers.len());
-                    let parsed = route(&head, &headers[..n], peer, local, front, backends);
-                    let len = head.len;
-                    cbuf.drain(..len);
-                    break parsed;
-                }
+            match request_step(cbuf, peer, local, front, backends) {
+                Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
                 Err(e) => return reject(client, peer, front, e, cbuf).await,
             }
@@ -629,12 +611,12 @@ async fn exchange(
     //    response head. A request with no body whose connection failed before any
     //    response byte arrived is replayed when it is idempotent, or when the
     //    connection was a reused one (the server may have closed it meanwhile).
-    let (path, query) = match req.path.split_once('?') {
+    let (path, query) = match req.path().split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (req.path.as_str(), None),
+        None => (req.path(), None),
     };
     let mut ctx = PickCtx::tcp(peer.ip(), local, started, l4::fastrand_u64());
-    ctx.host = req.host.as_deref();
+    ctx.host = req.host();
     ctx.path = Some(path);
     ctx.query = query;
     let client_deadline = || TokioInstant::now() + front.client_timeout;
@@ -723,7 +705,8 @@ async fn exchange(
         return Stop::Close;
     }
     if resp.status == 101 {
-        return tunnel(
+        // Boxed: a rare path whose state would otherwise size every exchange.
+        return Box::pin(tunnel(
             client,
             &upstream,
             front,
@@ -733,7 +716,7 @@ async fn exchange(
             &sbuf,
             opts.splice,
             force_stop,
-        )
+        ))
         .await;
     }
 
@@ -758,7 +741,7 @@ async fn exchange(
         tracing::info!(
             target: "fulcrum::http",
             client = %peer, frontend = %front.name, backend = %backend.name, server = %server.name,
-            status = resp.status, path = %req.path, bytes_out = got,
+            status = resp.status, path = %req.path(), bytes_out = got,
             ms = started.elapsed().as_millis() as u64, complete = result.is_ok(), "request"
         );
     }
@@ -962,49 +945,20 @@ async fn send_and_read_head(
     let mut sbuf = pool::Buf::default();
     let mut any = false;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
-        match response::parse_response(&sbuf, &mut headers, req.head_request, limits.max_head) {
-            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                let len = r.len;
+        match response_step(&sbuf, req, limits.max_head, edits) {
+            Step::Informational(len) => {
                 write_all(client, &sbuf[..len], client_deadline())
                     .await
                     .map_err(|_| Upstream::ClientGone)?;
                 sbuf.drain(..len);
                 continue;
             }
-            // 101 only for a WebSocket handshake, with a matching Upgrade: the
-            // connection becomes a tunnel. Anything else is a protocol error.
-            Ok(Some(r)) if r.status == 101 => {
-                let n = headers
-                    .iter()
-                    .position(|h| h.name.is_empty())
-                    .unwrap_or(headers.len());
-                let accepted = req.websocket
-                    && headers[..n].iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("upgrade")
-                            && h.value.eq_ignore_ascii_case(b"websocket")
-                    });
-                if !accepted {
-                    return Err(Upstream::Bad);
-                }
-                let mut out = rewrite::response(&sbuf[..r.len], &headers[..n], 101, false, edits);
-                out.truncate(out.len() - 2);
-                out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
-                sbuf.drain(..r.len);
-                return Ok((r, out, true, sbuf));
-            }
-            Ok(Some(r)) => {
-                let n = headers
-                    .iter()
-                    .position(|h| h.name.is_empty())
-                    .unwrap_or(headers.len());
-                let close = req.close || r.framing == RespFraming::Close;
-                let out = rewrite::response(&sbuf[..r.len], &headers[..n], r.status, close, edits);
+            Step::Final(r, out, close) => {
                 sbuf.drain(..r.len);
                 return Ok((r, out, close, sbuf));
             }
-            Ok(None) => {}
-            Err(_) => return Err(Upstream::Bad),
+            Step::More => {}
+            Step::Bad => return Err(Upstream::Bad),
         }
         match fill(upstream, &mut sbuf, server_deadline()).await {
             Ok(0) | Err(Fill::Io) => return Err(if any { Upstream::Bad } else { Upstream::Early }),
@@ -1012,6 +966,94 @@ async fn send_and_read_head(
             Err(Fill::Timeout) => return Err(Upstream::Timeout),
         }
     }
+}
+
+/// What the bytes read so far from a server make of its response head.
+enum Step {
+    /// A 1xx (not 101) of this many bytes: relay it and read on.
+    Informational(usize),
+    /// The final head, its re-serialised form, and whether the client
+    /// connection closes after it.
+    Final(response::RespHead, Vec<u8>, bool),
+    More,
+    Bad,
+}
+
+/// Parse what `sbuf` holds. Synchronous, so the field array lives on the stack
+/// only here, not in the exchange's future.
+fn response_step(sbuf: &[u8], req: &Req, max_head: usize, edits: RespEdits<'_>) -> Step {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let r = match response::parse_response(sbuf, &mut headers, req.head_request, max_head) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Step::More,
+        Err(_) => return Step::Bad,
+    };
+    if (100..200).contains(&r.status) && r.status != 101 {
+        return Step::Informational(r.len);
+    }
+    let n = headers
+        .iter()
+        .position(|h| h.name.is_empty())
+        .unwrap_or(headers.len());
+    let headers = &headers[..n];
+    if r.status == 101 {
+        // 101 only for a WebSocket handshake, with a matching Upgrade: the
+        // connection becomes a tunnel. Anything else is a protocol error.
+        let accepted = req.websocket
+            && headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("upgrade") && h.value.eq_ignore_ascii_case(b"websocket")
+            });
+        if !accepted {
+            return Step::Bad;
+        }
+        let mut out = rewrite::response(&sbuf[..r.len], headers, 101, false, edits, 0);
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+        return Step::Final(r, out, true);
+    }
+    let close = req.close || r.framing == RespFraming::Close;
+    // A small body already read goes out with the head: room for it now.
+    let body = match r.framing {
+        RespFraming::Length(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= sbuf.len() - r.len && *n <= pool::LARGE)
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let out = rewrite::response(&sbuf[..r.len], headers, r.status, close, edits, body);
+    Step::Final(r, out, close)
+}
+
+/// Parse and route a request head at the start of `cbuf`, consuming it; `None`
+/// while it is incomplete. Synchronous, so the field array lives on the stack
+/// only here, not in the exchange's future.
+fn request_step<'r>(
+    cbuf: &mut Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    front: &'r FrontendRt,
+    backends: &'r [BackendRt],
+) -> Result<Option<Parsed<'r>>, HeadError> {
+    let limits = front.limits;
+    let mut small = [httparse::EMPTY_HEADER; 128];
+    let mut large = Vec::new();
+    let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= small.len() {
+        &mut small
+    } else {
+        large.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut large
+    };
+    let Some(head) = codec::parse_request(cbuf, headers, &limits)? else {
+        return Ok(None);
+    };
+    let n = headers
+        .iter()
+        .position(|h| h.name.is_empty())
+        .unwrap_or(headers.len());
+    let parsed = route(&head, &headers[..n], peer, local, front, backends);
+    let len = head.len;
+    cbuf.drain(..len);
+    Ok(Some(parsed))
 }
 
 async fn reject(
