@@ -125,6 +125,14 @@ impl Lot {
         idle: Idle,
         conn: Conn,
     ) -> Result<(), Box<(std::net::TcpStream, Idle, Conn)>> {
+        if self.live == 0 && self.slots.len() > 1024 {
+            // Nothing parked after a burst: give the slots' memory back. Every
+            // timer is stale now, so they go too (a new slot 0 must not match
+            // an old timer's slot and generation).
+            self.slots = Vec::new();
+            self.free = Vec::new();
+            self.timers = BinaryHeap::new();
+        }
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {

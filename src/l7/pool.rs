@@ -29,12 +29,13 @@ fn healthy(s: &TcpStream) -> bool {
 }
 
 /// An idle connection to server `id`, if a healthy one is kept on this thread.
-pub fn take(id: u64, idle_timeout: Duration) -> Option<TcpStream> {
+/// `now`: the caller's clock reading (the request's start), to spare one.
+pub fn take(id: u64, idle_timeout: Duration, now: Instant) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&id)?;
         while let Some((s, since)) = list.pop() {
-            if since.elapsed() <= idle_timeout && healthy(&s) {
+            if now.saturating_duration_since(since) <= idle_timeout && healthy(&s) {
                 return Some(s);
             }
         }
@@ -43,7 +44,9 @@ pub fn take(id: u64, idle_timeout: Duration) -> Option<TcpStream> {
 }
 
 /// Keep `s` for reuse (or close it if the server already has `max_idle` here).
-pub fn put(id: u64, s: TcpStream, max_idle: usize) {
+/// `since`: when it went idle, at the latest (the request's start is early
+/// enough: the connection then expires a little sooner, never later).
+pub fn put(id: u64, s: TcpStream, max_idle: usize, since: Instant) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(id).or_default();
@@ -52,7 +55,7 @@ pub fn put(id: u64, s: TcpStream, max_idle: usize) {
             list.remove(0);
         }
         if max_idle > 0 {
-            list.push((s, Instant::now()));
+            list.push((s, since));
         }
     });
 }

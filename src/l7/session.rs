@@ -103,17 +103,26 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
     let front = &rt.frontends[conn.fe];
     let mut force_stop = conn.force_stop.clone();
     let mut stop_rx = conn.force_stop.clone();
+    let stopped = crate::shutdown::stopped(&mut stop_rx);
+    tokio::pin!(stopped);
+    // A request was served: the keep-alive deadline starts at the next wait.
+    let mut served = false;
     loop {
         if cbuf.is_empty() {
             // Wait for the next request with a small future: the exchange's larger
             // state is boxed only while a request is being served. After
             // `idle_park_after` of silence the connection is parked (park.rs)
             // and this task ends.
+            let now = TokioInstant::now();
+            if served {
+                idle.deadline = now + front.http_keepalive_timeout;
+                served = false;
+            }
             let park_at = conn
                 .opts
                 .park_after
                 .filter(|_| idle.parkable && single_threaded())
-                .map(|d| TokioInstant::now() + d)
+                .map(|d| now + d)
                 .filter(|at| *at < idle.deadline);
             // Read the first bytes here, into a buffer taken only when they are
             // there (tokio reports a fresh socket readable before any byte
@@ -132,7 +141,7 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
             };
             let ready = tokio::select! {
                 r = timeout_at(park_at.unwrap_or(idle.deadline), wait) => r,
-                true = crate::shutdown::fired(&mut stop_rx) => return,
+                () = &mut stopped => return,
             };
             match ready {
                 Ok(Ok((0, _))) | Ok(Err(_)) => return,
@@ -163,13 +172,13 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
         }
         let stop = tokio::select! {
             s = Box::pin(exchange(&client, idle.peer, idle.local, front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop)) => s,
-            true = crate::shutdown::fired(&mut stop_rx) => Stop::Close,
+            () = &mut stopped => Stop::Close,
         };
         idle.first = false;
         if let Stop::Close = stop {
             return;
         }
-        idle.deadline = TokioInstant::now() + front.http_keepalive_timeout;
+        served = true;
         if cbuf.is_empty() {
             // Idle keep-alive connections hold no buffer (it goes back to the
             // thread's spares).
@@ -206,11 +215,40 @@ fn single_threaded() -> bool {
     CURRENT_THREAD.with(|c| *c)
 }
 
-/// Wait for readable bytes until `deadline`, then append what is there to `buf`.
+/// When waiting gives up: at a fixed instant, or after this long without
+/// progress (counted from the moment the wait starts, so a call that needs no
+/// wait costs no clock read and no timer).
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    At(TokioInstant),
+    After(std::time::Duration),
+}
+
+impl Limit {
+    fn at(self) -> TokioInstant {
+        match self {
+            Limit::At(t) => t,
+            Limit::After(d) => TokioInstant::now() + d,
+        }
+    }
+}
+
+/// Append what `s` has to `buf`, waiting for readable bytes up to `limit`.
 /// Ok(0) = end of stream.
-async fn fill(s: &TcpStream, buf: &mut Vec<u8>, deadline: TokioInstant) -> Result<usize, Fill> {
+async fn fill(s: &TcpStream, buf: &mut Vec<u8>, limit: Limit) -> Result<usize, Fill> {
+    let mut deadline = None;
     loop {
-        match timeout_at(deadline, s.readable()).await {
+        if buf.capacity() - buf.len() >= 1024 {
+            // Try first: without cached readiness this is no system call, and
+            // with it no timer is set up.
+            match read_some(s, buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err(Fill::Io),
+            }
+        }
+        let at = *deadline.get_or_insert_with(|| limit.at());
+        match timeout_at(at, s.readable()).await {
             Err(_) => return Err(Fill::Timeout),
             Ok(Err(_)) => return Err(Fill::Io),
             Ok(Ok(())) => {}
@@ -233,17 +271,24 @@ enum Fill {
     Io,
 }
 
-async fn write_all(s: &TcpStream, mut data: &[u8], deadline: TokioInstant) -> Result<(), Fill> {
+/// Write all of `data`, giving up after `limit` without progress.
+async fn write_all(s: &TcpStream, mut data: &[u8], limit: std::time::Duration) -> Result<(), Fill> {
+    let mut deadline = None;
     while !data.is_empty() {
-        match timeout_at(deadline, s.writable()).await {
+        // Try first: a socket with room takes the bytes without a wait or a timer.
+        match s.try_write(data) {
+            Ok(n) => {
+                data = &data[n..];
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Fill::Io),
+        }
+        let at = *deadline.get_or_insert_with(|| TokioInstant::now() + limit);
+        match timeout_at(at, s.writable()).await {
             Err(_) => return Err(Fill::Timeout),
             Ok(Err(_)) => return Err(Fill::Io),
             Ok(Ok(())) => {}
-        }
-        match s.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Err(Fill::Io),
         }
     }
     Ok(())
@@ -308,8 +353,7 @@ fn canned(
 /// Send a small error response and close (the request body, if any, was not read).
 async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
     let msg = canned(front, status, "", None, true);
-    let deadline = TokioInstant::now() + front.client_timeout;
-    let _ = write_all(client, &msg, deadline).await;
+    let _ = write_all(client, &msg, front.client_timeout).await;
 }
 
 fn count_status(front: &FrontendRt, status: u16) {
@@ -537,12 +581,13 @@ async fn exchange(
     // 1. The request head: the first byte within the keep-alive timeout (or the
     //    request timeout on a new connection), the whole head within http_request.
     let mut started = !cbuf.is_empty();
-    let mut deadline = TokioInstant::now()
-        + if first || started {
-            front.http_request_timeout
-        } else {
-            front.http_keepalive_timeout
-        };
+    // Set when a read must wait (a head that came whole needs no clock read).
+    let mut deadline = None;
+    let limit = if first || started {
+        front.http_request_timeout
+    } else {
+        front.http_keepalive_timeout
+    };
     let routed = loop {
         if !cbuf.is_empty() {
             match request_step(cbuf, peer, local, front, backends) {
@@ -551,14 +596,15 @@ async fn exchange(
                 Err(e) => return reject(client, peer, front, e, cbuf).await,
             }
         }
-        match fill(client, cbuf, deadline).await {
+        let at = *deadline.get_or_insert_with(|| TokioInstant::now() + limit);
+        match fill(client, cbuf, Limit::At(at)).await {
             Ok(0) => return Stop::Close,
             Ok(_) => {
                 if !started {
                     // The first byte of this request: the whole head now has
                     // http_request to arrive.
                     started = true;
-                    deadline = TokioInstant::now() + front.http_request_timeout;
+                    deadline = Some(TokioInstant::now() + front.http_request_timeout);
                 }
             }
             Err(Fill::Timeout) => {
@@ -594,11 +640,7 @@ async fn exchange(
                     status, path = %path, bytes_out = 0u64, ms = 0u64, complete = true, "request"
                 );
             }
-            if write_all(client, &msg, TokioInstant::now() + front.client_timeout)
-                .await
-                .is_err()
-                || close
-            {
+            if write_all(client, &msg, front.client_timeout).await.is_err() || close {
                 let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
                 return Stop::Close;
             }
@@ -619,7 +661,6 @@ async fn exchange(
     ctx.host = req.host();
     ctx.path = Some(path);
     ctx.query = query;
-    let client_deadline = || TokioInstant::now() + front.client_timeout;
     let pool_idle = backend.timeouts.pool_idle;
     let bodyless = req.framing == Framing::None && !req.websocket && !req.http10;
     let mut attempt = 0u32;
@@ -627,7 +668,7 @@ async fn exchange(
         // Only bodyless requests go on reused connections: a body cannot be replayed.
         let reuse = |s: &crate::server::Server| {
             if bodyless {
-                pool::take(s.state.id, pool_idle)
+                pool::take(s.state.id, pool_idle, started)
             } else {
                 None
             }
@@ -698,7 +739,7 @@ async fn exchange(
         got = n as u64;
         framing = RespFraming::None;
     }
-    if write_all(client, &out_head, client_deadline())
+    if write_all(client, &out_head, front.client_timeout)
         .await
         .is_err()
     {
@@ -753,7 +794,12 @@ async fn exchange(
     // The server connection is clean (whole response read, nothing extra, the
     // server keeps it open): keep it for the next request on this thread.
     if !resp.close && framing != RespFraming::Close && sbuf.is_empty() {
-        pool::put(server.state.id, upstream, backend.pool_max_idle as usize);
+        pool::put(
+            server.state.id,
+            upstream,
+            backend.pool_max_idle as usize,
+            started,
+        );
     }
     if close {
         let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
@@ -851,7 +897,7 @@ async fn relay(
             Body::UntilClose => buf.len(),
         };
         if take > 0 {
-            write_all(dst, &buf[..take], TokioInstant::now() + deadlines.1)
+            write_all(dst, &buf[..take], deadlines.1)
                 .await
                 .map_err(|_| RelayError::Destination)?;
             buf.drain(..take);
@@ -868,7 +914,7 @@ async fn relay(
         if done {
             return Ok(());
         }
-        match fill(src, buf, TokioInstant::now() + deadlines.0).await {
+        match fill(src, buf, Limit::After(deadlines.0)).await {
             Ok(0) if matches!(body, Body::UntilClose) => return Ok(()),
             Ok(0) | Err(_) => return Err(RelayError::Source),
             Ok(_) => {}
@@ -902,15 +948,17 @@ async fn send_and_read_head(
     cbuf: &mut Vec<u8>,
     edits: RespEdits<'_>,
 ) -> Result<Answer, Upstream> {
-    let server_deadline = || TokioInstant::now() + backend.timeouts.server;
-    let client_deadline = || TokioInstant::now() + front.client_timeout;
-    write_all(upstream, &req.upstream_head, server_deadline())
+    write_all(upstream, &req.upstream_head, backend.timeouts.server)
         .await
         .map_err(|_| Upstream::Early)?;
     if req.expect_continue && req.framing != Framing::None && cbuf.is_empty() {
-        write_all(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_deadline())
-            .await
-            .map_err(|_| Upstream::ClientGone)?;
+        write_all(
+            client,
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            front.client_timeout,
+        )
+        .await
+        .map_err(|_| Upstream::ClientGone)?;
     }
     let mut sent = 0u64;
     let framing = match req.framing {
@@ -947,7 +995,7 @@ async fn send_and_read_head(
     loop {
         match response_step(&sbuf, req, limits.max_head, edits) {
             Step::Informational(len) => {
-                write_all(client, &sbuf[..len], client_deadline())
+                write_all(client, &sbuf[..len], front.client_timeout)
                     .await
                     .map_err(|_| Upstream::ClientGone)?;
                 sbuf.drain(..len);
@@ -960,7 +1008,7 @@ async fn send_and_read_head(
             Step::More => {}
             Step::Bad => return Err(Upstream::Bad),
         }
-        match fill(upstream, &mut sbuf, server_deadline()).await {
+        match fill(upstream, &mut sbuf, Limit::After(backend.timeouts.server)).await {
             Ok(0) | Err(Fill::Io) => return Err(if any { Upstream::Bad } else { Upstream::Early }),
             Ok(_) => any = true,
             Err(Fill::Timeout) => return Err(Upstream::Timeout),
