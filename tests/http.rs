@@ -531,6 +531,17 @@ async fn expect_100_continue_is_answered_by_the_proxy() {
 
 #[tokio::test]
 async fn sixty_four_mib_each_way_streams_through() {
+    sixty_four_mib_each_way(true).await;
+}
+
+#[tokio::test]
+async fn sixty_four_mib_each_way_streams_through_copying() {
+    sixty_four_mib_each_way(false).await;
+}
+
+/// With `splice` the bodies past the first buffer go through kernel pipes;
+/// without, through a 64 KiB buffer.
+async fn sixty_four_mib_each_way(splice: bool) {
     bounded(60, async {
         const LEN: usize = 64 << 20;
         // Reads a Content-Length upload to the end (checksumming it), then answers
@@ -562,7 +573,14 @@ async fn sixty_four_mib_each_way_streams_through() {
                 .unwrap();
             s.write_all(&pattern(LEN, 5)).await.unwrap();
         });
-        let d = web(addr, "10s");
+        let d = start(
+            &WEB.replace("threads = 1", &format!("threads = 1\nsplice = {splice}")),
+            &[
+                ("a", addr.to_string()),
+                ("server", "10s".into()),
+                ("http_request", "500ms".into()),
+            ],
+        );
         let data = pattern(LEN, 9);
         let mut want_up = Checksum::default();
         want_up.update(&data);
@@ -893,6 +911,100 @@ async fn proxy_protocol_client_is_the_forwarded_for_address() {
         let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(resp.is_empty());
         assert_eq!(d.stats().frontend("web").unwrap().proxy_errors, 1);
+    })
+    .await;
+}
+
+/// A keep-alive origin answering every request with a `len`-byte body (the
+/// pattern seeded by the request's number on its connection), counting
+/// connections; with `cut_at`, it sends that many body bytes and closes.
+async fn big_origin(len: usize, cut_at: Option<usize>) -> (SocketAddr, Arc<Mutex<u64>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(Mutex::new(0u64));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            *c2.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for seed in 1u64.. {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    got.drain(..end);
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                    let body = pattern(len, seed);
+                    let body = &body[..cut_at.unwrap_or(len)];
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(body).await.is_err()
+                    {
+                        return;
+                    }
+                    if cut_at.is_some() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn spliced_bodies_keep_the_connections_alive_and_intact() {
+    bounded(30, async {
+        const LEN: usize = 3 << 20;
+        let (addr, conns) = big_origin(LEN, None).await;
+        let d = web(addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        for seed in 1..=3u64 {
+            let r = roundtrip(&mut c, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+            assert!(r.body == pattern(LEN, seed), "body {seed} altered");
+        }
+        // One client connection, one server connection, three whole bodies.
+        assert_eq!(*conns.lock().unwrap(), 1);
+        let b = d.stats().backend("app").unwrap().clone();
+        assert_eq!(b.http_reused, 2);
+        assert_eq!(d.stats().frontend("web").unwrap().bytes_out, 3 * LEN as u64);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_spliced_body_cut_by_the_server_is_cut_for_the_client() {
+    bounded(30, async {
+        const LEN: usize = 1 << 20;
+        let (addr, conns) = big_origin(LEN, Some(300 << 10)).await;
+        let d = web(addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // The head and what the server sent, then the end (a reset): never the
+        // full length, so the client knows the body is incomplete.
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all).await;
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(all.len() - end < LEN, "{}", all.len() - end);
+        assert_eq!(&all[end..], &pattern(LEN, 1)[..all.len() - end]);
+        // The next client gets a fresh server connection (the cut one is not pooled).
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all).await;
+        assert_eq!(*conns.lock().unwrap(), 2);
+        assert_eq!(d.stats().backend("app").unwrap().http_reused, 0);
     })
     .await;
 }

@@ -102,3 +102,87 @@ pub async fn pump(
         }
     }
 }
+
+/// Why `exact` stopped short.
+#[derive(Debug)]
+pub enum ExactError {
+    /// The source failed, timed out or ended before `len` bytes.
+    Source,
+    /// The destination failed or timed out.
+    Destination,
+}
+
+thread_local! {
+    /// Empty pipes kept per worker thread for HTTP bodies.
+    static PIPES: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pipes kept per thread.
+const KEEP_PIPES: usize = 16;
+
+/// Move exactly `len` bytes from `src` to `dst` through a kernel pipe (an HTTP
+/// body of known length: the bytes never enter user space). `limits` =
+/// (source inactivity, destination inactivity). `moved` counts what `dst`
+/// took. The pipe comes from, and goes back to, this thread's spares; one left
+/// holding bytes by an error is closed instead.
+pub async fn exact(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mut len: u64,
+    limits: (std::time::Duration, std::time::Duration),
+    moved: &mut u64,
+) -> Result<(), ExactError> {
+    let spare = PIPES.with(|p| p.borrow_mut().pop());
+    let pipe = match spare {
+        Some(p) => p,
+        None => Pipe::new().map_err(|_| ExactError::Source)?,
+    };
+    while len > 0 {
+        let want = usize::try_from(len).unwrap_or(CHUNK).min(CHUNK);
+        let n = loop {
+            match src.try_io(Interest::READABLE, || {
+                splice(src.as_raw_fd(), pipe.w.as_raw_fd(), want)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(limits.0, src.readable()).await {
+                        Ok(Ok(())) => {}
+                        _ => return Err(ExactError::Source),
+                    }
+                }
+                Err(_) => return Err(ExactError::Source),
+            }
+        };
+        if n == 0 {
+            return Err(ExactError::Source);
+        }
+        len -= n as u64;
+        let mut left = n;
+        while left > 0 {
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
+            }) {
+                Ok(m) => {
+                    left -= m;
+                    *moved += m as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(limits.1, dst.writable()).await {
+                        Ok(Ok(())) => {}
+                        _ => return Err(ExactError::Destination),
+                    }
+                }
+                Err(_) => return Err(ExactError::Destination),
+            }
+        }
+    }
+    // Empty again: keep it for the next body.
+    let _ = PIPES.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < KEEP_PIPES
+        {
+            p.push(pipe);
+        }
+    });
+    Ok(())
+}

@@ -696,7 +696,18 @@ async fn exchange(
             ops: response_ops,
             cookie: persist_after_pick(backend, server, pinned, had_pin && attempt == 0, peer),
         };
-        match send_and_read_head(&upstream, client, front, backend, &req, cbuf, edits).await {
+        match send_and_read_head(
+            &upstream,
+            client,
+            front,
+            backend,
+            &req,
+            cbuf,
+            edits,
+            opts.splice,
+        )
+        .await
+        {
             Ok((resp, out_head, close, sbuf)) => {
                 break (server, guard, upstream, resp, out_head, close, sbuf);
             }
@@ -772,7 +783,16 @@ async fn exchange(
         None => Ok(()),
         Some(b) => {
             let deadlines = (backend.timeouts.server, front.client_timeout);
-            relay(&upstream, client, &mut sbuf, b, deadlines, &mut got).await
+            relay(
+                &upstream,
+                client,
+                &mut sbuf,
+                b,
+                deadlines,
+                &mut got,
+                opts.splice,
+            )
+            .await
         }
     };
     front.counters.bytes_out.add(got);
@@ -871,7 +891,9 @@ enum RelayError {
 /// Stream one body from `src` to `dst`: first what is already in `buf`, then
 /// reads, each forwarded as it arrives. Leaves in `buf` any bytes past the body
 /// (the next pipelined request). `deadlines` = (source inactivity, destination
-/// inactivity); `moved` counts the bytes delivered.
+/// inactivity); `moved` counts the bytes delivered. With `splice`, the part of
+/// a Content-Length body past the buffer goes socket to socket through a kernel
+/// pipe when it is larger than a large buffer (`global.splice`).
 async fn relay(
     src: &TcpStream,
     dst: &TcpStream,
@@ -879,6 +901,7 @@ async fn relay(
     body: Body,
     deadlines: (std::time::Duration, std::time::Duration),
     moved: &mut u64,
+    splice: bool,
 ) -> Result<(), RelayError> {
     let mut left = match body {
         Body::Length(n) => n,
@@ -886,7 +909,9 @@ async fn relay(
     };
     let mut dec = ChunkedDecoder::default();
     let room = (buf.capacity() - buf.len()) as u64;
-    if !matches!(body, Body::Length(n) if n <= buf.len() as u64 + room) {
+    let spliced =
+        splice && matches!(body, Body::Length(n) if n > buf.len() as u64 + pool::LARGE as u64);
+    if !spliced && !matches!(body, Body::Length(n) if n <= buf.len() as u64 + room) {
         // More than the buffer holds: stream through a large one.
         pool::to_large(buf);
     }
@@ -914,6 +939,16 @@ async fn relay(
         if done {
             return Ok(());
         }
+        if spliced {
+            // The buffer is empty (it held less than the body): the rest,
+            // exactly, without copies.
+            return l4::splice::exact(src, dst, left, deadlines, moved)
+                .await
+                .map_err(|e| match e {
+                    l4::splice::ExactError::Source => RelayError::Source,
+                    l4::splice::ExactError::Destination => RelayError::Destination,
+                });
+        }
         match fill(src, buf, Limit::After(deadlines.0)).await {
             Ok(0) if matches!(body, Body::UntilClose) => return Ok(()),
             Ok(0) | Err(_) => return Err(RelayError::Source),
@@ -939,6 +974,7 @@ type Answer = (response::RespHead, Vec<u8>, bool, pool::Buf);
 /// Send the request head and body on `upstream`, then read the response head,
 /// relaying 1xx responses. Returns the final head, its re-serialised form, whether
 /// the client connection closes after it, and the bytes read past the head.
+#[allow(clippy::too_many_arguments)]
 async fn send_and_read_head(
     upstream: &TcpStream,
     client: &TcpStream,
@@ -947,6 +983,7 @@ async fn send_and_read_head(
     req: &Req,
     cbuf: &mut Vec<u8>,
     edits: RespEdits<'_>,
+    splice: bool,
 ) -> Result<Answer, Upstream> {
     write_all(upstream, &req.upstream_head, backend.timeouts.server)
         .await
@@ -970,7 +1007,7 @@ async fn send_and_read_head(
         None => Ok(()),
         Some(b) => {
             let deadlines = (front.client_timeout, backend.timeouts.server);
-            relay(client, upstream, cbuf, b, deadlines, &mut sent)
+            relay(client, upstream, cbuf, b, deadlines, &mut sent, splice)
                 .await
                 .map_err(|e| match e {
                     RelayError::Source => Upstream::ClientGone,
