@@ -72,6 +72,12 @@ type Permits = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
 /// drop the listener, so new connections are refused.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     let mut stop = ctx.stop_accepting.clone();
+    // A listener bound to one address gives every accepted socket that local
+    // address: no getsockname(2) per connection (a wildcard one needs it).
+    let local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let counters = ctx.shared.snapshot().frontends[ctx.frontend]
             .counters
@@ -97,15 +103,15 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
             true = crate::shutdown::fired(&mut stop) => break,
         };
-        spawn_connection(&ctx, stream, peer, permits);
+        spawn_connection(&ctx, stream, peer, local, permits);
     }
-    drain_backlog(&listener, &ctx).await;
+    drain_backlog(&listener, &ctx, local).await;
     // Returning drops the listener (new connections are refused) and this loop's
     // tracker clone, so shutdown sees only the connections still open.
 }
 
 /// Accept whatever is queued right now, within the connection limits, without waiting.
-async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx) {
+async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx, local: Option<SocketAddr>) {
     loop {
         let try_permit = |l: &Option<Arc<Semaphore>>| match l {
             None => Ok(None),
@@ -119,7 +125,7 @@ async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx) {
         };
         // A zero timeout polls accept once: Ok only if a connection is queued.
         match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-            Ok(Ok((stream, peer))) => spawn_connection(ctx, stream, peer, (g, f)),
+            Ok(Ok((stream, peer))) => spawn_connection(ctx, stream, peer, local, (g, f)),
             _ => return,
         }
     }
@@ -150,7 +156,13 @@ impl Drop for Conn {
     }
 }
 
-fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permits: Permits) {
+fn spawn_connection(
+    ctx: &AcceptCtx,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    permits: Permits,
+) {
     let rt = ctx.shared.snapshot();
     let fe = ctx.frontend;
     let counters = &rt.frontends[fe].counters;
@@ -171,6 +183,7 @@ fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permit
                 Box::pin(l4::serve(
                     stream,
                     peer,
+                    local,
                     conn.rt.clone(),
                     conn.fe,
                     &conn.opts,
@@ -178,7 +191,7 @@ fn spawn_connection(ctx: &AcceptCtx, stream: TcpStream, peer: SocketAddr, permit
                 ))
                 .await
             }
-            Mode::Http => Box::pin(crate::l7::session::serve(stream, peer, conn)).await,
+            Mode::Http => Box::pin(crate::l7::session::serve(stream, peer, local, conn)).await,
         }
     });
 }

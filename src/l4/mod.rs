@@ -68,6 +68,7 @@ impl ForwardError {
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     rt: Arc<Runtime>,
     fe: usize,
     opts: &L4Opts,
@@ -76,8 +77,8 @@ pub async fn serve(
     let started = Instant::now();
     let front = &rt.frontends[fe];
     let backend = &rt.backends[front.backend];
-    let local = client.local_addr().unwrap_or(peer);
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener.
+    let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
 
     let result = async {
         let (src, dst, early) = if front.accept_proxy {

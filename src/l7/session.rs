@@ -43,10 +43,11 @@ enum Stop {
 }
 
 /// Serve one accepted client connection on an http frontend.
-pub async fn serve(client: TcpStream, peer: SocketAddr, conn: Conn) {
+/// `local`: the listener's address when it is not a wildcard.
+pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, conn: Conn) {
     let front = conn.front();
-    let local = client.local_addr().unwrap_or(peer);
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener.
+    let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
     let (peer, local, cbuf) = if front.accept_proxy {
         match Box::pin(l4::read_proxy_header(
             &client,
