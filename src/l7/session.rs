@@ -828,7 +828,8 @@ async fn exchange(
         );
     }
     if close {
-        let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
+        // The whole response went out: closing the socket (when the task ends,
+        // right away) sends the FIN; no separate shutdown(2).
         return Stop::Close;
     }
     Stop::Next
