@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -54,6 +55,70 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Wait for `s` to be ready for `interest`, for at most `limit` if there is one
+/// (a timeout is `TimedOut`).
+async fn ready(s: &TcpStream, interest: Interest, limit: Option<Duration>) -> io::Result<()> {
+    let wait = async {
+        if interest == Interest::READABLE {
+            s.readable().await
+        } else {
+            s.writable().await
+        }
+    };
+    match limit {
+        None => wait.await,
+        Some(d) => tokio::time::timeout(d, wait)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Socket → pipe: up to `want` bytes once `src` has some (0 = end of stream).
+/// The pipe is empty when this is called, so EAGAIN can only mean the socket
+/// has nothing to read.
+async fn fill(
+    src: &TcpStream,
+    pipe: &Pipe,
+    want: usize,
+    limit: Option<Duration>,
+) -> io::Result<usize> {
+    loop {
+        match src.try_io(Interest::READABLE, || {
+            splice(src.as_raw_fd(), pipe.w.as_raw_fd(), want)
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready(src, Interest::READABLE, limit).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Pipe → socket: all `left` bytes the pipe holds, reporting each move.
+async fn drain(
+    pipe: &Pipe,
+    dst: &TcpStream,
+    mut left: usize,
+    limit: Option<Duration>,
+    mut moved: impl FnMut(usize),
+) -> io::Result<()> {
+    while left > 0 {
+        match dst.try_io(Interest::WRITABLE, || {
+            splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
+        }) {
+            Ok(m) => {
+                left -= m;
+                moved(m);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready(dst, Interest::WRITABLE, limit).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Move bytes from `src` to `dst` until `src` reaches end of stream.
 /// Returns the number of bytes delivered to `dst`.
 pub async fn pump(
@@ -65,41 +130,18 @@ pub async fn pump(
 ) -> Result<u64, DirError> {
     let mut total = 0u64;
     loop {
-        // Fill: socket → pipe. The pipe is empty here, so EAGAIN can only mean the
-        // socket has nothing to read.
-        let n = loop {
-            match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK)
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    src.readable().await.map_err(DirError::Read)?;
-                }
-                Err(e) => return Err(DirError::Read(e)),
-            }
-        };
+        let n = fill(src, pipe, CHUNK, None).await.map_err(DirError::Read)?;
         if n == 0 {
             return Ok(total);
         }
         act.touch();
-        // Drain: pipe → socket, until the pipe is empty again.
-        let mut left = n;
-        while left > 0 {
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
-            }) {
-                Ok(m) => {
-                    left -= m;
-                    total += m as u64;
-                    tally.add(m as u64);
-                    act.touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable().await.map_err(DirError::Write)?;
-                }
-                Err(e) => return Err(DirError::Write(e)),
-            }
-        }
+        drain(pipe, dst, n, None, |m| {
+            total += m as u64;
+            tally.add(m as u64);
+            act.touch();
+        })
+        .await
+        .map_err(DirError::Write)?;
     }
 }
 
@@ -129,7 +171,7 @@ pub async fn exact(
     src: &TcpStream,
     dst: &TcpStream,
     mut len: u64,
-    limits: (std::time::Duration, std::time::Duration),
+    limits: (Duration, Duration),
     moved: &mut u64,
 ) -> Result<(), ExactError> {
     let spare = PIPES.with(|p| p.borrow_mut().pop());
@@ -139,42 +181,14 @@ pub async fn exact(
     };
     while len > 0 {
         let want = usize::try_from(len).unwrap_or(CHUNK).min(CHUNK);
-        let n = loop {
-            match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.w.as_raw_fd(), want)
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(limits.0, src.readable()).await {
-                        Ok(Ok(())) => {}
-                        _ => return Err(ExactError::Source),
-                    }
-                }
-                Err(_) => return Err(ExactError::Source),
-            }
+        let n = match fill(src, &pipe, want, Some(limits.0)).await {
+            Ok(0) | Err(_) => return Err(ExactError::Source),
+            Ok(n) => n,
         };
-        if n == 0 {
-            return Err(ExactError::Source);
-        }
         len -= n as u64;
-        let mut left = n;
-        while left > 0 {
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
-            }) {
-                Ok(m) => {
-                    left -= m;
-                    *moved += m as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(limits.1, dst.writable()).await {
-                        Ok(Ok(())) => {}
-                        _ => return Err(ExactError::Destination),
-                    }
-                }
-                Err(_) => return Err(ExactError::Destination),
-            }
-        }
+        drain(&pipe, dst, n, Some(limits.1), |m| *moved += m as u64)
+            .await
+            .map_err(|_| ExactError::Destination)?;
     }
     // Empty again: keep it for the next body.
     let _ = PIPES.try_with(|p| {
