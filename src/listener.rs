@@ -140,6 +140,8 @@ pub struct Conn {
     pub fe: usize,
     pub opts: Arc<L4Opts>,
     pub force_stop: watch::Receiver<bool>,
+    /// The graceful stop (accepting ends): idle keep-alive connections close.
+    pub soft_stop: watch::Receiver<bool>,
     _tracker: mpsc::Sender<()>,
     _permits: Permits,
 }
@@ -173,6 +175,7 @@ fn spawn_connection(
         fe,
         opts: ctx.l4.clone(),
         force_stop: ctx.force_stop.clone(),
+        soft_stop: ctx.stop_accepting.clone(),
         _tracker: ctx.tracker.clone(),
         _permits: permits,
     };

@@ -1,7 +1,8 @@
 //! Idle HTTP client connections parked outside the runtime (`global.idle_park_after`),
 //! through real sockets: they are parked, resumed by their next bytes, timed out
 //! (408 before a first request, a plain close between requests), released when
-//! the client resets, and closed when the daemon stops.
+//! the client resets, and closed when the daemon stops (gracefully: those
+//! between requests; forced: all).
 
 mod support;
 
@@ -197,15 +198,37 @@ async fn a_reset_or_closed_parked_connection_is_released() {
 }
 
 #[tokio::test]
-async fn stopping_the_daemon_closes_parked_connections() {
+async fn a_graceful_stop_closes_idle_keepalive_connections_at_once() {
+    for park in ["20ms", "0s"] {
+        bounded(20, async {
+            let o = HttpRecorder::start("a", "").await;
+            let d = daemon(&o, park, "30s", "30s");
+            let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+            assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
+            if park != "0s" {
+                eventually(5, "parked", || front(&d).http_idle_parked == 1).await;
+            }
+            // Idle between requests: closed by the graceful stop, so shutdown
+            // does not wait for the grace period (200 ms) to end.
+            let stopped = d.shutdown().await;
+            assert!(stopped.drained, "park = {park}");
+            let mut rest = Vec::new();
+            let n = c.read_to_end(&mut rest).await.unwrap_or(0);
+            assert_eq!(n, 0);
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_forced_stop_closes_connections_still_waiting_for_a_first_request() {
     bounded(20, async {
         let o = HttpRecorder::start("a", "").await;
         let d = daemon(&o, "20ms", "30s", "30s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
-        assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
         eventually(5, "parked", || front(&d).http_idle_parked == 1).await;
-        // The grace period (200 ms) passes with the connection idle; then the
-        // forced stop closes it and shutdown completes.
+        // Accepted but no request yet: kept through the grace period (its
+        // request may be on the way), then closed by the forced stop.
         let stopped = d.shutdown().await;
         assert!(!stopped.drained);
         let mut rest = Vec::new();

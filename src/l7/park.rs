@@ -86,17 +86,23 @@ pub fn park(
         {
             // First use on this thread, or the runtime that ran the task is gone
             // (then its parked connections go with it).
-            *lot = Lot::start(conn.force_stop.clone()).ok();
+            *lot = Lot::start(conn.force_stop.clone(), conn.soft_stop.clone()).ok();
         }
+        // After a graceful stop a connection that served a request is not
+        // parked: its task sees the stop and closes it.
+        let closing = !idle.first && *conn.soft_stop.borrow();
         match lot.as_mut() {
-            Some(l) if !l.stopped => l.insert(stream, idle, conn),
+            Some(l) if !l.stopped && !closing => l.insert(stream, idle, conn),
             _ => Err(Box::new((stream, idle, conn))),
         }
     })
 }
 
 impl Lot {
-    fn start(force_stop: watch::Receiver<bool>) -> io::Result<Lot> {
+    fn start(
+        force_stop: watch::Receiver<bool>,
+        soft_stop: watch::Receiver<bool>,
+    ) -> io::Result<Lot> {
         // SAFETY: epoll_create1 takes no pointers; the result is checked below.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -105,7 +111,12 @@ impl Lot {
         // SAFETY: `fd` is a new descriptor nobody else owns.
         let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(watch_lot(epoll.clone(), wake.clone(), force_stop));
+        let task = tokio::spawn(watch_lot(
+            epoll.clone(),
+            wake.clone(),
+            force_stop,
+            soft_stop,
+        ));
         Ok(Lot {
             epoll,
             slots: Vec::new(),
@@ -233,6 +244,21 @@ impl Lot {
         Some(self.take(s, g))
     }
 
+    /// The graceful stop: take out every connection that served a request
+    /// (they close); those still waiting for their first stay.
+    fn close_served(&mut self) -> Vec<Parked> {
+        let mut all = Vec::new();
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            let served = s.parked.as_ref().is_some_and(|p| !p.idle.first);
+            let g = s.generation;
+            if served && let Some(p) = u32::try_from(i).ok().and_then(|i| self.take(i, g)) {
+                all.push(p);
+            }
+        }
+        all
+    }
+
     fn stop(&mut self) -> Vec<Parked> {
         self.stopped = true;
         let mut all = Vec::new();
@@ -261,8 +287,14 @@ impl AsRawFd for EpollFd {
 }
 
 /// The park's one task per thread: resume readable connections, expire the
-/// overdue ones, and close all of them on a forced stop.
-async fn watch_lot(epoll: Arc<OwnedFd>, wake: Arc<Notify>, mut force_stop: watch::Receiver<bool>) {
+/// overdue ones, close those that served a request on a graceful stop and all
+/// of them on a forced stop.
+async fn watch_lot(
+    epoll: Arc<OwnedFd>,
+    wake: Arc<Notify>,
+    mut force_stop: watch::Receiver<bool>,
+    mut soft_stop: watch::Receiver<bool>,
+) {
     let raw = epoll.as_raw_fd();
     // SAFETY: the descriptor is open and stays so while `EpollFd` holds its Arc.
     let afd = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) };
@@ -270,6 +302,7 @@ async fn watch_lot(epoll: Arc<OwnedFd>, wake: Arc<Notify>, mut force_stop: watch
         let _ = with_lot(Lot::stop);
         return;
     };
+    let mut soft_done = false;
     loop {
         let next = with_lot(Lot::next_deadline).flatten();
         let sleep = async {
@@ -289,6 +322,12 @@ async fn watch_lot(epoll: Arc<OwnedFd>, wake: Arc<Notify>, mut force_stop: watch
             },
             () = sleep => expire(Instant::now()),
             () = wake.notified() => {}
+            () = crate::shutdown::stopped(&mut soft_stop), if !soft_done => {
+                soft_done = true;
+                // Dropped outside the borrow: each drop closes a socket.
+                let served = with_lot(Lot::close_served).unwrap_or_default();
+                drop(served);
+            }
             true = crate::shutdown::fired(&mut force_stop) => break,
         }
     }

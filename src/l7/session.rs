@@ -106,6 +106,12 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
     let mut stop_rx = conn.force_stop.clone();
     let stopped = crate::shutdown::stopped(&mut stop_rx);
     tokio::pin!(stopped);
+    // A graceful stop closes a connection waiting between two requests (as
+    // HAProxy and nginx close idle keep-alive connections); one waiting for its
+    // first request still gets it served.
+    let mut soft_rx = conn.soft_stop.clone();
+    let soft_stopped = crate::shutdown::stopped(&mut soft_rx);
+    tokio::pin!(soft_stopped);
     // A request was served: the keep-alive deadline starts at the next wait.
     let mut served = false;
     loop {
@@ -144,6 +150,7 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
                 biased;
                 r = timeout_at(park_at.unwrap_or(idle.deadline), wait) => r,
                 () = &mut stopped => return,
+                () = &mut soft_stopped, if !idle.first => return,
             };
             match ready {
                 Ok(Ok((0, _))) | Ok(Err(_)) => return,
