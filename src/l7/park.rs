@@ -343,7 +343,9 @@ fn resume_ready(epoll: RawFd) -> bool {
     // SAFETY: `events` is a writable array of BATCH entries; timeout 0 never blocks.
     let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), BATCH as i32, 0) };
     let Ok(n) = usize::try_from(n) else {
-        return false;
+        // Interrupted: look again (keeping tokio's readiness, which is
+        // edge-triggered and would not report these events a second time).
+        return io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
     };
     for ev in &events[..n] {
         let k = ev.u64;
