@@ -1008,3 +1008,43 @@ async fn a_spliced_body_cut_by_the_server_is_cut_for_the_client() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_early_answer_lingers_so_the_client_reads_it_without_a_reset() {
+    bounded(20, async {
+        const BODY: usize = 200_000;
+        let o = HttpOrigin::start(OK, Duration::ZERO).await;
+        let d = web(o.addr, "5s");
+        let c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        // A malformed head (a space in a field name) followed by a body fulcrum
+        // never reads: the 400 goes out at once, the body is still arriving.
+        let writer = tokio::spawn(async move {
+            w.write_all(
+                format!(
+                    "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {BODY}\r\nBad Name: x\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+            w.write_all(&pattern(BODY, 3)).await?;
+            w.shutdown().await
+        });
+        // The answer, then a clean end of stream (a FIN, not a reset), and the
+        // client could send its whole body without an error.
+        let mut all = Vec::new();
+        let read = r.read_to_end(&mut all).await;
+        assert!(read.is_ok(), "{read:?}");
+        assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 400 "));
+        writer
+            .await
+            .unwrap()
+            .expect("the body went out without a reset");
+        assert!(o.seen().is_empty());
+        eventually(5, "closed", || {
+            d.stats().frontend("web").unwrap().conn_cur == 0
+        })
+        .await;
+    })
+    .await;
+}

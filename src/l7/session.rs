@@ -38,8 +38,35 @@ use crate::server::Server;
 enum Stop {
     /// The client closed or failed, or the exchange is over and must not continue.
     Close,
+    /// fulcrum answered before reading everything the client sent (an error,
+    /// a deny or redirect with a body unread): close without a reset.
+    Linger,
     /// Keep going with the next request.
     Next,
+}
+
+/// How long, and how many bytes, a closing connection keeps reading what the
+/// client still sends after an early answer.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// After an early answer the client may still be sending (a body fulcrum did
+/// not read). Closing a socket with unread bytes answers with a reset, which
+/// can make the client lose the answer before reading it (as nginx's
+/// `lingering_close` guards against): so end our side (FIN) and read and
+/// discard until the client closes, for at most `LINGER` and `LINGER_BYTES`.
+async fn linger(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+    let until = TokioInstant::now() + LINGER;
+    let mut left = LINGER_BYTES;
+    let mut buf = pool::Buf::take();
+    loop {
+        buf.clear();
+        match fill(s, &mut buf, Limit::At(until)).await {
+            Ok(n) if n > 0 && n < left => left -= n,
+            _ => return,
+        }
+    }
 }
 
 /// Serve one accepted client connection on an http frontend.
@@ -188,8 +215,17 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
             () = &mut stopped => Stop::Close,
         };
         idle.first = false;
-        if let Stop::Close = stop {
-            return;
+        match stop {
+            Stop::Next => {}
+            Stop::Close => return,
+            Stop::Linger => {
+                tokio::select! {
+                    biased;
+                    () = linger(&client) => {}
+                    () = &mut stopped => {}
+                }
+                return;
+            }
         }
         served = true;
         if cbuf.is_empty() {
@@ -653,11 +689,10 @@ async fn exchange(
                     status, path = %path, bytes_out = 0u64, ms = 0u64, complete = true, "request"
                 );
             }
-            if write_all(client, &msg, front.client_timeout).await.is_err() || close {
-                let _ = socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write);
+            if write_all(client, &msg, front.client_timeout).await.is_err() {
                 return Stop::Close;
             }
-            return Stop::Next;
+            return if close { Stop::Linger } else { Stop::Next };
         }
     };
     backend.counters.http_requests.inc();
@@ -695,7 +730,7 @@ async fn exchange(
                         _ => backend.counters.no_server.inc(),
                     }
                     error_reply(client, front, 503).await;
-                    return Stop::Close;
+                    return Stop::Linger;
                 }
             };
         if reused {
@@ -732,17 +767,17 @@ async fn exchange(
             Err(Upstream::Early | Upstream::Bad) => {
                 backend.counters.http_bad_responses.inc();
                 error_reply(client, front, 502).await;
-                return Stop::Close;
+                return Stop::Linger;
             }
             Err(Upstream::Timeout) => {
                 backend.counters.http_server_timeouts.inc();
                 error_reply(client, front, 504).await;
-                return Stop::Close;
+                return Stop::Linger;
             }
             Err(Upstream::BodyFraming) => {
                 front.counters.http_rejected[HeadError::BadTransferEncoding.class()].inc();
                 error_reply(client, front, 400).await;
-                return Stop::Close;
+                return Stop::Linger;
             }
             Err(Upstream::ClientGone) => return Stop::Close,
         }
@@ -1174,5 +1209,5 @@ async fn reject(
     });
     tracing::debug!(frontend = %front.name, error = %e, "request rejected");
     error_reply(client, front, e.status()).await;
-    Stop::Close
+    Stop::Linger
 }
