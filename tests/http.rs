@@ -1048,3 +1048,28 @@ async fn an_early_answer_lingers_so_the_client_reads_it_without_a_reset() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_response_during_a_graceful_stop_closes_its_connection() {
+    bounded(20, async {
+        let o = HttpOrigin::start(OK, Duration::from_millis(400)).await;
+        let d = web(o.addr, "5s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // The request is at the origin; the daemon is told to stop meanwhile.
+        while o.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopping = tokio::spawn(d.shutdown());
+        let r = read_response(&mut c).await.expect("the answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection").as_deref(), Some("close"));
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0);
+        // Nothing else was open: the stop did not need its grace period.
+        assert!(stopping.await.unwrap().drained);
+    })
+    .await;
+}

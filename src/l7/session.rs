@@ -211,7 +211,7 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
         // connection gives the task up when it is parked.
         let stop = tokio::select! {
             biased;
-            s = exchange(&client, idle.peer, idle.local, front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop) => s,
+            s = exchange(&client, idle.peer, idle.local, front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop, &conn.soft_stop) => s,
             () = &mut stopped => Stop::Close,
         };
         idle.first = false;
@@ -626,6 +626,7 @@ async fn exchange(
     first: bool,
     opts: &L4Opts,
     force_stop: &mut watch::Receiver<bool>,
+    soft_stop: &watch::Receiver<bool>,
 ) -> Stop {
     // 1. The request head: the first byte within the keep-alive timeout (or the
     //    request timeout on a new connection), the whole head within http_request.
@@ -753,6 +754,7 @@ async fn exchange(
             cbuf,
             edits,
             opts.splice,
+            soft_stop,
         )
         .await
         {
@@ -1033,6 +1035,7 @@ async fn send_and_read_head(
     cbuf: &mut Vec<u8>,
     edits: RespEdits<'_>,
     splice: bool,
+    soft_stop: &watch::Receiver<bool>,
 ) -> Result<Answer, Upstream> {
     write_all(upstream, &req.upstream_head, backend.timeouts.server)
         .await
@@ -1079,7 +1082,10 @@ async fn send_and_read_head(
     let mut sbuf = pool::Buf::default();
     let mut any = false;
     loop {
-        match response_step(&sbuf, req, limits.max_head, edits) {
+        // During a graceful stop the response says `connection: close` (one
+        // atomic load; the connection then ends after it).
+        let closing = soft_stop.has_changed().unwrap_or(false);
+        match response_step(&sbuf, req, limits.max_head, edits, closing) {
             Step::Informational(len) => {
                 write_all(client, &sbuf[..len], front.client_timeout)
                     .await
@@ -1115,7 +1121,13 @@ enum Step {
 
 /// Parse what `sbuf` holds. Synchronous, so the field array lives on the stack
 /// only here, not in the exchange's future.
-fn response_step(sbuf: &[u8], req: &Req, max_head: usize, edits: RespEdits<'_>) -> Step {
+fn response_step(
+    sbuf: &[u8],
+    req: &Req,
+    max_head: usize,
+    edits: RespEdits<'_>,
+    closing: bool,
+) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let r = match response::parse_response(sbuf, &mut headers, req.head_request, max_head) {
         Ok(Some(r)) => r,
@@ -1145,7 +1157,7 @@ fn response_step(sbuf: &[u8], req: &Req, max_head: usize, edits: RespEdits<'_>) 
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
         return Step::Final(r, out, true);
     }
-    let close = req.close || r.framing == RespFraming::Close;
+    let close = req.close || closing || r.framing == RespFraming::Close;
     // A small body already read goes out with the head: room for it now.
     let body = match r.framing {
         RespFraming::Length(n) => usize::try_from(n)
