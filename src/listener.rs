@@ -182,18 +182,7 @@ fn spawn_connection(
     tokio::spawn(async move {
         // Boxed: the task itself stays small whichever mode runs.
         match conn.front().mode {
-            Mode::Tcp => {
-                Box::pin(l4::serve(
-                    stream,
-                    peer,
-                    local,
-                    conn.rt.clone(),
-                    conn.fe,
-                    &conn.opts,
-                    conn.force_stop.clone(),
-                ))
-                .await
-            }
+            Mode::Tcp => Box::pin(l4::serve(stream, peer, local, conn)).await,
             Mode::Http => Box::pin(crate::l7::session::serve(stream, peer, local, conn)).await,
         }
     });

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 
 use crate::balancers::PickCtx;
 use crate::config::routing::Persist;
-use crate::runtime::{BackendRt, Runtime};
+use crate::listener::Conn;
+use crate::runtime::BackendRt;
 use crate::server::{InflightGuard, Server, ServerState};
 use proxy_protocol::{Decoded, ProxyError};
 use pump::{End, PumpOpts, Tally};
@@ -64,18 +65,14 @@ impl ForwardError {
     }
 }
 
-/// Serve one accepted client connection on frontend `fe` of snapshot `rt`.
-pub async fn serve(
-    client: TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    rt: Arc<Runtime>,
-    fe: usize,
-    opts: &L4Opts,
-    mut force_stop: watch::Receiver<bool>,
-) {
+/// Serve one accepted client connection of a tcp frontend.
+/// `local`: the listener's address when it is not a wildcard.
+pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, conn: Conn) {
     let started = Instant::now();
-    let front = &rt.frontends[fe];
+    let rt = &conn.rt;
+    let opts = &conn.opts;
+    let mut force_stop = conn.force_stop.clone();
+    let front = conn.front();
     let backend = &rt.backends[front.backend];
     // TCP_NODELAY is inherited from the listener.
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
