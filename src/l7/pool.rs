@@ -80,11 +80,11 @@ fn class(capacity: usize) -> Option<usize> {
     }
 }
 
-fn spare(class: usize, size: usize) -> Vec<u8> {
+fn spare(class: usize) -> Vec<u8> {
     BUFS.try_with(|b| b.try_borrow_mut().ok().and_then(|mut b| b[class].pop()))
         .ok()
         .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(size))
+        .unwrap_or_else(|| Vec::with_capacity([SMALL, LARGE][class]))
 }
 
 /// Give a buffer back to this thread's spares (or free it).
@@ -107,7 +107,7 @@ pub fn give(mut v: Vec<u8>) {
 /// spare, a small one moves into a large spare, a large one grows.
 pub fn grow(buf: &mut Vec<u8>) {
     if buf.capacity() == 0 {
-        *buf = spare(0, SMALL);
+        *buf = spare(0);
     } else if buf.capacity() < LARGE {
         to_large(buf);
     } else {
@@ -121,7 +121,7 @@ pub fn to_large(buf: &mut Vec<u8>) {
     if buf.capacity() >= LARGE {
         return;
     }
-    let mut big = spare(1, LARGE);
+    let mut big = spare(1);
     big.extend_from_slice(buf);
     give(std::mem::replace(buf, big));
 }
@@ -136,7 +136,7 @@ pub struct Buf(Vec<u8>);
 impl Buf {
     /// A small buffer.
     pub fn take() -> Buf {
-        Buf(spare(0, SMALL))
+        Buf(spare(0))
     }
 
     pub fn from_vec(v: Vec<u8>) -> Buf {
@@ -160,5 +160,32 @@ impl std::ops::DerefMut for Buf {
 impl Drop for Buf {
     fn drop(&mut self) {
         give(std::mem::take(&mut self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_grow_by_class_and_come_back() {
+        let mut b = Vec::new();
+        grow(&mut b);
+        assert_eq!(b.capacity(), SMALL);
+        b.extend_from_slice(b"head");
+        grow(&mut b);
+        assert_eq!((b.capacity(), &b[..]), (LARGE, &b"head"[..]));
+        // The small one went back to the spares and is handed out again.
+        let again = spare(0);
+        assert_eq!((again.capacity(), again.len()), (SMALL, 0));
+        give(b);
+        assert_eq!(spare(1).capacity(), LARGE);
+        // Odd sizes are freed, not kept.
+        give(Vec::with_capacity(100));
+        assert!(BUFS.with(|b| {
+            b.borrow()
+                .iter()
+                .all(|v| v.iter().all(|x| class(x.capacity()).is_some()))
+        }));
     }
 }
