@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::dh::destination_key;
-use super::least::{self, Least, WLC_EXACT_FROM, WLC_LIMIT, wlc_key};
+use super::least::{self, Least, UNUSABLE_FROM, WLC_EXACT_FROM, wlc_key};
 use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
@@ -54,7 +54,7 @@ pub(crate) fn wlc(servers: &[Server], least: &Least, avoid: Option<usize>) -> Op
         start,
         avoid,
         wlc_key,
-        (WLC_LIMIT, WLC_EXACT_FROM),
+        (UNUSABLE_FROM, WLC_EXACT_FROM),
         lighter_load,
     )
 }

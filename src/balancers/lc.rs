@@ -3,7 +3,7 @@
 //! ignored (use `wlc`). Ties rotate — each pick starts its scan one server further
 //! — instead of always taking the first, as LVS `lc` would.
 
-use super::least::{self, LC_LIMIT, Least, lc_key};
+use super::least::{self, Least, UNUSABLE_FROM, lc_key};
 use super::{Balance, PickCtx};
 use crate::server::Server;
 
@@ -29,7 +29,7 @@ impl Balance for Lc {
             start,
             ctx.avoid,
             lc_key,
-            (LC_LIMIT, LC_LIMIT),
+            (UNUSABLE_FROM, UNUSABLE_FROM),
             |a, b| a.inflight() < b.inflight(),
         )
     }

@@ -36,8 +36,7 @@ const WLC_AT: u32 = 36;
 
 /// Keys (as the key functions place them) at or above this are unusable servers:
 /// a flag bit is set.
-pub(crate) const LC_LIMIT: u64 = 1 << 61;
-pub(crate) const WLC_LIMIT: u64 = 1 << 61;
+pub(crate) const UNUSABLE_FROM: u64 = 1 << 61;
 /// A `wlc` key this large may be saturated: the exact scan decides.
 pub(crate) const WLC_EXACT_FROM: u64 = KEY_MAX << WLC_AT;
 
@@ -198,14 +197,14 @@ mod tests {
         assert_eq!(wlc_key(word(511, 1)), WLC_EXACT_FROM);
         assert!(wlc_key(word(510, 1)) < WLC_EXACT_FROM);
         let s = servers(&[0]);
-        assert!(wlc_key(s[0].state.load().raw()) >= WLC_LIMIT);
+        assert!(wlc_key(s[0].state.load().raw()) >= UNUSABLE_FROM);
         s[0].state.set_effective_weight(3);
         s[0].state.set_status(Status::Drain);
-        assert!(wlc_key(s[0].state.load().raw()) >= WLC_LIMIT);
-        assert!(lc_key(s[0].state.load().raw()) >= LC_LIMIT);
+        assert!(wlc_key(s[0].state.load().raw()) >= UNUSABLE_FROM);
+        assert!(lc_key(s[0].state.load().raw()) >= UNUSABLE_FROM);
         s[0].state.set_status(Status::Up);
         s[0].state.set_inflight((1 << 24) - 1);
-        assert!(lc_key(s[0].state.load().raw()) < LC_LIMIT);
+        assert!(lc_key(s[0].state.load().raw()) < UNUSABLE_FROM);
         assert_eq!(lc_key(s[0].state.load().raw()) & POS_MASK, 0);
         assert_eq!(wlc_key(s[0].state.load().raw()) & POS_MASK, 0);
     }
@@ -234,14 +233,14 @@ mod tests {
                 let exact =
                     crate::balancers::scan_min(&s, start, None, |a, b| a.inflight() < b.inflight());
                 assert_eq!(
-                    l.min_by(start, lc_key, LC_LIMIT).map(|x| x.0),
+                    l.min_by(start, lc_key, UNUSABLE_FROM).map(|x| x.0),
                     exact,
                     "lc round {round} start {start}"
                 );
                 let exact =
                     crate::balancers::scan_min(&s, start, None, crate::balancers::lighter_load);
                 assert_eq!(
-                    l.min_by(start, wlc_key, WLC_LIMIT).map(|x| x.0),
+                    l.min_by(start, wlc_key, UNUSABLE_FROM).map(|x| x.0),
                     exact,
                     "wlc round {round} start {start}"
                 );
@@ -256,19 +255,22 @@ mod tests {
             s[i].state.set_inflight(n);
         }
         let l = Least::new(&s);
-        assert_eq!(l.min_by(0, lc_key, LC_LIMIT).map(|x| x.0), Some(1));
-        assert_eq!(l.min_by(2, lc_key, LC_LIMIT).map(|x| x.0), Some(3));
-        assert_eq!(l.min_by(4, lc_key, LC_LIMIT).map(|x| x.0), Some(6));
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(10));
-        assert_eq!(l.min_by(11 + 7, lc_key, LC_LIMIT).map(|x| x.0), Some(10));
+        assert_eq!(l.min_by(0, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(1));
+        assert_eq!(l.min_by(2, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(3));
+        assert_eq!(l.min_by(4, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(6));
+        assert_eq!(l.min_by(7, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(10));
+        assert_eq!(
+            l.min_by(11 + 7, lc_key, UNUSABLE_FROM).map(|x| x.0),
+            Some(10)
+        );
         s[10].state.set_status(Status::Down);
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(1));
+        assert_eq!(l.min_by(7, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(1));
         s[1].state.set_effective_weight(0);
-        assert_eq!(l.min_by(7, lc_key, LC_LIMIT).map(|x| x.0), Some(3));
+        assert_eq!(l.min_by(7, lc_key, UNUSABLE_FROM).map(|x| x.0), Some(3));
         for x in s.iter() {
             x.state.set_status(Status::Maint);
         }
-        assert_eq!(l.min_by(0, lc_key, LC_LIMIT).map(|x| x.0), None);
-        assert_eq!(l.min_by(0, wlc_key, WLC_LIMIT).map(|x| x.0), None);
+        assert_eq!(l.min_by(0, lc_key, UNUSABLE_FROM).map(|x| x.0), None);
+        assert_eq!(l.min_by(0, wlc_key, UNUSABLE_FROM).map(|x| x.0), None);
     }
 }

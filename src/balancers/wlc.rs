@@ -5,7 +5,7 @@
 //! when servers are idle: with nothing in flight a weight-3 server is chosen over a
 //! weight-1 one. Weights are the effective ones (slow start). Ties rotate.
 
-use super::least::{self, Least, WLC_EXACT_FROM, WLC_LIMIT, wlc_key};
+use super::least::{self, Least, UNUSABLE_FROM, WLC_EXACT_FROM, wlc_key};
 use super::{Balance, PickCtx, lighter_load};
 use crate::server::Server;
 
@@ -31,7 +31,7 @@ impl Balance for Wlc {
             start,
             ctx.avoid,
             wlc_key,
-            (WLC_LIMIT, WLC_EXACT_FROM),
+            (UNUSABLE_FROM, WLC_EXACT_FROM),
             lighter_load,
         )
     }
