@@ -90,7 +90,7 @@ pub fn park(
         }
         // After a graceful stop a connection that served a request is not
         // parked: its task sees the stop and closes it.
-        let closing = !idle.first && *conn.soft_stop.borrow();
+        let closing = !idle.first && conn.soft_stop.has_changed().unwrap_or(false);
         match lot.as_mut() {
             Some(l) if !l.stopped && !closing => l.insert(stream, idle, conn),
             _ => Err(Box::new((stream, idle, conn))),
@@ -244,32 +244,31 @@ impl Lot {
         Some(self.take(s, g))
     }
 
-    /// The graceful stop: take out every connection that served a request
-    /// (they close); those still waiting for their first stay.
-    fn close_served(&mut self) -> Vec<Parked> {
-        let mut all = Vec::new();
-        for i in 0..self.slots.len() {
-            let s = &self.slots[i];
-            let served = s.parked.as_ref().is_some_and(|p| !p.idle.first);
+    /// Take out every parked connection `pick` chooses.
+    fn take_where(&mut self, pick: impl Fn(&Parked) -> bool) -> Vec<Parked> {
+        let mut out = Vec::new();
+        for (i, slot) in (0u32..).zip(0..self.slots.len()) {
+            let s = &self.slots[slot];
             let g = s.generation;
-            if served && let Some(p) = u32::try_from(i).ok().and_then(|i| self.take(i, g)) {
-                all.push(p);
+            if s.parked.as_ref().is_some_and(&pick)
+                && let Some(p) = self.take(i, g)
+            {
+                out.push(p);
             }
         }
-        all
+        out
+    }
+
+    /// The graceful stop: the connections that served a request close; those
+    /// still waiting for their first stay.
+    fn close_served(&mut self) -> Vec<Parked> {
+        self.take_where(|p| !p.idle.first)
     }
 
     fn stop(&mut self) -> Vec<Parked> {
         self.stopped = true;
-        let mut all = Vec::new();
-        for i in 0..self.slots.len() {
-            let g = self.slots[i].generation;
-            if let Some(p) = u32::try_from(i).ok().and_then(|i| self.take(i, g)) {
-                all.push(p);
-            }
-        }
         self.timers.clear();
-        all
+        self.take_where(|_| true)
     }
 }
 
