@@ -997,12 +997,11 @@ async fn a_spliced_body_cut_by_the_server_is_cut_for_the_client() {
         assert!(all.len() - end < LEN, "{}", all.len() - end);
         assert_eq!(&all[end..], &pattern(LEN, 1)[..all.len() - end]);
         // The next client gets a fresh server connection (the cut one is not pooled).
-        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
-        c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let mut all = Vec::new();
-        let _ = c.read_to_end(&mut all).await;
+        raw(
+            d.addr("web").unwrap(),
+            b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
         assert_eq!(*conns.lock().unwrap(), 2);
         assert_eq!(d.stats().backend("app").unwrap().http_reused, 0);
     })
