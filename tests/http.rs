@@ -194,9 +194,10 @@ async fn bodies_stream_with_length_and_chunked_framing() {
             b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nwiki\r\n0\r\n\r\n",
         )
         .await;
-        assert!(resp.ends_with("\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n"), "{resp}");
+        // Chunked bodies go out in canonical form: the extension `;x=y` is dropped.
+        assert!(resp.ends_with("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n"), "{resp}");
         let up = &o.seen()[0];
-        assert!(up.contains("\r\nTransfer-Encoding: chunked\r\n"), "{up}");
+        assert!(up.contains("\r\ntransfer-encoding: chunked\r\n"), "{up}");
         assert!(up.ends_with("x-forwarded-proto: http\r\n\r\n4\r\nwiki\r\n0\r\n\r\n"), "{up}");
         let resp = raw(
             d.addr("web").unwrap(),

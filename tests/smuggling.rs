@@ -371,3 +371,55 @@ servers = [{ name = "a", address = "{a}" }]
     })
     .await;
 }
+
+/// A `Connection` header naming a framing or routing field (issue 18): the
+/// request is refused with 400 and its own class, and the origin sees nothing —
+/// not the head, not the body, not the request the body would smuggle.
+#[tokio::test]
+async fn connection_naming_a_framing_field_is_refused() {
+    bounded(30, async {
+        let (origin, seen) = recording_origin().await;
+        let d = start(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+servers = [{ name = "a", address = "{a}" }]
+"#,
+            &[("a", origin.to_string())],
+        );
+        let cases: [&[u8]; 6] = [
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\nConnection: close, Content-Length\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Transfer-Encoding\r\n\r\n22\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\nConnection: content-length\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Host\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: TRANSFER-ENCODING\r\n\r\n",
+            b"POST /a HTTP/1.0\r\nHost: x\r\nContent-Length: 35\r\nConnection: keep-alive,content-length\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for raw in cases {
+            let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+            c.write_all(raw).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+            assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+        }
+        let st = d.stats();
+        let fe = st.frontend("web").unwrap();
+        assert_eq!(fe.http_rejected, vec![("connection_framing", 6)]);
+        assert_eq!(fe.last_rejected.last().unwrap().class, "connection_framing");
+        // Nothing was forwarded: not the head, not what the body held.
+        let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        assert_eq!(seen, "", "the origin received:\n{seen}");
+    })
+    .await;
+}

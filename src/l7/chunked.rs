@@ -1,14 +1,22 @@
 //! Strict `Transfer-Encoding: chunked` framing (RFC 9112 §7.1), as a streaming
-//! validator: it walks the bytes of a chunked body as they arrive and says how many
-//! belong to the message and whether it is complete, so the proxy can forward the
-//! (validated) bytes as they are and knows exactly where the next message starts.
-//! Chunk data is skipped in bulk; nothing is allocated or copied.
+//! validator and re-encoder: it walks the bytes of a chunked body as they arrive,
+//! says how many belong to the message and whether it is complete (so the proxy
+//! knows exactly where the next message starts), and writes the body again in
+//! canonical form — what is forwarded is never the input's framing bytes:
+//! chunk sizes as lower-case hex without leading zeros, CRLF; chunk extensions
+//! dropped (validated, then not forwarded); trailer fields forwarded as
+//! `name: value` only when they are allowed in a trailer (not framing, routing,
+//! hop-by-hop, authentication or content metadata: RFC 9110 §6.5.1) and valid
+//! UTF-8, else dropped. Chunk data is copied in bulk; a trailer line is the only
+//! thing held (at most `MAX_TRAILERS` bytes).
 //!
 //! Rejected (never repaired): empty, non-hex, signed, `0x`-prefixed or overflowing
 //! sizes; whitespace after the size unless an extension follows; control characters,
 //! a bare `;` or more than 4 KiB in extensions; anything but CRLF after the size
 //! line, after chunk data, and after each trailer line (bare LF and bare CR
 //! included); malformed trailer fields, or more than 8 KiB of them.
+
+use std::io::Write as _;
 
 /// Longest chunk-size in hex digits (16 = u64).
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -78,8 +86,12 @@ pub struct ChunkedDecoder {
     digits: u8,
     ext_len: usize,
     trailer_len: usize,
+    /// The trailer line being read (allocated only when a body has trailers).
+    line: Vec<u8>,
     /// Data bytes seen in total (for body-size limits and counters).
     pub data_len: u64,
+    /// Trailer fields not forwarded (not allowed in a trailer, or not UTF-8).
+    pub dropped_trailers: u32,
 }
 
 impl Default for ChunkedDecoder {
@@ -90,9 +102,57 @@ impl Default for ChunkedDecoder {
             digits: 0,
             ext_len: 0,
             trailer_len: 0,
+            line: Vec::new(),
             data_len: 0,
+            dropped_trailers: 0,
         }
     }
+}
+
+/// Fields never forwarded in a trailer section: they frame, route, are
+/// hop-by-hop, authenticate, or describe the content (RFC 9110 §6.5.1) —
+/// a recipient that merged them into the head would be misled.
+const NOT_IN_TRAILERS: [&str; 28] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "http2-settings",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "cache-control",
+    "expires",
+    "max-forwards",
+    "pragma",
+    "range",
+    "age",
+    "location",
+    "vary",
+];
+
+/// A trailer field `name: value` (as read, without CRLF) in canonical form, or
+/// `None` when it is not forwarded.
+fn trailer_field(line: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(line).ok()?;
+    // The state machine let through only `tchar+ ":" field-content`.
+    let (name, value) = text.split_once(':')?;
+    if NOT_IN_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        return None;
+    }
+    Some((name, value.trim_matches([' ', '\t'])))
 }
 
 /// RFC 9110 tchar.
@@ -113,14 +173,16 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Walk `buf`; returns how many bytes belong to the body (all of `buf` unless the
-    /// body ended inside it). Call again with more bytes until `is_done()`.
-    pub fn advance(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+    /// Walk `buf`, appending the canonical form of what it holds to `out`;
+    /// returns how many bytes of `buf` belong to the body (all of `buf` unless
+    /// the body ended inside it). Call again with more bytes until `is_done()`.
+    pub fn advance(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         use State::*;
         let mut i = 0;
         while i < buf.len() && self.state != Done {
             if self.state == Data {
                 let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                out.extend_from_slice(&buf[i..i + take]);
                 i += take;
                 self.size -= take as u64;
                 self.data_len += take as u64;
@@ -212,6 +274,8 @@ impl ChunkedDecoder {
                     _,
                 ) => return Err(ChunkError::BadExtension),
                 (SizeLf, b'\n') => {
+                    // The size again, canonical; the extensions stay behind.
+                    let _ = write!(out, "{:x}\r\n", self.size);
                     if self.size == 0 {
                         self.trailer_len = 0;
                         TrailerStart
@@ -221,20 +285,51 @@ impl ChunkedDecoder {
                 }
                 (SizeLf, _) => return Err(ChunkError::MissingCrlf),
                 (DataCr, b'\r') => DataLf,
-                (DataLf, b'\n') => SizeStart,
+                (DataLf, b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    SizeStart
+                }
                 (DataCr | DataLf, _) => return Err(ChunkError::MissingCrlf),
                 (TrailerStart, b'\r') => EndLf,
-                (TrailerStart, _) if is_tchar(b) => TrailerName,
+                (TrailerStart, _) if is_tchar(b) => {
+                    self.line.clear();
+                    self.line.push(b);
+                    TrailerName
+                }
                 (TrailerStart, _) => return Err(ChunkError::BadTrailer),
-                (TrailerName, _) if is_tchar(b) => TrailerName,
-                (TrailerName, b':') => TrailerValue,
+                (TrailerName, _) if is_tchar(b) => {
+                    self.line.push(b);
+                    TrailerName
+                }
+                (TrailerName, b':') => {
+                    self.line.push(b);
+                    TrailerValue
+                }
                 (TrailerName, _) => return Err(ChunkError::BadTrailer),
                 (TrailerValue, b'\r') => TrailerLf,
-                (TrailerValue, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => TrailerValue,
+                (TrailerValue, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+                    self.line.push(b);
+                    TrailerValue
+                }
                 (TrailerValue, _) => return Err(ChunkError::BadTrailer),
-                (TrailerLf, b'\n') => TrailerStart,
+                (TrailerLf, b'\n') => {
+                    match trailer_field(&self.line) {
+                        Some((name, value)) => {
+                            out.extend_from_slice(name.as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value.as_bytes());
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        None => self.dropped_trailers += 1,
+                    }
+                    TrailerStart
+                }
                 (TrailerLf, _) => return Err(ChunkError::MissingCrlf),
-                (EndLf, b'\n') => Done,
+                (EndLf, b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    self.line = Vec::new();
+                    Done
+                }
                 (EndLf, _) => return Err(ChunkError::MissingCrlf),
                 // Handled before this match (bulk skip, loop guard): no change.
                 (s @ (Data | Done), _) => s,
@@ -248,23 +343,68 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    fn whole(body: &[u8]) -> Result<(usize, bool, u64), ChunkError> {
+    /// (bytes of the body, complete, data bytes)
+    type Walk = (usize, bool, u64);
+
+    fn whole(body: &[u8]) -> Result<Walk, ChunkError> {
         let mut d = ChunkedDecoder::default();
-        let n = d.advance(body)?;
+        let n = d.advance(body, &mut Vec::new())?;
         Ok((n, d.is_done(), d.data_len))
     }
 
     /// Feed one byte at a time: the result must not depend on how bytes arrive.
-    fn bytewise(body: &[u8]) -> Result<(usize, bool, u64), ChunkError> {
+    fn bytewise(body: &[u8]) -> Result<Walk, ChunkError> {
+        Ok(bytewise_out(body)?.0)
+    }
+
+    fn bytewise_out(body: &[u8]) -> Result<(Walk, Vec<u8>), ChunkError> {
         let mut d = ChunkedDecoder::default();
         let mut n = 0;
+        let mut out = Vec::new();
         for k in 0..body.len() {
-            n += d.advance(&body[k..k + 1])?;
+            n += d.advance(&body[k..k + 1], &mut out)?;
             if d.is_done() {
                 break;
             }
         }
-        Ok((n, d.is_done(), d.data_len))
+        Ok(((n, d.is_done(), d.data_len), out))
+    }
+
+    fn canonical(body: &[u8]) -> String {
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        d.advance(body, &mut out).unwrap();
+        assert!(d.is_done());
+        let (_, bytewise) = bytewise_out(body).unwrap();
+        assert_eq!(
+            out, bytewise,
+            "the output must not depend on how bytes arrive"
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn forwards_the_canonical_form() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"5\r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+            (b"000A\r\n0123456789\r\n0000\r\n\r\n", "a\r\n0123456789\r\n0\r\n\r\n"),
+            (
+                b"5 ; a = \"q\\\" v\" ; b\r\nhello\r\n0;last\r\n\r\n",
+                "5\r\nhello\r\n0\r\n\r\n",
+            ),
+            (
+                b"1\r\nx\r\n0\r\nX-Sum:\t 1 \r\nExpires: never\r\nContent-Length: 9\r\nx-b:2\r\n\r\n",
+                "1\r\nx\r\n0\r\nX-Sum: 1\r\nx-b: 2\r\n\r\n",
+            ),
+            (b"0\r\nTransfer-Encoding: chunked\r\nHost: evil\r\n\r\n", "0\r\n\r\n"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(canonical(body), *want, "{}", String::from_utf8_lossy(body));
+        }
+        let mut d = ChunkedDecoder::default();
+        d.advance(b"0\r\nX: \xe9t\xe9\r\nHost: a\r\n\r\n", &mut Vec::new())
+            .unwrap();
+        assert_eq!(d.dropped_trailers, 2, "not UTF-8, and a routing field");
     }
 
     #[test]
@@ -289,7 +429,9 @@ mod tests {
     fn stops_exactly_at_the_end() {
         let mut d = ChunkedDecoder::default();
         let input = b"3\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\n";
-        assert_eq!(d.advance(input), Ok(13));
+        let mut out = Vec::new();
+        assert_eq!(d.advance(input, &mut out), Ok(13));
+        assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
         assert!(d.is_done());
     }
 
@@ -353,10 +495,13 @@ mod tests {
     #[test]
     fn huge_but_valid_size_is_counted_not_buffered() {
         let mut d = ChunkedDecoder::default();
-        assert_eq!(d.advance(b"ffffffffffffffff\r\n"), Ok(18));
+        let mut out = Vec::new();
+        assert_eq!(d.advance(b"ffffffffffffffff\r\n", &mut out), Ok(18));
         let block = [0u8; 65536];
         for _ in 0..16 {
-            assert_eq!(d.advance(&block), Ok(65536));
+            out.clear();
+            assert_eq!(d.advance(&block, &mut out), Ok(65536));
+            assert_eq!(out.len(), 65536);
         }
         assert_eq!(d.data_len, 16 * 65536);
         assert!(!d.is_done());

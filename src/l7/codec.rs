@@ -3,7 +3,7 @@
 //! Never repairs by guessing: anything ambiguous is an error with its own class,
 //! status and counter name. Pure: bytes in, a decision out.
 
-use super::chunked::is_tchar;
+use super::framing::{Declared, TeError, TeList, forbidden_nomination};
 
 /// Header-count and size limits (HAProxy-like defaults).
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,8 @@ pub enum HeadError {
     BadTarget,
     #[error("unsupported expectation")]
     BadExpect,
+    #[error("Connection names a framing or routing field")]
+    ConnectionFraming,
 }
 
 impl HeadError {
@@ -111,6 +113,7 @@ impl HeadError {
             HeadError::BadHost => "bad_host",
             HeadError::BadTarget => "bad_target",
             HeadError::BadExpect => "bad_expect",
+            HeadError::ConnectionFraming => "connection_framing",
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct Head<'b> {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub framing: Framing,
+    /// The framing fields as declared (what the forwarded head carries).
+    pub declared: Declared,
     /// The client asked to close (or HTTP/1.0 without keep-alive).
     pub close: bool,
     pub expect_continue: bool,
@@ -183,7 +188,7 @@ pub fn parse_request<'b>(
 
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
-    let mut chunked_last = false;
+    let mut te = TeList::default();
     let mut host: Option<&str> = None;
     let mut close = minor == 0;
     let mut expect_continue = false;
@@ -207,24 +212,10 @@ pub fn parse_request<'b>(
                 return Err(HeadError::TeInHttp10);
             }
             te_seen = true;
-            for coding in value.split(',') {
-                let c = coding.trim_matches([' ', '\t']);
-                if c.is_empty() || !c.bytes().all(is_tchar) {
-                    return Err(HeadError::BadTransferEncoding);
-                }
-                if chunked_last {
-                    // Something after chunked: chunked must be the final coding.
-                    return Err(HeadError::BadTransferEncoding);
-                }
-                if c.eq_ignore_ascii_case("chunked") {
-                    chunked_last = true;
-                } else if !["gzip", "x-gzip", "deflate", "compress", "x-compress"]
-                    .iter()
-                    .any(|k| c.eq_ignore_ascii_case(k))
-                {
-                    return Err(HeadError::UnknownCoding);
-                }
-            }
+            te.add(value).map_err(|e| match e {
+                TeError::Malformed => HeadError::BadTransferEncoding,
+                TeError::Unknown => HeadError::UnknownCoding,
+            })?;
         } else if name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(HeadError::DuplicateHost);
@@ -237,6 +228,10 @@ pub fn parse_request<'b>(
                     close = true;
                 } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
                     close = false;
+                } else if forbidden_nomination(t) {
+                    // Removing it as hop-by-hop would reframe or reroute the
+                    // message: refused, never repaired.
+                    return Err(HeadError::ConnectionFraming);
                 }
             }
         } else if name.eq_ignore_ascii_case("expect") {
@@ -253,16 +248,17 @@ pub fn parse_request<'b>(
     if te_seen && content_length.is_some() {
         return Err(HeadError::ClAndTe);
     }
-    if te_seen && !chunked_last {
+    if te_seen && !te.chunked {
         // A request body must be chunked last, or its end cannot be known.
         return Err(HeadError::BadTransferEncoding);
     }
-    let framing = if te_seen {
-        Framing::Chunked
+    let (framing, declared) = if te_seen {
+        (Framing::Chunked, Declared::Codings(te))
     } else {
         match content_length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
+            None => (Framing::None, Declared::Nothing),
+            Some(0) => (Framing::None, Declared::Length(0)),
+            Some(n) => (Framing::Length(n), Declared::Length(n)),
         }
     };
 
@@ -295,6 +291,7 @@ pub fn parse_request<'b>(
         authority,
         minor,
         framing,
+        declared,
         close,
         expect_continue,
         len,
@@ -520,6 +517,11 @@ mod tests {
             (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
             (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", BadTarget),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", BadExpect),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close, Content-Length\r\n\r\n", ConnectionFraming),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, transfer-encoding\r\n\r\n", ConnectionFraming),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: HOST\r\n\r\n", ConnectionFraming),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: x, content-length\r\n\r\n", ConnectionFraming),
+            (b"GET / HTTP/1.0\r\nConnection: Content-Length\r\n\r\n", ConnectionFraming),
         ];
         for (raw, err) in cases {
             assert_eq!(

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod chunked;
 pub mod codec;
+pub mod framing;
 pub mod park;
 pub mod persist;
 pub mod pool;

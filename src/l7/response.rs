@@ -4,6 +4,7 @@
 //! the server connection is never reused.
 
 use super::codec::{content_length, head_end};
+use super::framing::{Declared, TeList, forbidden_nomination};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct BadResponse;
 pub struct RespHead {
     pub status: u16,
     pub framing: RespFraming,
+    /// The framing fields as declared. Forwarded (canonically) with the head,
+    /// even when the body is absent by status or method: the `Content-Length`
+    /// of a HEAD or 304 response describes the representation.
+    pub declared: Declared,
     /// The server will close (or HTTP/1.0 without keep-alive): do not reuse.
     pub close: bool,
     pub len: usize,
@@ -55,7 +60,7 @@ pub fn parse_response<'b>(
     }
     let mut cl: Option<u64> = None;
     let mut te = false;
-    let mut chunked_last = false;
+    let mut codings = TeList::default();
     let mut close = minor == 0;
     for h in resp.headers.iter() {
         if h.value
@@ -73,13 +78,7 @@ pub fn parse_response<'b>(
             cl = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
-            for c in v.split(',') {
-                let c = c.trim_matches([' ', '\t']);
-                if chunked_last || c.is_empty() {
-                    return Err(BadResponse);
-                }
-                chunked_last = c.eq_ignore_ascii_case("chunked");
-            }
+            codings.add(v).map_err(|_| BadResponse)?;
         } else if h.name.eq_ignore_ascii_case("connection") {
             for t in v.split(',') {
                 let t = t.trim_matches([' ', '\t']);
@@ -87,6 +86,9 @@ pub fn parse_response<'b>(
                     close = true;
                 } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
                     close = false;
+                } else if forbidden_nomination(t) {
+                    // As for requests: a server cannot unframe its response.
+                    return Err(BadResponse);
                 }
             }
         }
@@ -95,10 +97,15 @@ pub fn parse_response<'b>(
         return Err(BadResponse);
     }
     let bodyless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let declared = match (te, cl) {
+        (true, _) => Declared::Codings(codings),
+        (false, Some(n)) => Declared::Length(n),
+        (false, None) => Declared::Nothing,
+    };
     let framing = if bodyless {
         RespFraming::None
     } else if te {
-        if chunked_last {
+        if codings.chunked {
             RespFraming::Chunked
         } else {
             // A response may end a non-chunked coding by closing (RFC 9112 §6.3).
@@ -118,6 +125,7 @@ pub fn parse_response<'b>(
     Ok(Some(RespHead {
         status,
         framing,
+        declared,
         close,
         len,
     }))
@@ -176,6 +184,10 @@ mod tests {
             b"HTTP/1.1 99 Odd\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: Content-Length\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, transfer-encoding\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: br, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
         ] {
             assert_eq!(
                 parse(raw, false),

@@ -1,15 +1,21 @@
 //! Re-serialising heads: the request fulcrum sends upstream and the response it
 //! sends back — CRLF only, hop-by-hop fields dropped, forwarding fields added,
 //! and the rules' header edits and persistence cookies applied.
+//!
+//! Framing is never copied: every `Content-Length` and `Transfer-Encoding`
+//! field of the input is dropped and the parser's [`Declared`] value is written
+//! instead (`framing.rs`), so the head always says what the body relay does.
+//! A debug build re-parses every head it writes and asserts exactly that.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::codec::{self, Framing};
+use super::framing::{Declared, is_framing_field};
 use super::persist::{CookieEdit, edit_cookie_field, prefix_set_cookie};
+use super::response::{RespFraming, RespHead};
 use super::rules::Ops;
 use crate::config::routing::HeaderOp;
-use crate::runtime::FrontendRt;
 
 /// Hop-by-hop fields, never forwarded in either direction (plus whatever the
 /// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too:
@@ -26,8 +32,11 @@ const HOP: [&str; 9] = [
     "proxy-authenticate",
 ];
 
+/// A field the serialisers never copy: hop-by-hop (listed, or named by
+/// Connection) or framing (written from the parsed `Declared` instead).
 fn is_hop(name: &str, named: &Named<'_>) -> bool {
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || is_framing_field(name)
         || named.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
@@ -136,13 +145,22 @@ impl Req {
     }
 }
 
+/// Which forwarding fields a frontend adds to requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Forwarding {
+    /// `X-Forwarded-For` (appended to the client's) and `X-Forwarded-Proto`.
+    pub x_forwarded: bool,
+    /// RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+}
+
 /// The request to send upstream, with the rules' `ops` and the persistence
 /// cookie `edit` applied.
 pub fn request(
     head: &codec::Head<'_>,
     headers: &[httparse::Header<'_>],
     peer: SocketAddr,
-    front: &FrontendRt,
+    front: Forwarding,
     ops: Ops<'_>,
     edit: CookieEdit<'_>,
 ) -> Req {
@@ -166,8 +184,15 @@ pub fn request(
         host = Some(at..at + a.len());
         push_field(&mut out, b"host", a.as_bytes());
     }
+    // The declared framing goes where the first framing field was (so the
+    // order of fields is kept), or at the end.
+    let mut framing_due = true;
     for h in headers {
         let n = h.name;
+        if framing_due && is_framing_field(n) {
+            head.declared.write(&mut out);
+            framing_due = false;
+        }
         if is_hop(n, &named) || n.eq_ignore_ascii_case("host") {
             continue;
         }
@@ -229,8 +254,17 @@ pub fn request(
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
+    // The framing the parser decided, and nothing else about framing.
+    if framing_due {
+        head.declared.write(&mut out);
+    }
     // HTTP/1.1 upstream: keep-alive by default, the connection may be pooled.
     out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(
+        reparse_request(&out),
+        Some((head.framing, head.declared)),
+        "a forwarded request head must be framed as parsed"
+    );
     Req {
         upstream_head: out,
         framing: head.framing,
@@ -274,17 +308,20 @@ pub struct RespEdits<'a> {
     pub cookie: CookieOut<'a>,
 }
 
-/// Re-serialise a response head: status line, headers minus hop-by-hop fields,
-/// the edits, and `connection: close` when the client connection ends after it.
-/// `body`: how many body bytes the caller appends (capacity is reserved for them).
+/// Re-serialise a response head: status line, headers minus hop-by-hop and
+/// framing fields, the edits, the framing fields `resp` declared (none for 1xx
+/// and 204, which never carry them), and `connection: close` when the client
+/// connection ends after it. `body`: how many body bytes the caller appends
+/// (capacity is reserved for them).
 pub fn response(
     raw: &[u8],
     headers: &[httparse::Header<'_>],
-    status: u16,
+    resp: &RespHead,
     close: bool,
     edits: RespEdits<'_>,
     body: usize,
 ) -> Vec<u8> {
+    let status = resp.status;
     let named = connection_tokens(headers);
     // Room for what is usually added, and for `body` bytes sent with the head.
     let mut out = Vec::with_capacity(raw.len() + 64 + body);
@@ -312,7 +349,14 @@ pub fn response(
         }),
         _ => false,
     };
+    // Framing fields: the declared ones, where the first one was (none for 1xx
+    // and 204, which never carry them).
+    let mut framing_due = !((100..200).contains(&status) || status == 204);
     for h in headers {
+        if framing_due && is_framing_field(h.name) {
+            resp.declared.write(&mut out);
+            framing_due = false;
+        }
         if is_hop(h.name, &named) {
             continue;
         }
@@ -342,9 +386,39 @@ pub fn response(
             out.extend_from_slice(b"cache-control: private\r\n");
         }
     }
+    if framing_due {
+        resp.declared.write(&mut out);
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out
 }
+
+/// The framing a serialised request head declares, by the strict parser (debug
+/// assertions and tests).
+pub fn reparse_request(out: &[u8]) -> Option<(Framing, Declared)> {
+    let mut headers = vec![httparse::EMPTY_HEADER; 1000];
+    let limits = codec::Limits {
+        max_head: usize::MAX,
+        max_headers: 1000,
+    };
+    match codec::parse_request(out, &mut headers, &limits) {
+        Ok(Some(h)) if h.len == out.len() => Some((h.framing, h.declared)),
+        _ => None,
+    }
+}
+
+/// The framing a serialised response head declares, by the strict parser.
+pub fn reparse_response(out: &[u8], head_request: bool) -> Option<(RespFraming, Declared)> {
+    let mut headers = vec![httparse::EMPTY_HEADER; 1000];
+    match super::response::parse_response(out, &mut headers, head_request, usize::MAX) {
+        Ok(Some(r)) if r.len == out.len() => Some((r.framing, r.declared)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

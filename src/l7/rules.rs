@@ -35,6 +35,9 @@ pub struct Ops<'r> {
 }
 
 impl<'r> Ops<'r> {
+    /// No edits.
+    pub const NONE: Ops<'static> = Ops { rules: &[], set: 0 };
+
     pub fn is_empty(&self) -> bool {
         self.set == 0
     }

@@ -506,7 +506,7 @@ fn route<'r>(
     };
     let (pinned, had_pin, edit) = pin(backend, &view);
     Parsed::Forward(Routed {
-        req: rewrite::request(head, headers, peer, front, d.request_ops, edit),
+        req: rewrite::request(head, headers, peer, front.forwarding(), d.request_ops, edit),
         backend,
         pinned,
         had_pin,
@@ -966,18 +966,31 @@ async fn relay(
         // More than the buffer holds: stream through a large one.
         pool::to_large(buf);
     }
+    // A chunked body is forwarded re-encoded (chunked.rs), never as received:
+    // its canonical form goes out from here.
+    let mut canonical = Vec::new();
     loop {
         let take = match body {
             Body::Length(_) => usize::try_from(left).unwrap_or(usize::MAX).min(buf.len()),
-            Body::Chunked => dec.advance(buf).map_err(|_| RelayError::Framing)?,
+            Body::Chunked => {
+                canonical.clear();
+                dec.advance(buf, &mut canonical)
+                    .map_err(|_| RelayError::Framing)?
+            }
             Body::UntilClose => buf.len(),
         };
         if take > 0 {
-            write_all(dst, &buf[..take], deadlines.1)
-                .await
-                .map_err(|_| RelayError::Destination)?;
+            let out = match body {
+                Body::Chunked => &canonical[..],
+                _ => &buf[..take],
+            };
+            if !out.is_empty() {
+                write_all(dst, out, deadlines.1)
+                    .await
+                    .map_err(|_| RelayError::Destination)?;
+            }
+            *moved += out.len() as u64;
             buf.drain(..take);
-            *moved += take as u64;
             if let Body::Length(_) = body {
                 left -= take as u64;
             }
@@ -1086,8 +1099,8 @@ async fn send_and_read_head(
         // atomic load; the connection then ends after it).
         let closing = soft_stop.has_changed().unwrap_or(false);
         match response_step(&sbuf, req, limits.max_head, edits, closing) {
-            Step::Informational(len) => {
-                write_all(client, &sbuf[..len], front.client_timeout)
+            Step::Informational(len, out) => {
+                write_all(client, &out, front.client_timeout)
                     .await
                     .map_err(|_| Upstream::ClientGone)?;
                 sbuf.drain(..len);
@@ -1110,8 +1123,9 @@ async fn send_and_read_head(
 
 /// What the bytes read so far from a server make of its response head.
 enum Step {
-    /// A 1xx (not 101) of this many bytes: relay it and read on.
-    Informational(usize),
+    /// A 1xx (not 101) of this many bytes, and its re-serialised form: relay
+    /// it and read on.
+    Informational(usize, Vec<u8>),
     /// The final head, its re-serialised form, and whether the client
     /// connection closes after it.
     Final(response::RespHead, Vec<u8>, bool),
@@ -1134,14 +1148,21 @@ fn response_step(
         Ok(None) => return Step::More,
         Err(_) => return Step::Bad,
     };
-    if (100..200).contains(&r.status) && r.status != 101 {
-        return Step::Informational(r.len);
-    }
     let n = headers
         .iter()
         .position(|h| h.name.is_empty())
         .unwrap_or(headers.len());
     let headers = &headers[..n];
+    if (100..200).contains(&r.status) && r.status != 101 {
+        // Re-serialised like any head (hop-by-hop and framing fields dropped),
+        // without the rules' edits, which are for the final response.
+        let none = RespEdits {
+            ops: rules::Ops::NONE,
+            cookie: CookieOut::None,
+        };
+        let out = rewrite::response(&sbuf[..r.len], headers, &r, false, none, 0);
+        return Step::Informational(r.len, out);
+    }
     if r.status == 101 {
         // 101 only for a WebSocket handshake, with a matching Upgrade: the
         // connection becomes a tunnel. Anything else is a protocol error.
@@ -1152,7 +1173,7 @@ fn response_step(
         if !accepted {
             return Step::Bad;
         }
-        let mut out = rewrite::response(&sbuf[..r.len], headers, 101, false, edits, 0);
+        let mut out = rewrite::response(&sbuf[..r.len], headers, &r, false, edits, 0);
         out.truncate(out.len() - 2);
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
         return Step::Final(r, out, true);
@@ -1166,7 +1187,12 @@ fn response_step(
             .unwrap_or(0),
         _ => 0,
     };
-    let out = rewrite::response(&sbuf[..r.len], headers, r.status, close, edits, body);
+    let out = rewrite::response(&sbuf[..r.len], headers, &r, close, edits, body);
+    debug_assert_eq!(
+        rewrite::reparse_response(&out, req.head_request).map(|(f, _)| f),
+        Some(r.framing),
+        "a forwarded response head must be framed as parsed"
+    );
     Step::Final(r, out, close)
 }
 

@@ -105,7 +105,7 @@ impl FrontendCounters {
 
 /// Names of the request-rejection classes, in the order of `http_rejected`
 /// (the same names `l7::codec::HeadError::counter` gives).
-pub const HTTP_REJECT_CLASSES: [&str; 17] = [
+pub const HTTP_REJECT_CLASSES: [&str; 18] = [
     "bare_crlf",
     "malformed",
     "bad_value",
@@ -123,6 +123,7 @@ pub const HTTP_REJECT_CLASSES: [&str; 17] = [
     "bad_host",
     "bad_target",
     "bad_expect",
+    "connection_framing",
 ];
 
 /// Per-backend counters.
