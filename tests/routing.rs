@@ -299,3 +299,51 @@ async fn canary_example_splits_70_30_and_pins_testers() {
     })
     .await;
 }
+
+/// A deny answered to a HEAD on a kept-alive connection carries its length but
+/// no body, so the next response on that connection is read as itself.
+#[tokio::test]
+async fn a_denied_head_request_gets_no_body_and_the_connection_stays_in_step() {
+    bounded(10, async {
+        let origin = HttpRecorder::start("o", "").await;
+        let d = start(
+            r#"
+[[frontend]]
+name = "f"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "b"
+acl.secret = { path_prefix = "/secret" }
+rules = [{ deny = 403, if = "secret" }]
+
+[[backend]]
+name = "b"
+servers = [{ name = "o", address = "{o}" }]
+"#,
+            &[("o", origin.addr.to_string())],
+        );
+        let mut c = TcpStream::connect(d.addr("f").unwrap()).await.unwrap();
+        c.write_all(
+            b"HEAD /secret HTTP/1.1\r\nHost: a\r\n\r\nGET /open HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let denied = read_response_to_head(&mut c).await;
+        assert!(denied.starts_with("HTTP/1.1 403 "), "{denied}");
+        let next = read_response(&mut c).await.expect("the second response");
+        assert_eq!((next.status, next.text().as_str()), (200, "o\n"));
+    })
+    .await;
+}
+
+/// Read one response head (up to the empty line) and nothing more.
+async fn read_response_to_head(c: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut b).await.unwrap(), 1, "cut head");
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}

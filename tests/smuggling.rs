@@ -423,3 +423,44 @@ servers = [{ name = "a", address = "{a}" }]
     })
     .await;
 }
+
+/// A server cannot unframe its response either: `Connection` naming
+/// Content-Length or Transfer-Encoding is a 502, the connection is not reused,
+/// and the body it framed never reaches the client as a second response.
+#[tokio::test]
+async fn a_response_whose_connection_names_its_framing_is_a_502() {
+    bounded(30, async {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 38\r\nConnection: Content-Length\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Transfer-Encoding\r\n\r\n0\r\n\r\n",
+        ] {
+            let o = Origin::start_http(answer).await;
+            let d = start(
+                r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+retries = 0
+servers = [{ name = "a", address = "{a}" }]
+"#,
+                &[("a", o.addr.to_string())],
+            );
+            let web = d.addr("web").unwrap();
+            for _ in 0..2 {
+                let r = get(web, "/", "").await;
+                assert_eq!(r.status, 502, "{}", r.head);
+            }
+            assert_eq!(o.conns(), 2, "a server connection is never reused after it");
+            assert_eq!(d.stats().backend("app").unwrap().http_bad_responses, 2);
+        }
+    })
+    .await;
+}

@@ -3,6 +3,8 @@
 //! Never repairs by guessing: anything ambiguous is an error with its own class,
 //! status and counter name. Pure: bytes in, a decision out.
 
+use std::borrow::Cow;
+
 use super::framing::{Declared, TeError, TeList, forbidden_nomination};
 
 /// Header-count and size limits (HAProxy-like defaults).
@@ -123,8 +125,9 @@ impl HeadError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head<'b> {
     pub method: &'b str,
-    /// Path and query in origin form (`/p?q`), or `*` for `OPTIONS *`.
-    pub path: &'b str,
+    /// Path and query in origin form (`/p?q`), or `*` for `OPTIONS *`. Owned
+    /// only when fulcrum had to change it (`http://h?q` becomes `/?q`).
+    pub path: Cow<'b, str>,
     /// The authority requests are routed on: from an absolute-form target if there
     /// is one (it replaces Host), else the Host header. Lowercase is not applied.
     pub authority: Option<&'b str>,
@@ -345,12 +348,12 @@ pub(crate) fn content_length(value: &str) -> Option<u64> {
 fn split_target<'b>(
     method: &str,
     target: &'b str,
-) -> Result<(&'b str, Option<&'b str>), HeadError> {
+) -> Result<(Cow<'b, str>, Option<&'b str>), HeadError> {
     if target.starts_with('/') {
-        return Ok((target, None));
+        return Ok((Cow::Borrowed(target), None));
     }
     if target == "*" && method == "OPTIONS" {
-        return Ok((target, None));
+        return Ok((Cow::Borrowed(target), None));
     }
     let lower_scheme = |s: &str| {
         target
@@ -369,9 +372,15 @@ fn split_target<'b>(
     if authority.is_empty() || authority.contains('@') {
         return Err(HeadError::BadHost);
     }
-    // `http://a?x` has the path "" and a query: forward it as "/?x"; the caller
-    // rebuilds the request line, so an empty path here means "/".
-    let path = if path.is_empty() { "/" } else { path };
+    // `http://a?x` has the path "" and a query: forward it as "/?x" (an empty
+    // path is "/" in origin form, RFC 9112 §3.2.1).
+    let path = if path.is_empty() {
+        Cow::Borrowed("/")
+    } else if path.starts_with('?') {
+        Cow::Owned(format!("/{path}"))
+    } else {
+        Cow::Borrowed(path)
+    };
     Ok((path, Some(authority)))
 }
 
@@ -423,7 +432,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (h.method, h.path, h.authority, h.minor),
+            (h.method, h.path.as_ref(), h.authority, h.minor),
             ("GET", "/a?b=1", Some("example.com"), 1)
         );
         assert_eq!((h.framing, h.close, h.len), (Framing::None, false, 42));
@@ -462,11 +471,18 @@ mod tests {
         let h = parse(b"GET http://Evil.example:81/p?q HTTP/1.1\r\nHost: good.example\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.path, h.authority), ("/p?q", Some("Evil.example:81")));
+        assert_eq!(
+            (h.path.as_ref(), h.authority),
+            ("/p?q", Some("Evil.example:81"))
+        );
         let h = parse(b"GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.path, "/");
+        let h = parse(b"GET http://a.example?x=1 HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.path.as_ref(), h.authority), ("/?x=1", Some("a.example")));
     }
 
     #[test]

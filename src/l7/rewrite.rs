@@ -263,7 +263,8 @@ pub fn request(
     debug_assert_eq!(
         reparse_request(&out),
         Some((head.framing, head.declared)),
-        "a forwarded request head must be framed as parsed"
+        "a forwarded request head must be framed as parsed: {}",
+        String::from_utf8_lossy(&out)
     );
     Req {
         upstream_head: out,

@@ -450,7 +450,7 @@ fn route<'r>(
 ) -> Parsed<'r> {
     let (path, query) = match head.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (head.path, None),
+        None => (&*head.path, None),
     };
     let view = ReqView {
         method: head.method,
@@ -473,7 +473,7 @@ fn route<'r>(
         other => {
             // A body that was not read cannot be skipped safely: close after it.
             let close = head.close || head.framing != Framing::None;
-            let (msg, status) = match other {
+            let (mut msg, status) = match other {
                 Route::Deny { status, body } => {
                     front.counters.http_denied.inc();
                     (
@@ -488,6 +488,13 @@ fn route<'r>(
                 }
                 Route::Backend(_) => (Vec::new(), 0),
             };
+            if head.method == "HEAD" {
+                // The answer to a HEAD has its length but never its body: on a
+                // kept-alive connection a body would be read as the next response.
+                if let Some(end) = msg.windows(4).position(|w| w == b"\r\n\r\n") {
+                    msg.truncate(end + 4);
+                }
+            }
             return Parsed::Answer {
                 msg,
                 status,

@@ -80,6 +80,9 @@ pub enum Behaviour {
     ResetOnData,
     /// Say `"{name}\n"` at once, then echo.
     Hello,
+    /// Answer these bytes to every read that ends a request head (one request
+    /// per read: for bodyless requests, one at a time), keeping the connection.
+    Answer(&'static [u8]),
 }
 
 impl Origin {
@@ -104,6 +107,11 @@ impl Origin {
             }
         });
         o
+    }
+
+    /// An HTTP origin answering `answer` to every request head.
+    pub async fn start_http(answer: &'static [u8]) -> Origin {
+        Origin::start("http", Behaviour::Answer(answer)).await
     }
 
     pub fn conns(&self) -> u64 {
@@ -147,6 +155,12 @@ async fn serve(
             }
             Behaviour::SinkThenReport => sum.update(&buf[..n]),
             Behaviour::Record => seen.lock().unwrap()[idx].bytes.extend_from_slice(&buf[..n]),
+            Behaviour::Answer(answer) => {
+                seen.lock().unwrap()[idx].bytes.extend_from_slice(&buf[..n]);
+                if buf[..n].ends_with(b"\r\n\r\n") && s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
             Behaviour::ResetOnData => {
                 let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                 return;
@@ -425,3 +439,4 @@ pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
     }
     toml::to_string(&doc).unwrap()
 }
+pub mod strict;
