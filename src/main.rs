@@ -117,7 +117,12 @@ fn main() -> Result<()> {
 
 fn load_or_exit(path: &Path) -> Config {
     match config::load(path) {
-        Ok(c) => c,
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
+            }
+            c
+        }
         Err(e) => {
             eprintln!("{e}");
             eprintln!("{}: {} error(s)", path.display(), e.0.len());

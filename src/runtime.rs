@@ -41,6 +41,8 @@ pub struct FrontendRt {
     pub error_pages: Vec<crate::config::ErrorPage>,
     pub acls: Vec<Acl>,
     pub rules: Vec<Rule>,
+    /// How request paths are normalised (`l7::path`).
+    pub path: crate::config::routing::PathOptions,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -210,6 +212,7 @@ impl Runtime {
                 error_pages: f.error_pages.clone(),
                 acls: f.acls.clone(),
                 rules: f.rules.clone(),
+                path: f.path,
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

@@ -58,6 +58,34 @@ fn check_accepts_every_shipped_config() {
 }
 
 #[test]
+fn check_prints_warnings_with_their_position_and_accepts_the_file() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("config/warn")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        n += 1;
+        let rel = p.strip_prefix(root()).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(rel)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", rel.display());
+        let want = std::fs::read_to_string(p.with_extension("expected")).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            want,
+            "{}",
+            rel.display()
+        );
+    }
+    assert!(n >= 1);
+}
+
+#[test]
 fn check_reports_every_error_with_its_position() {
     let mut n = 0;
     for e in std::fs::read_dir(root().join("config/bad")).unwrap() {

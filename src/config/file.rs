@@ -85,6 +85,27 @@ pub struct FrontendFile {
     /// http: ordered routing and rewriting rules.
     #[serde(default)]
     pub rules: Vec<Spanned<RuleFile>>,
+    /// http: "forward" (default), "match-only" or "off".
+    pub path_normalize: Option<Spanned<String>>,
+    /// http: how the normaliser treats each class of path bytes.
+    pub path_options: Option<Spanned<PathOptionsFile>>,
+}
+
+/// `path_options = { merge_slashes = true, encoded_slash = "reject", ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathOptionsFile {
+    pub merge_slashes: Option<bool>,
+    /// "reject" (default), "keep" or "decode".
+    pub encoded_slash: Option<Spanned<String>>,
+    /// "reject" (default), "keep" or "slash".
+    pub backslash: Option<Spanned<String>>,
+    /// "reject" (default) or "keep".
+    pub encoded_control: Option<Spanned<String>>,
+    /// "reject" (default) or "keep".
+    pub invalid_escape: Option<Spanned<String>>,
+    /// "reject" (default) or "keep".
+    pub path_params: Option<Spanned<String>>,
 }
 
 /// One ACL: exactly one fetch key (`path_prefix`, `header`, `src`, ...), plus an
@@ -111,6 +132,9 @@ pub struct AclFile {
     pub prefix: Option<String>,
     /// header: the value matches this regular expression.
     pub regex: Option<String>,
+    /// path matchers: compare without regard to case.
+    #[serde(default)]
+    pub ignore_case: bool,
 }
 
 /// One rule: exactly one action key, and an optional `if` / `unless` condition.

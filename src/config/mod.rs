@@ -26,6 +26,8 @@ pub struct Config {
     pub global: Global,
     pub frontends: Vec<Frontend>,
     pub backends: Vec<Backend>,
+    /// What `check` and `run` point out without refusing the file.
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct Frontend {
     pub acls: Vec<routing::Acl>,
     /// http: ordered rules (see README "Routing").
     pub rules: Vec<routing::Rule>,
+    /// http: how request paths are normalised (see `l7::path`).
+    pub path: routing::PathOptions,
 }
 
 /// An operator-supplied body for one error status, read when the config loads.

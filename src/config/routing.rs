@@ -15,12 +15,113 @@ pub struct Acl {
     pub matcher: Matcher,
 }
 
+/// What is done to the forwarded request (`path_normalize`; see `l7::path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathMode {
+    /// Routing and the origin see the normalised path (default).
+    #[default]
+    Forward,
+    /// Routing sees the normalised path; the origin gets the client's bytes.
+    MatchOnly,
+    /// No normalisation at all (`check` warns: path ACLs can be walked around).
+    Off,
+}
+
+/// What happens to one class of path bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Treat {
+    /// 400, `bad_path`.
+    #[default]
+    Reject,
+    /// Left as it is (an escape stays escaped, a byte stays itself).
+    Keep,
+    /// `%2F` decoded to `/`; a backslash (raw or `%5C`) read as `/`.
+    Slash,
+}
+
+/// The per-frontend choices (`path_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    pub mode: PathMode,
+    pub merge_slashes: bool,
+    /// `%2F`: Reject, Keep (escaped, not a separator) or Slash.
+    pub encoded_slash: Treat,
+    /// `\` and `%5C`: Reject, Keep or Slash.
+    pub backslash: Treat,
+    /// `%00`–`%1F`, `%7F`: Reject or Keep.
+    pub encoded_control: Treat,
+    /// `%` not followed by two hex digits: Reject or Keep.
+    pub invalid_escape: Treat,
+    /// `;` in the path: Reject or Keep.
+    pub path_params: Treat,
+}
+
+impl Default for PathOptions {
+    fn default() -> Self {
+        PathOptions {
+            mode: PathMode::Forward,
+            merge_slashes: true,
+            encoded_slash: Treat::Reject,
+            backslash: Treat::Reject,
+            encoded_control: Treat::Reject,
+            invalid_escape: Treat::Reject,
+            path_params: Treat::Reject,
+        }
+    }
+}
+
+/// Paths an ACL compares the (normalised) request path with. Paths are
+/// case-sensitive unless the ACL says `ignore_case = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathValues {
+    pub list: Vec<String>,
+    pub nocase: bool,
+}
+
+impl From<Vec<String>> for PathValues {
+    fn from(list: Vec<String>) -> Self {
+        PathValues {
+            list,
+            nocase: false,
+        }
+    }
+}
+
+impl PathValues {
+    fn eq(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.nocase {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    }
+
+    pub fn any_equal(&self, path: &str) -> bool {
+        self.list
+            .iter()
+            .any(|v| self.eq(path.as_bytes(), v.as_bytes()))
+    }
+
+    pub fn any_prefix(&self, path: &str) -> bool {
+        self.list
+            .iter()
+            .any(|v| path.len() >= v.len() && self.eq(&path.as_bytes()[..v.len()], v.as_bytes()))
+    }
+
+    pub fn any_suffix(&self, path: &str) -> bool {
+        self.list.iter().any(|v| {
+            path.len() >= v.len() && self.eq(&path.as_bytes()[path.len() - v.len()..], v.as_bytes())
+        })
+    }
+}
+
 /// What an ACL looks at, and how. Hosts are stored lower-case without a port.
 #[derive(Debug, Clone)]
 pub enum Matcher {
-    Path(Vec<String>),
-    PathPrefix(Vec<String>),
-    PathSuffix(Vec<String>),
+    Path(PathValues),
+    PathPrefix(PathValues),
+    PathSuffix(PathValues),
+    /// Compiled case-insensitive with `ignore_case = true`.
     PathRegex(Regex),
     Host(Vec<String>),
     HostSuffix(Vec<String>),

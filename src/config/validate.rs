@@ -10,6 +10,7 @@ use super::error::{ConfigError, ConfigErrors, Locator, nearest};
 use super::file::{
     BackendFile, BalanceFile, BalanceTable, FileConfig, FrontendFile, Mode, ServerFile,
 };
+use super::routing::PathOptions;
 use super::{
     Algorithm, Backend, BackendTimeouts, Config, Frontend, FrontendTimeouts, Global, ServerConfig,
     UriKey, defaults,
@@ -28,6 +29,7 @@ pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         loc,
         file,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let cfg = v.config(file, raw);
     if v.errors.is_empty() {
@@ -72,12 +74,19 @@ pub(super) struct Validator<'a> {
     /// The config file's path (error files are relative to it).
     file: &'a str,
     pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
     pub(super) fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
         let e = self.loc.error(Some(at.span()), msg);
         self.errors.push(e);
+    }
+
+    /// Something allowed but probably not meant: `check` and `run` print it.
+    pub(super) fn warn<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
+        let e = self.loc.error(Some(at.span()), msg);
+        self.warnings.push(e);
     }
 
     fn config(&mut self, file: &str, raw: FileConfig) -> Config {
@@ -195,6 +204,7 @@ impl Validator<'_> {
             global,
             frontends,
             backends,
+            warnings: std::mem::take(&mut self.warnings),
         }
     }
 
@@ -320,8 +330,81 @@ impl Validator<'_> {
             error_pages: self.error_pages(&ctx, &f.error_files),
             acls,
             rules,
+            path: self.path_options(&ctx, f, mode),
         };
         Some((fe, refs))
+    }
+
+    /// `path_normalize` and `path_options` (http only).
+    fn path_options(&mut self, ctx: &str, f: &FrontendFile, mode: Mode) -> PathOptions {
+        use super::routing::{PathMode, Treat};
+        let mut o = PathOptions::default();
+        if mode == Mode::Tcp {
+            if let Some(p) = &f.path_normalize {
+                self.err(p, format!("{ctx}: path_normalize needs mode = \"http\""));
+            }
+            if let Some(p) = &f.path_options {
+                self.err(p, format!("{ctx}: path_options needs mode = \"http\""));
+            }
+            return o;
+        }
+        if let Some(p) = &f.path_normalize {
+            o.mode = match p.get_ref().as_str() {
+                "forward" => PathMode::Forward,
+                "match-only" => PathMode::MatchOnly,
+                "off" => {
+                    self.warn(
+                        p,
+                        format!("{ctx}: path_normalize = \"off\": path ACLs can be walked around with /%61dmin, //admin or /x/../admin"),
+                    );
+                    PathMode::Off
+                }
+                other => {
+                    self.err(
+                        p,
+                        format!("{ctx}: path_normalize must be \"forward\", \"match-only\" or \"off\", not \"{other}\""),
+                    );
+                    PathMode::Forward
+                }
+            };
+        }
+        let Some(po) = &f.path_options else {
+            return o;
+        };
+        let raw = po.get_ref();
+        if let Some(m) = raw.merge_slashes {
+            o.merge_slashes = m;
+        }
+        let treat = |me: &mut Self, v: &Option<Spanned<String>>, key: &str, third: Option<&str>| {
+            let v = v.as_ref()?;
+            Some(match (v.get_ref().as_str(), third) {
+                ("reject", _) => Treat::Reject,
+                ("keep", _) => Treat::Keep,
+                (w, Some(t)) if w == t => Treat::Slash,
+                (other, third) => {
+                    let allowed = match third {
+                        Some(t) => format!("\"reject\", \"keep\" or \"{t}\""),
+                        None => "\"reject\" or \"keep\"".to_string(),
+                    };
+                    me.err(
+                        v,
+                        format!("{ctx}: path_options.{key} must be {allowed}, not \"{other}\""),
+                    );
+                    Treat::Reject
+                }
+            })
+        };
+        let d = PathOptions::default();
+        o.encoded_slash = treat(self, &raw.encoded_slash, "encoded_slash", Some("decode"))
+            .unwrap_or(d.encoded_slash);
+        o.backslash =
+            treat(self, &raw.backslash, "backslash", Some("slash")).unwrap_or(d.backslash);
+        o.encoded_control =
+            treat(self, &raw.encoded_control, "encoded_control", None).unwrap_or(d.encoded_control);
+        o.invalid_escape =
+            treat(self, &raw.invalid_escape, "invalid_escape", None).unwrap_or(d.invalid_escape);
+        o.path_params = treat(self, &raw.path_params, "path_params", None).unwrap_or(d.path_params);
+        o
     }
 
     fn error_pages(

@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::error::nearest;
 use super::file::{AclFile, PersistFile, RedirectFile, RuleFile};
 use super::routing::{
-    Acl, Action, Cidr, Condition, CookieMode, HeaderOp, Matcher, Persist, RedirectTo, Rule, Sticky,
-    ValueTest, is_field_value, is_token, strip_port,
+    Acl, Action, Cidr, Condition, CookieMode, HeaderOp, Matcher, PathValues, Persist, RedirectTo,
+    Rule, Sticky, ValueTest, is_field_value, is_token, strip_port,
 };
 use super::validate::Validator;
 
@@ -102,6 +102,13 @@ impl Validator<'_> {
                 return None;
             }
         };
+        if a.ignore_case && !fetch.starts_with("path") {
+            self.err(
+                at,
+                format!("{ctx}: ignore_case applies to path matchers only (hosts are always compared without case)"),
+            );
+            return None;
+        }
         let takes_ops = matches!(fetch, "header" | "query" | "cookie");
         if ops > 0 && !takes_ops {
             self.err(
@@ -149,6 +156,10 @@ impl Validator<'_> {
                     .map(|l| l.0.clone())
                     .unwrap_or_default();
                 non_empty(self, &v);
+                let v = PathValues {
+                    list: v,
+                    nocase: a.ignore_case,
+                };
                 match fetch {
                     "path" => Matcher::Path(v),
                     "path_prefix" => Matcher::PathPrefix(v),
@@ -156,7 +167,7 @@ impl Validator<'_> {
                 }
             }
             "path_regex" => {
-                Matcher::PathRegex(self.regex(ctx, at, a.path_regex.as_deref()?, false)?)
+                Matcher::PathRegex(self.regex(ctx, at, a.path_regex.as_deref()?, a.ignore_case)?)
             }
             "host" => {
                 let v = lower(&a.host.as_ref()?.0);

@@ -65,9 +65,9 @@ fn ends_with_nocase(h: &str, suffix: &str) -> bool {
 /// Whether `m` matches the request.
 pub fn matches(m: &Matcher, r: &ReqView<'_>) -> bool {
     match m {
-        Matcher::Path(list) => list.iter().any(|p| r.path == p),
-        Matcher::PathPrefix(list) => list.iter().any(|p| r.path.starts_with(p.as_str())),
-        Matcher::PathSuffix(list) => list.iter().any(|p| r.path.ends_with(p.as_str())),
+        Matcher::Path(v) => v.any_equal(r.path),
+        Matcher::PathPrefix(v) => v.any_prefix(r.path),
+        Matcher::PathSuffix(v) => v.any_suffix(r.path),
         Matcher::PathRegex(re) => re.is_match(r.path),
         Matcher::Host(list) => r.host.is_some_and(|h| {
             let h = strip_port(h);
@@ -141,7 +141,7 @@ impl<'a> Eval<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::routing::{Cidr, Term};
+    use crate::config::routing::{Cidr, PathValues, Term};
 
     fn view<'a>(headers: &'a [httparse::Header<'a>]) -> ReqView<'a> {
         ReqView {
@@ -172,12 +172,34 @@ mod tests {
         let re = |p: &str| regex::Regex::new(p).unwrap();
         let eq = |v: &[&str]| ValueTest::Equals(s(v));
         let cases: Vec<(Matcher, bool)> = vec![
-            (Matcher::Path(s(&["/api/v1/users.json"])), true),
-            (Matcher::Path(s(&["/api"])), false),
-            (Matcher::PathPrefix(s(&["/x", "/api/"])), true),
-            (Matcher::PathPrefix(s(&["/apx"])), false),
-            (Matcher::PathSuffix(s(&[".json"])), true),
-            (Matcher::PathSuffix(s(&[".png"])), false),
+            (Matcher::Path(s(&["/api/v1/users.json"]).into()), true),
+            (Matcher::Path(s(&["/api"]).into()), false),
+            (Matcher::PathPrefix(s(&["/x", "/api/"]).into()), true),
+            (Matcher::PathPrefix(s(&["/apx"]).into()), false),
+            (Matcher::PathSuffix(s(&[".json"]).into()), true),
+            (Matcher::PathSuffix(s(&[".png"]).into()), false),
+            (
+                Matcher::PathPrefix(PathValues {
+                    list: s(&["/API/"]),
+                    nocase: true,
+                }),
+                true,
+            ),
+            (Matcher::PathPrefix(s(&["/API/"]).into()), false),
+            (
+                Matcher::PathSuffix(PathValues {
+                    list: s(&["USERS.JSON"]),
+                    nocase: true,
+                }),
+                true,
+            ),
+            (
+                Matcher::Path(PathValues {
+                    list: s(&["/API/V1/USERS.JSON"]),
+                    nocase: true,
+                }),
+                true,
+            ),
             (Matcher::PathRegex(re("^/api/v[0-9]+/")), true),
             (Matcher::PathRegex(re("^/v[0-9]")), false),
             (Matcher::Host(s(&["shop.example.com"])), true),

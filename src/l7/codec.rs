@@ -72,6 +72,8 @@ pub enum HeadError {
     BadExpect,
     #[error("Connection names a framing or routing field")]
     ConnectionFraming,
+    #[error("refused path: {0}")]
+    BadPath(super::path::PathError),
 }
 
 impl HeadError {
@@ -116,6 +118,7 @@ impl HeadError {
             HeadError::BadTarget => "bad_target",
             HeadError::BadExpect => "bad_expect",
             HeadError::ConnectionFraming => "connection_framing",
+            HeadError::BadPath(_) => "bad_path",
         }
     }
 }

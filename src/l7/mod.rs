@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod codec;
 pub mod framing;
 pub mod park;
+pub mod path;
 pub mod persist;
 pub mod pool;
 pub mod response;

@@ -120,12 +120,19 @@ pub struct Req {
     host: Option<std::ops::Range<usize>>,
     /// The Host value lower-cased, only when it has upper-case letters.
     host_lower: Option<Box<str>>,
+    /// The normalised target, when it is not the one forwarded
+    /// (`path_normalize = "match-only"`).
+    pub route_path: Option<Box<str>>,
 }
 
 impl Req {
-    /// The request target as received (origin-form, or the absolute form's path).
+    /// The request target routing and balancing see (origin-form, normalised
+    /// unless `path_normalize = "off"`).
     pub fn path(&self) -> &str {
-        self.text(self.path.clone())
+        match &self.route_path {
+            Some(p) => p,
+            None => self.text(self.path.clone()),
+        }
     }
 
     /// The authority, lower-cased (what hash balancers and routing see).
@@ -284,6 +291,7 @@ pub fn request(
             .authority
             .filter(|a| a.bytes().any(|b| b.is_ascii_uppercase()))
             .map(|a| a.to_ascii_lowercase().into_boxed_str()),
+        route_path: None,
     }
 }
 

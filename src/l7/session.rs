@@ -9,6 +9,7 @@
 //! response byte is replayed when that is safe. A 101 to a WebSocket handshake
 //! turns the connection into an L4 tunnel.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use super::acl::ReqView;
 use super::chunked::ChunkedDecoder;
 use super::codec::{self, Framing, HeadError};
 use super::park;
+use super::path::{self, PathMode};
 use super::persist::CookieEdit;
 use super::pool;
 use super::response::{self, RespFraming};
@@ -447,10 +449,13 @@ fn route<'r>(
     local: SocketAddr,
     front: &'r FrontendRt,
     backends: &'r [BackendRt],
+    match_only: Option<String>,
 ) -> Parsed<'r> {
-    let (path, query) = match head.path.split_once('?') {
+    // What the rules see: the normalised path, also when the client's is forwarded.
+    let target = match_only.as_deref().unwrap_or(&head.path);
+    let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (&*head.path, None),
+        None => (target, None),
     };
     let view = ReqView {
         method: head.method,
@@ -512,8 +517,10 @@ fn route<'r>(
         };
     };
     let (pinned, had_pin, edit) = pin(backend, &view);
+    let mut req = rewrite::request(head, headers, peer, front.forwarding(), d.request_ops, edit);
+    req.route_path = match_only.map(String::into_boxed_str);
     Parsed::Forward(Routed {
-        req: rewrite::request(head, headers, peer, front.forwarding(), d.request_ops, edit),
+        req,
         backend,
         pinned,
         had_pin,
@@ -1222,14 +1229,35 @@ fn request_step<'r>(
         large.resize(limits.max_headers, httparse::EMPTY_HEADER);
         &mut large
     };
-    let Some(head) = codec::parse_request(cbuf, headers, &limits)? else {
+    let Some(mut head) = codec::parse_request(cbuf, headers, &limits)? else {
         return Ok(None);
+    };
+    // One path for the ACLs, the balancer and (by default) the origin.
+    let normalized = match path::normalize(&head.path, &front.path) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
+        Err(e) => return Err(HeadError::BadPath(e)),
+    };
+    let match_only = match normalized {
+        Some(p) if front.path.mode == PathMode::Forward => {
+            head.path = Cow::Owned(p);
+            None
+        }
+        other => other,
     };
     let n = headers
         .iter()
         .position(|h| h.name.is_empty())
         .unwrap_or(headers.len());
-    let parsed = route(&head, &headers[..n], peer, local, front, backends);
+    let parsed = route(
+        &head,
+        &headers[..n],
+        peer,
+        local,
+        front,
+        backends,
+        match_only,
+    );
     let len = head.len;
     cbuf.drain(..len);
     Ok(Some(parsed))

@@ -105,7 +105,7 @@ impl FrontendCounters {
 
 /// Names of the request-rejection classes, in the order of `http_rejected`
 /// (the same names `l7::codec::HeadError::counter` gives).
-pub const HTTP_REJECT_CLASSES: [&str; 18] = [
+pub const HTTP_REJECT_CLASSES: [&str; 19] = [
     "bare_crlf",
     "malformed",
     "bad_value",
@@ -124,6 +124,7 @@ pub const HTTP_REJECT_CLASSES: [&str; 18] = [
     "bad_target",
     "bad_expect",
     "connection_framing",
+    "bad_path",
 ];
 
 /// Per-backend counters.
