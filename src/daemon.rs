@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, Threading};
+use crate::fdlimit;
 use crate::l4::L4Opts;
 use crate::listener::{self, AcceptCtx};
 use crate::runtime::Shared;
@@ -42,6 +43,7 @@ pub struct Running {
     drained: mpsc::Receiver<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
     grace: Duration,
+    budget: fdlimit::Budget,
 }
 
 /// What a shutdown did.
@@ -51,8 +53,24 @@ pub struct Stopped {
     pub drained: bool,
 }
 
-/// Bind and start serving `config`.
+/// Bind and start serving `config`. Raises the file-descriptor limit first and
+/// sizes `maxconn` and the idle pools from it (`fdlimit.rs`).
 pub fn start(config: Config) -> Result<Running, StartError> {
+    let (soft_before, soft, hard) = fdlimit::raise();
+    let budget = fdlimit::plan(&config, soft_before, soft, hard);
+    tracing::info!(
+        "file descriptors: soft limit {soft} (was {soft_before}), hard limit {}; maxconn {} ({})",
+        hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
+        budget.maxconn,
+        if budget.derived {
+            "derived from the limit"
+        } else {
+            "from the config"
+        }
+    );
+    if let Some(w) = fdlimit::maxconn_warning(&config, hard) {
+        tracing::warn!("{w}");
+    }
     let config = Arc::new(config);
     let threads = config.global.threads.max(1);
     let per_core = config.global.threading == Threading::PerCore && threads > 1;
@@ -93,10 +111,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (force_tx, force_rx) = watch::channel(false);
     let (exit_tx, exit_rx) = watch::channel(false);
     let (tracker, drained) = mpsc::channel::<()>(1);
-    let global_limit = config
-        .global
-        .maxconn
-        .map(|n| Arc::new(Semaphore::new(n as usize)));
+    let global_limit = Some(Arc::new(Semaphore::new(budget.maxconn as usize)));
+    let pool_cap = budget.pool_per_thread;
     let frontend_limits: Vec<Option<Arc<Semaphore>>> = config
         .frontends
         .iter()
@@ -130,6 +146,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let h = std::thread::Builder::new()
             .name(format!("fulcrum-{t}"))
             .spawn(move || {
+                crate::l7::pool::set_thread_cap(pool_cap);
                 let rt = if workers == 1 {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -138,6 +155,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(workers)
                         .thread_name("fulcrum-worker")
+                        .on_thread_start(move || crate::l7::pool::set_thread_cap(pool_cap))
                         .enable_all()
                         .build()
                 };
@@ -177,6 +195,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         drained,
         threads: handles,
         grace: config.global.grace,
+        budget,
     })
 }
 
@@ -200,6 +219,11 @@ impl Running {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The file-descriptor limits and what was sized from them.
+    pub fn fd_budget(&self) -> fdlimit::Budget {
+        self.budget
     }
 
     /// Current counters.

@@ -10,6 +10,7 @@ pub mod balancers;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fdlimit;
 pub mod l4;
 pub mod l7;
 pub mod listener;

@@ -78,6 +78,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         .local_addr()
         .ok()
         .filter(|a| !a.ip().is_unspecified());
+    let mut errors = AcceptErrors::default();
     loop {
         let counters = ctx.shared.snapshot().frontends[ctx.frontend]
             .counters
@@ -95,8 +96,10 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so at most once a second.
+                    counters.accept_errors.inc();
+                    errors.note(&e, local);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -108,6 +111,35 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     drain_backlog(&listener, &ctx, local).await;
     // Returning drops the listener (new connections are refused) and this loop's
     // tracker clone, so shutdown sees only the connections still open.
+}
+
+/// Accept failures, logged at most once a second with how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, e: &io::Error, addr: Option<SocketAddr>) {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        let addr = addr.map_or_else(|| "a wildcard address".to_string(), |a| a.to_string());
+        tracing::warn!(
+            error = %e,
+            count = self.unlogged,
+            "accept failed on {addr} ({} time(s) since the last report)",
+            self.unlogged
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// Accept whatever is queued right now, within the connection limits, without waiting.

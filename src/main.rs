@@ -69,6 +69,10 @@ fn main() -> Result<()> {
             let path = cli.config.context("missing -c FILE")?;
             let cfg = load_or_exit(&path);
             print!("{}", cfg.summary());
+            if let Some(w) = fulcrum::fdlimit::maxconn_warning(&cfg, fulcrum::fdlimit::current().1)
+            {
+                eprintln!("{w}");
+            }
             Ok(())
         }
         Cmd::Origin {

@@ -13,6 +13,21 @@ use tokio::net::TcpStream;
 
 thread_local! {
     static IDLE: RefCell<HashMap<u64, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+    /// Idle connections kept on this thread now, and the most it may keep (its
+    /// share of the file-descriptor budget, `fdlimit.rs`).
+    static TOTAL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, usize::MAX)) };
+}
+
+/// The most idle server connections this thread keeps, over all servers.
+pub fn set_thread_cap(cap: usize) {
+    TOTAL.with(|t| t.set((t.get().0, cap)));
+}
+
+fn count(delta: isize) {
+    TOTAL.with(|t| {
+        let (n, cap) = t.get();
+        t.set((n.saturating_add_signed(delta), cap));
+    });
 }
 
 /// Still open, with nothing unread: safe to send a new request on. The reactor
@@ -35,6 +50,7 @@ pub fn take(id: u64, idle_timeout: Duration, now: Instant) -> Option<TcpStream> 
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&id)?;
         while let Some((s, since)) = list.pop() {
+            count(-1);
             if now.saturating_duration_since(since) <= idle_timeout && healthy(&s) {
                 return Some(s);
             }
@@ -51,11 +67,14 @@ pub fn put(id: u64, s: TcpStream, max_idle: usize, since: Instant) {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(id).or_default();
         // Drop connections that have been idle too long while we are here.
-        if list.len() >= max_idle {
+        if list.len() >= max_idle && !list.is_empty() {
             list.remove(0);
+            count(-1);
         }
-        if max_idle > 0 {
+        let (total, cap) = TOTAL.with(|t| t.get());
+        if max_idle > 0 && total < cap {
             list.push((s, since));
+            count(1);
         }
     });
 }

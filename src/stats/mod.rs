@@ -54,6 +54,8 @@ pub struct FrontendCounters {
     pub maxconn_reached: Counter,
     /// Connections rejected for a missing or malformed PROXY protocol header.
     pub proxy_errors: Counter,
+    /// accept(2) failures (out of file descriptors, mostly).
+    pub accept_errors: Counter,
     /// Connections closed for inactivity.
     pub idle_timeouts: Counter,
     /// http: requests received (accepted heads).
@@ -180,6 +182,7 @@ pub struct FrontendStats {
     pub bytes_out: u64,
     pub maxconn_reached: u64,
     pub proxy_errors: u64,
+    pub accept_errors: u64,
     pub idle_timeouts: u64,
     pub http_requests: u64,
     pub http_responses: [u64; 5],
@@ -203,6 +206,7 @@ impl FrontendCounters {
             bytes_out: self.bytes_out.get(),
             maxconn_reached: self.maxconn_reached.get(),
             proxy_errors: self.proxy_errors.get(),
+            accept_errors: self.accept_errors.get(),
             idle_timeouts: self.idle_timeouts.get(),
             http_requests: self.http_requests.get(),
             http_responses: std::array::from_fn(|i| self.http_responses[i].get()),

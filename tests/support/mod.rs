@@ -439,4 +439,5 @@ pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
     }
     toml::to_string(&doc).unwrap()
 }
+pub mod bin;
 pub mod strict;
