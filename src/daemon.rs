@@ -29,6 +29,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error(
+        "frontend \"{frontend}\": address {addr} is already in use by another process (another fulcrum on the same config?)"
+    )]
+    InUse { frontend: String, addr: SocketAddr },
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
 }
@@ -82,6 +86,27 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     // bound[t] = the sockets thread t accepts on: (frontend index, listener).
     let mut bound: Vec<Vec<(usize, std::net::TcpListener)>> =
         (0..sockets_per_addr).map(|_| Vec::new()).collect();
+    // One instance per address: refuse to share a port with a running process.
+    for f in &config.frontends {
+        for &addr in f.listen.iter().filter(|a| a.port() != 0) {
+            match listener::probe(addr) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    return Err(StartError::InUse {
+                        frontend: f.name.clone(),
+                        addr,
+                    });
+                }
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        frontend: f.name.clone(),
+                        addr,
+                        source,
+                    });
+                }
+                Ok(()) => {}
+            }
+        }
+    }
     for (fi, f) in config.frontends.iter().enumerate() {
         let mut addrs = Vec::new();
         for &want in &f.listen {
@@ -181,11 +206,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .map_err(StartError::Thread)?;
         handles.push(h);
     }
-    for (name, addrs) in &listening {
-        for a in addrs {
-            tracing::info!("frontend {name} listening on {a}");
-        }
-    }
     Ok(Running {
         listening,
         shared,
@@ -233,18 +253,44 @@ impl Running {
 
     /// Stop accepting, wait up to the grace period for open connections, close the
     /// rest, and stop every thread.
-    pub async fn shutdown(mut self) -> Stopped {
+    pub async fn shutdown(self) -> Stopped {
+        self.shutdown_or(std::future::pending()).await
+    }
+
+    /// Like `shutdown`, but `cut` ends the grace period early (a second stop
+    /// signal): the remaining connections are closed at once.
+    pub async fn shutdown_or(mut self, cut: impl std::future::Future<Output = ()>) -> Stopped {
         let _ = self.stop_accepting.send(true);
-        let drained = tokio::time::timeout(self.grace, self.drained.recv())
-            .await
-            .is_ok();
+        let drained = tokio::select! {
+            r = tokio::time::timeout(self.grace, self.drained.recv()) => r.is_ok(),
+            () = cut => {
+                tracing::info!(
+                    open = self.open_connections(),
+                    "second stop signal: closing the remaining connections now"
+                );
+                false
+            }
+        };
         if !drained {
-            tracing::info!("grace period over: closing the remaining connections");
+            tracing::info!(
+                open = self.open_connections(),
+                "closing the remaining connections"
+            );
             let _ = self.force_stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.drained.recv()).await;
         }
         self.finish();
         Stopped { drained }
+    }
+
+    /// Client connections open now, over every frontend.
+    pub fn open_connections(&self) -> u64 {
+        self.shared
+            .snapshot()
+            .frontends
+            .iter()
+            .map(|f| f.counters.conn_cur.get())
+            .sum()
     }
 
     fn finish(&mut self) {

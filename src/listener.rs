@@ -37,6 +37,19 @@ pub fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<std::
     Ok(sock.into())
 }
 
+/// Whether another socket already listens on `addr`: a plain bind, without
+/// SO_REUSEPORT, fails if so. The per-core listeners use SO_REUSEPORT, with
+/// which a second instance would bind silently and the kernel would split the
+/// traffic between the two; this check refuses that instead.
+pub fn probe(addr: SocketAddr) -> io::Result<()> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())
+}
+
 /// Everything an accept loop needs, cloned per listener.
 #[derive(Clone)]
 pub struct AcceptCtx {

@@ -1,23 +1,41 @@
 //! The `fulcrum` command line: run, check, origin, demo. Logic lives in the library.
+//!
+//! Exit codes: 0 stopped cleanly; 1 configuration or start error; 2 usage error;
+//! 3 stopped, but connections still open at the end of the grace period (or at
+//! a second stop signal) were cut.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fulcrum::config::{self, Config};
 use fulcrum::{daemon, demo, origin};
+
+/// Stopped cleanly.
+const EXIT_OK: u8 = 0;
+/// A configuration or start error (bad file, address in use, ...).
+const EXIT_CONFIG: u8 = 1;
+/// A usage error (clap exits with 2 itself for bad arguments).
+const EXIT_USAGE: u8 = 2;
+/// Stopped, with connections cut at the end of the grace period.
+const EXIT_CUT: u8 = 3;
 
 #[derive(Parser)]
 #[command(
     name = "fulcrum",
     version,
-    about = "An L4/L7 load balancer configured by one TOML file"
+    about = "An L4/L7 load balancer configured by one TOML file",
+    after_help = "Exit codes: 0 stopped cleanly, 1 configuration or start error, 2 usage error, \
+                  3 stopped with connections cut at the end of the grace period.\n\
+                  Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); \
+                  SIGHUP and SIGUSR1 are logged and ignored."
 )]
 struct Cli {
-    /// Config file (runs the daemon when no subcommand is given).
-    #[arg(short, long, global = true)]
+    /// Config file: `fulcrum -c FILE` is `fulcrum run -c FILE`.
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -25,14 +43,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the daemon.
-    Run,
+    /// Run the daemon in the foreground.
+    Run {
+        /// Config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate the config: print a summary and exit 0, or every error and exit 1.
-    Check,
+    Check {
+        /// Config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Run a small test origin (HTTP by default, TCP echo with --tcp).
     Origin {
-        #[arg(long)]
+        /// Address to listen on (IP:PORT).
+        #[arg(long, value_name = "IP:PORT")]
         listen: SocketAddr,
+        /// Name it answers with (`x-server` header and body; TCP: ignored).
         #[arg(long)]
         name: String,
         /// Echo TCP bytes instead of answering HTTP.
@@ -48,32 +76,59 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
-    /// Start three origins and the daemon on config/demo.toml, and print what to try.
-    Demo,
+    /// Start one test origin per server of the demo config (four, built in) and
+    /// the daemon in front of them, and print what to try.
+    Demo {
+        /// Another config to demo (its servers' addresses get test origins).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     config::units::parse_duration(s)
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Run) {
-        Cmd::Run => {
-            let path = cli.config.context("missing -c FILE")?;
-            let cfg = load_or_exit(&path);
-            init_logging(&cfg);
-            run(cfg, None)
+    let cmd = match (cli.cmd, cli.config) {
+        (Some(cmd), _) => cmd,
+        (None, Some(config)) => Cmd::Run { config },
+        (None, None) => {
+            let _ = Cli::command().print_help();
+            return ExitCode::from(EXIT_USAGE);
         }
-        Cmd::Check => {
-            let path = cli.config.context("missing -c FILE")?;
-            let cfg = load_or_exit(&path);
+    };
+    // Ordinary errors are one line, whatever RUST_BACKTRACE says: backtraces
+    // are for bugs (panics), not for a port in use.
+    match dispatch(cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("fulcrum: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<u8> {
+    match cmd {
+        Cmd::Run { config } => {
+            let Some(cfg) = load(&config) else {
+                return Ok(EXIT_CONFIG);
+            };
+            init_logging(&cfg);
+            run(cfg, Hints::None)
+        }
+        Cmd::Check { config } => {
+            let Some(cfg) = load(&config) else {
+                return Ok(EXIT_CONFIG);
+            };
             print!("{}", cfg.summary());
             if let Some(w) = fulcrum::fdlimit::maxconn_warning(&cfg, fulcrum::fdlimit::current().1)
             {
                 eprintln!("{w}");
             }
-            Ok(())
+            Ok(EXIT_OK)
         }
         Cmd::Origin {
             listen,
@@ -98,39 +153,48 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let stop = stop_signal()?;
-                let o = origin::spawn(listen, opts).await?;
+                let mut signals = Signals::install()?;
+                let o = origin::spawn(listen, opts)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
                 println!("origin listening on {}", o.addr);
-                stop.await;
-                anyhow::Ok(())
+                signals.stop().await;
+                anyhow::Ok(EXIT_OK)
             })
         }
-        Cmd::Demo => {
-            let cfg = match demo::load(cli.config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(1);
-                }
+        Cmd::Demo { config } => {
+            let Some(cfg) = print_errors(demo::load(config.as_deref()), config.as_deref()) else {
+                return Ok(EXIT_CONFIG);
             };
             init_logging(&cfg);
-            run(cfg, Some(()))
+            let hints = if config.is_some() {
+                Hints::Generic
+            } else {
+                Hints::Demo
+            };
+            run(cfg, hints)
         }
     }
 }
 
-fn load_or_exit(path: &Path) -> Config {
-    match config::load(path) {
+/// Load a config, printing its warnings, or its errors (then `None`).
+fn load(path: &Path) -> Option<Config> {
+    print_errors(config::load(path), Some(path))
+}
+
+fn print_errors(r: Result<Config, config::ConfigErrors>, path: Option<&Path>) -> Option<Config> {
+    match r {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
             }
-            c
+            Some(c)
         }
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("{}: {} error(s)", path.display(), e.0.len());
-            std::process::exit(1);
+            let name = path.map_or_else(|| "config/demo.toml".into(), |p| p.display().to_string());
+            eprintln!("{name}: {} error(s)", e.0.len());
+            None
         }
     }
 }
@@ -149,15 +213,26 @@ fn init_logging_level(level: &str) {
         .init();
 }
 
-/// Run the daemon until SIGTERM or SIGINT, then stop gracefully. With `demo`, start
-/// the demo origins first.
-fn run(cfg: Config, demo: Option<()>) -> Result<()> {
+/// What `demo` prints once the daemon listens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hints {
+    None,
+    /// The built-in demo: its routes.
+    Demo,
+    /// Another file: one line per http frontend.
+    Generic,
+}
+
+/// Run the daemon until SIGTERM or SIGINT, then stop gracefully (a second
+/// signal cuts the grace period short). With demo hints, start the demo
+/// origins first.
+fn run(cfg: Config, hints: Hints) -> Result<u8> {
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     control.block_on(async move {
-        let stop = stop_signal()?;
-        if demo.is_some() {
+        let mut signals = Signals::install()?;
+        if hints != Hints::None {
             let origins = demo::start_origins(&cfg)
                 .await
                 .context("cannot start the demo origins")?;
@@ -165,6 +240,12 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
                 println!("origin {name} listening on {addr}");
             }
         }
+        let http: Vec<String> = cfg
+            .frontends
+            .iter()
+            .filter(|f| f.mode == config::Mode::Http)
+            .map(|f| f.name.clone())
+            .collect();
         let running = daemon::start(cfg)?;
         let fronts: Vec<(String, Vec<SocketAddr>)> = running.listening().to_vec();
         for (name, addrs) in &fronts {
@@ -172,37 +253,81 @@ fn run(cfg: Config, demo: Option<()>) -> Result<()> {
                 println!("frontend {name} listening on {a}");
             }
         }
-        if demo.is_some() {
-            for (_, addrs) in &fronts {
+        print_hints(hints, &fronts, &http);
+        signals.stop().await;
+        tracing::info!(
+            open = running.open_connections(),
+            "stopping: no new connections, open ones may finish"
+        );
+        let stopped = running.shutdown_or(signals.stop()).await;
+        tracing::info!(drained = stopped.drained, "stopped");
+        anyhow::Ok(if stopped.drained { EXIT_OK } else { EXIT_CUT })
+    })
+}
+
+fn print_hints(hints: Hints, fronts: &[(String, Vec<SocketAddr>)], http: &[String]) {
+    match hints {
+        Hints::None => return,
+        Hints::Demo => {
+            for (_, addrs) in fronts {
                 for a in addrs {
                     println!(
                         "try: curl -s http://{a}/hello   (repeat it: 70 % a and b in turn, 30 % the v2 canary)"
                     );
                     println!("     curl -s http://{a}/api/users   (the api backend)");
-                    println!("     curl -s -b group=beta http://{a}/hello   (beta testers: always v2)");
+                    println!(
+                        "     curl -s -b group=beta http://{a}/hello   (beta testers: always v2)"
+                    );
                 }
             }
-            println!("Ctrl-C stops the demo.");
         }
-        stop.await;
-        tracing::info!("stopping: no new connections, open ones may finish");
-        let stopped = running.shutdown().await;
-        tracing::info!(drained = stopped.drained, "stopped");
-        anyhow::Ok(())
-    })
+        Hints::Generic => {
+            for (name, addrs) in fronts.iter().filter(|(n, _)| http.contains(n)) {
+                for a in addrs {
+                    println!("try: curl -s http://{a}/   (frontend {name})");
+                }
+            }
+        }
+    }
+    println!("Ctrl-C stops the demo.");
 }
 
-/// Install the SIGTERM/SIGINT handlers now; the returned future completes on the
-/// first of them. Installed before anything is announced, so a signal sent as soon
-/// as the listeners are printed is never the default (fatal) action.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+/// The signals the daemon handles. Installed before anything is announced, so
+/// a signal sent as soon as the listeners are printed never takes its default
+/// (fatal) action. SIGHUP and SIGUSR1 are logged and ignored: SIGHUP will
+/// reload once reloading exists (and `systemctl reload` sends it), SIGUSR1
+/// reopens log files and fulcrum writes none yet.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT (SIGHUP and SIGUSR1 meanwhile are logged).
+    async fn stop(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::warn!("SIGHUP received: reloading is not supported yet; ignored (the daemon keeps running)");
+                }
+                _ = self.usr1.recv() => {
+                    tracing::info!("SIGUSR1 received: no log file to reopen (logs go to stderr); ignored");
+                }
+            }
         }
-    })
+    }
 }

@@ -182,3 +182,242 @@ fn with_a_higher_hard_limit_all_clients_are_served_at_once() {
         );
     });
 }
+
+/// A TCP origin in a thread that keeps every connection open without a word
+/// (a connection through the daemon to it stays open until cut).
+fn holding_origin() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().map_while(Result::ok) {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+fn tcp_config(origin: SocketAddr, listen: &str, grace: &str) -> String {
+    format!(
+        "[global]\nthreads = 1\ngrace = \"{grace}\"\n\n[[frontend]]\nname = \"fe\"\nlisten = [\"{listen}\"]\ndefault_backend = \"be\"\n\n[[backend]]\nname = \"be\"\nservers = [{{ name = \"o\", address = \"{origin}\" }}]\n"
+    )
+}
+
+/// A TCP origin in a thread that closes each connection when the client does.
+fn closing_origin() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    addr
+}
+
+/// One connection through the daemon (the callers' `open=1` checks prove the
+/// daemon counted it).
+fn held_connection(d: &Daemon) -> std::net::TcpStream {
+    std::net::TcpStream::connect(d.addrs[0]).unwrap()
+}
+
+#[test]
+fn sighup_and_sigusr1_are_logged_and_ignored() {
+    let conf = write_config(
+        "hup",
+        "tcp.toml",
+        &tcp_config(closing_origin(), "127.0.0.1:0", "1s"),
+    );
+    let mut d = run_with("", &conf, 1);
+    use rustix::process::Signal;
+    d.signal(Signal::HUP);
+    assert!(d.wait_log("SIGHUP received", 5), "{}", d.stderr());
+    d.signal(Signal::USR1);
+    assert!(d.wait_log("SIGUSR1 received", 5), "{}", d.stderr());
+    // Still serving.
+    assert!(d.child.try_wait().unwrap().is_none());
+    drop(std::net::TcpStream::connect(d.addrs[0]).expect("still listening"));
+    std::thread::sleep(Duration::from_millis(100));
+    d.signal(Signal::TERM);
+    assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn a_second_stop_signal_cuts_the_grace_period_short_with_exit_code_3() {
+    let conf = write_config(
+        "term2",
+        "tcp.toml",
+        &tcp_config(holding_origin(), "127.0.0.1:0", "60s"),
+    );
+    let mut d = run_with("", &conf, 1);
+    let _held = held_connection(&d);
+    std::thread::sleep(Duration::from_millis(200));
+    use rustix::process::Signal;
+    d.signal(Signal::TERM);
+    assert!(
+        d.wait_log("open=1", 5),
+        "the stopping line says how many connections are open: {}",
+        d.stderr()
+    );
+    assert!(d.wait_exit(1).is_none(), "the grace period holds it open");
+    d.signal(Signal::INT);
+    let st = d.wait_exit(10).expect("a second signal stops at once");
+    assert_eq!(st.code(), Some(3), "{}", d.stderr());
+}
+
+#[test]
+fn connections_cut_at_the_end_of_grace_exit_with_code_3() {
+    let conf = write_config(
+        "grace",
+        "tcp.toml",
+        &tcp_config(holding_origin(), "127.0.0.1:0", "300ms"),
+    );
+    let mut d = run_with("", &conf, 1);
+    let _held = held_connection(&d);
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal(rustix::process::Signal::TERM);
+    assert!(d.wait_log("open=1", 5), "{}", d.stderr());
+    assert_eq!(
+        d.wait_exit(10).and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        d.stderr()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_second_instance_on_the_same_address_refuses_to_start() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    // Two threads: per-core listeners with SO_REUSEPORT, which a second
+    // process could otherwise share silently.
+    let text = tcp_config(holding_origin(), &listen, "1s").replace("threads = 1", "threads = 2");
+    let conf = write_config("twice", "tcp.toml", &text);
+    let first = run_with("", &conf, 1);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "-c"])
+        .arg(&conf)
+        .env("RUST_BACKTRACE", "1");
+    let Err((status, stderr)) = spawn(cmd, 1) else {
+        panic!("the second instance started");
+    };
+    assert_eq!(status.code(), Some(1));
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("fulcrum: "))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "fulcrum: frontend \"fe\": address {listen} is already in use by another process (another fulcrum on the same config?)"
+        )],
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    // The first one was not disturbed.
+    std::net::TcpStream::connect(first.addrs[0]).expect("the first instance still serves");
+}
+
+fn output(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_and_file_errors_are_clear_with_their_exit_codes() {
+    // No arguments: the usage, exit 2.
+    let (code, out, _) = output(&[]);
+    assert_eq!(code, Some(2));
+    assert!(out.contains("Usage: fulcrum"), "{out}");
+    assert!(out.contains("Exit codes: 0 stopped cleanly"), "{out}");
+    // check without -c: says what is missing, with the usage, exit 2.
+    let (code, _, err) = output(&["check"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--config <FILE>") && err.contains("Usage: fulcrum check"),
+        "{err}"
+    );
+    // A file that cannot be read: the OS reason, no 0:0 position, exit 1.
+    let (code, _, err) = output(&["run", "-c", "/nonexistent/fulcrum.toml"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.lines().next(),
+        Some(
+            "/nonexistent/fulcrum.toml: cannot read the file: No such file or directory (os error 2)"
+        )
+    );
+}
+
+#[test]
+fn every_option_has_help_and_the_help_is_true() {
+    for sub in ["run", "check", "origin", "demo"] {
+        let (code, out, _) = output(&[sub, "--help"]);
+        assert_eq!(code, Some(0));
+        let options = out.split("Options:").nth(1).unwrap();
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let words = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('-') && !w.starts_with('<'))
+                .count();
+            assert!(words > 0, "{sub}: an option without help: {line:?}");
+        }
+    }
+    let (_, out, _) = output(&["demo", "--help"]);
+    assert!(out.contains("four"), "{out}");
+}
+
+#[test]
+fn demo_on_another_file_prints_hints_that_fit_it() {
+    let origin = free_port();
+    let listen = free_port();
+    let text = format!(
+        "[[frontend]]\nname = \"site\"\nlisten = [\"127.0.0.1:{listen}\"]\nmode = \"http\"\ndefault_backend = \"b\"\n\n[[backend]]\nname = \"b\"\nservers = [{{ name = \"one\", address = \"127.0.0.1:{origin}\" }}]\n"
+    );
+    let conf = write_config("demo-other", "other.toml", &text);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["demo", "-c"]).arg(&conf);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("Ctrl-C");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        [
+            format!("origin one listening on 127.0.0.1:{origin}"),
+            format!("frontend site listening on 127.0.0.1:{listen}"),
+            format!("try: curl -s http://127.0.0.1:{listen}/   (frontend site)"),
+            "Ctrl-C stops the demo.".to_string(),
+        ]
+    );
+}

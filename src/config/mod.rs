@@ -243,7 +243,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             file: name,
             line: 0,
             col: 0,
-            message: format!("cannot read file: {e}"),
+            message: format!("cannot read the file: {e}"),
         }])),
     }
 }

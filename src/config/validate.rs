@@ -20,10 +20,7 @@ pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let loc = Locator::new(file, text);
     let raw: FileConfig = match toml::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => {
-            let msg = friendly(e.message());
-            return Err(ConfigErrors(vec![loc.error(e.span(), msg)]));
-        }
+        Err(e) => return Err(ConfigErrors(parse_errors(&loc, text, e))),
     };
     let mut v = Validator {
         loc,
@@ -40,9 +37,175 @@ pub fn validate(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Rewrite serde's wording into ours: "unknown key" with the nearest known key.
-fn friendly(msg: &str) -> String {
+/// Most parse-level errors reported for one file.
+const MAX_PARSE_ERRORS: usize = 20;
+
+/// The first parse error, and as many more as can be found. Each top-level
+/// section (`[global]`, each `[[frontend]]`, each `[[backend]]`) is parsed on
+/// its own (the others commented out, so offsets stay true); within one, the
+/// line of each error (a whole `key = value` line) is commented out and the
+/// text parsed again, until it parses, an error is not on such a line, or a
+/// key that was commented out is reported missing.
+fn parse_errors(loc: &Locator<'_>, text: &str, first: toml::de::Error) -> Vec<ConfigError> {
+    let mut errors = vec![loc.error(first.span(), friendly(first.message(), text, first.span()))];
+    for section in sections(text) {
+        let mut work = isolate(text, &section);
+        let mut commented = false;
+        while errors.len() < MAX_PARSE_ERRORS {
+            let e = match toml::from_str::<FileConfig>(&work) {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let Some(span) = e.span().filter(|s| section.contains(&s.start)) else {
+                break;
+            };
+            if commented && e.message().starts_with("missing field") {
+                break;
+            }
+            let err = loc.error(
+                Some(span.clone()),
+                friendly(e.message(), text, Some(span.clone())),
+            );
+            if !errors
+                .iter()
+                .any(|x| (x.line, x.col) == (err.line, err.col))
+            {
+                errors.push(err);
+            }
+            if !comment_out_line(&mut work, span.start) {
+                break;
+            }
+            commented = true;
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.col));
+    errors
+}
+
+/// Byte ranges of the top-level sections: the keys before the first table,
+/// then each `[global]`, `[[frontend]]` or `[[backend]]` with its sub-tables.
+fn sections(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut starts = vec![0];
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let name = t.trim_start_matches('[').trim_start();
+            let first = name
+                .split(|c: char| c == '.' || c == ']' || c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            if matches!(first, "global" | "frontend" | "backend") && !name.contains('.') {
+                starts.push(at);
+            }
+        }
+        at += line.len();
+    }
+    starts.push(text.len());
+    starts.dedup();
+    starts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// `text` with every line outside `keep` commented out.
+fn isolate(text: &str, keep: &std::ops::Range<usize>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let inside = keep.contains(&at);
+        let t = line.trim_start();
+        if inside || t.trim().is_empty() || t.starts_with('#') {
+            out.push_str(line);
+        } else {
+            let indent = line.len() - t.len();
+            out.push_str(&line[..indent]);
+            // '#' and padding in place of the first character: same length.
+            let first = t.chars().next().map_or(0, char::len_utf8);
+            out.push('#');
+            out.extend(std::iter::repeat_n(' ', first.saturating_sub(1)));
+            out.push_str(&t[first..]);
+        }
+        at += line.len();
+    }
+    out
+}
+
+/// Comment out the line holding `offset` if it is a whole `key = value` line
+/// (its brackets and quotes closed on it). Same length, so offsets stay true.
+fn comment_out_line(text: &mut String, offset: usize) -> bool {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[start..end];
+    let trimmed = line.trim_start();
+    let is_key_line = trimmed.split_once('=').is_some_and(|(k, _)| {
+        let k = k.trim();
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.\"' ".contains(&b))
+    });
+    let balanced =
+        |open: char, close: char| trimmed.matches(open).count() == trimmed.matches(close).count();
+    if !is_key_line || !balanced('[', ']') || !balanced('{', '}') || trimmed.starts_with('#') {
+        return false;
+    }
+    let indent = line.len() - trimmed.len();
+    text.replace_range(start + indent..start + indent + 1, "#");
+    true
+}
+
+/// The key whose value starts at (or contains) `offset`, from its line.
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[start..offset];
+    let (k, _) = before.rsplit_once('=')?;
+    let k = k
+        .rsplit(['{', ',', ' '])
+        .find(|p| !p.trim().is_empty())?
+        .trim();
+    Some(k.rsplit('.').next().unwrap_or(k).trim_matches('"'))
+}
+
+/// Serde's names of types, in words.
+fn type_in_words(t: &str, key: Option<&str>) -> String {
+    match (t, key) {
+        ("a sequence", Some("listen")) => {
+            "a list of addresses, like [\"127.0.0.1:8080\"]".to_string()
+        }
+        ("a sequence", Some("servers")) => {
+            "a list of servers, like [{ name = \"a\", address = \"127.0.0.1:9001\" }]".to_string()
+        }
+        ("a sequence", _) => "a list".to_string(),
+        ("usize" | "u64" | "u32", _) => "a whole number (0 or more)".to_string(),
+        ("u16", _) => "a whole number from 0 to 65535".to_string(),
+        ("u8", _) => "a whole number from 0 to 255".to_string(),
+        ("i64" | "i32", _) => "an integer".to_string(),
+        ("f64" | "f32", _) => "a number".to_string(),
+        ("a map", _) => "a table".to_string(),
+        (t, _) if t.starts_with("struct ") => "a table".to_string(),
+        (t, _) => t.to_string(),
+    }
+}
+
+/// Rewrite serde's wording into ours: "unknown key" with the nearest known key,
+/// types in words.
+fn friendly(msg: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let msg = msg.trim_end();
+    let key = span.and_then(|s| key_at(text, s.start));
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            let found = found.replace('`', "");
+            let what = key.map(|k| format!(" for \"{k}\"")).unwrap_or_default();
+            return format!(
+                "expected {}{what}, found {}",
+                type_in_words(expected, key),
+                found
+            );
+        }
+    }
     for (prefix, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             let Some(end) = rest.find('`') else { break };
@@ -643,12 +806,21 @@ impl Validator<'_> {
             Err(_) => raw.to_socket_addrs().ok().and_then(|mut it| it.next()),
         };
         let Some(addr) = addr else {
-            self.err(
-                &s.address,
-                format!(
+            // HOST:PORT with a valid port whose host does not resolve is not a
+            // malformed address: say which it is.
+            let msg = match raw.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty()
+                        && !host.contains(['/', ' '])
+                        && port.parse::<u16>().is_ok() =>
+                {
+                    format!("{ctx}: \"{host}\" does not resolve (address \"{raw}\")")
+                }
+                _ => format!(
                     "{ctx}: invalid address \"{raw}\" (expected HOST:PORT, like \"127.0.0.1:9001\")"
                 ),
-            );
+            };
+            self.err(&s.address, msg);
             return None;
         };
         if addr.port() == 0 {

@@ -345,29 +345,80 @@ async fn write_all(s: &TcpStream, mut data: &[u8], limit: std::time::Duration) -
     Ok(())
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase fulcrum writes for a status: RFC 9110's, and the common
+/// registered extensions (WebDAV, RFC 6585, RFC 7725, RFC 8470); an unregistered
+/// code gets its class's name.
+pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
         303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
-        _ => "Error",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => match status / 100 {
+            1 => "Informational",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            _ => "Server Error",
+        },
     }
 }
 
@@ -1283,4 +1334,32 @@ async fn reject(
     tracing::debug!(frontend = %front.name, error = %e, "request rejected");
     error_reply(client, front, e.status()).await;
     Stop::Linger
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason;
+
+    #[test]
+    fn every_status_fulcrum_can_send_has_its_reason_phrase() {
+        assert_eq!(reason(410), "Gone");
+        assert_eq!(reason(413), "Content Too Large");
+        assert_eq!(reason(421), "Misdirected Request");
+        assert_eq!(reason(451), "Unavailable For Legal Reasons");
+        assert_eq!(reason(511), "Network Authentication Required");
+        // RFC 9110's 4xx and 5xx (deny may send any of them), and the common extensions.
+        let registered = [
+            400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416,
+            417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504,
+            505, 506, 507, 508, 510, 511,
+        ];
+        for s in registered {
+            assert!(
+                !matches!(reason(s), "Client Error" | "Server Error"),
+                "{s} has no phrase"
+            );
+        }
+        assert_eq!(reason(499), "Client Error");
+        assert_eq!(reason(599), "Server Error");
+    }
 }
