@@ -187,6 +187,8 @@ pub struct Conn {
     pub force_stop: watch::Receiver<bool>,
     /// The graceful stop (accepting ends): idle keep-alive connections close.
     pub soft_stop: watch::Receiver<bool>,
+    /// Counted against its source's `conn_per_source` while it lives.
+    limit: Option<crate::limits::ConnGuard>,
     _tracker: mpsc::Sender<()>,
     _permits: Permits,
 }
@@ -194,6 +196,38 @@ pub struct Conn {
 impl Conn {
     pub fn front(&self) -> &crate::runtime::FrontendRt {
         &self.rt.frontends[self.fe]
+    }
+
+    /// Apply the frontend's per-source connection limits to a connection from
+    /// `src` (the PROXY header's address when there is one) to `dst_port`.
+    /// `Ok(true)`: the source's requests are rate-limited too; `Err`: refused
+    /// (counted; the caller closes the connection).
+    pub fn admit_source(
+        &mut self,
+        src: std::net::IpAddr,
+        dst_port: u16,
+    ) -> Result<bool, crate::limits::Refused> {
+        let front = &self.rt.frontends[self.fe];
+        let Some(l) = front.source_limits.clone() else {
+            return Ok(false);
+        };
+        if l.exempt(&front.acls, src, dst_port) {
+            return Ok(false);
+        }
+        match l.connect(src, std::time::Instant::now()) {
+            Ok(g) => {
+                self.limit = Some(g);
+                Ok(l.config().req_rate.is_some())
+            }
+            Err(why) => {
+                match why {
+                    crate::limits::Refused::Conns => front.counters.limit_conns.inc(),
+                    crate::limits::Refused::ConnRate => front.counters.limit_conn_rate.inc(),
+                }
+                tracing::debug!(frontend = %front.name, %src, reason = ?why, "connection refused by per-source limits");
+                Err(why)
+            }
+        }
     }
 }
 
@@ -221,6 +255,7 @@ fn spawn_connection(
         opts: ctx.l4.clone(),
         force_stop: ctx.force_stop.clone(),
         soft_stop: ctx.stop_accepting.clone(),
+        limit: None,
         _tracker: ctx.tracker.clone(),
         _permits: permits,
     };

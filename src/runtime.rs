@@ -43,6 +43,8 @@ pub struct FrontendRt {
     pub rules: Vec<Rule>,
     /// How request paths are normalised (`l7::path`).
     pub path: crate::config::routing::PathOptions,
+    /// Per-source limits (`limits.rs`).
+    pub source_limits: Option<Arc<crate::limits::Limiter>>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -188,7 +190,17 @@ impl Runtime {
                     counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
                     pool,
                     persist: b.persist.clone(),
-                    sources: prev_be.map_or_else(Default::default, |p| p.sources.clone()),
+                    // Carried over unless the table's size changed.
+                    sources: {
+                        let size = match &b.persist {
+                            Some(crate::config::routing::Persist::Source { size, .. }) => *size,
+                            _ => 1,
+                        };
+                        prev_be
+                            .map(|p| p.sources.clone())
+                            .filter(|t| t.size() == size)
+                            .unwrap_or_else(|| Arc::new(SourceTable::new(size)))
+                    },
                 }
             })
             .collect();
@@ -213,6 +225,10 @@ impl Runtime {
                 acls: f.acls.clone(),
                 rules: f.rules.clone(),
                 path: f.path,
+                source_limits: f
+                    .source_limits
+                    .clone()
+                    .map(|l| Arc::new(crate::limits::Limiter::new(l))),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

@@ -87,7 +87,8 @@ async fn no_encoding_walks_around_a_path_acl() {
             HttpRecorder::start("b", "").await,
             HttpRecorder::start("c", "").await,
         ];
-        let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        addrs.push(dead_addr().await); // the tcp backend's server, unused here
         let d = start(&localize_addrs("config/examples/edge.toml", &addrs), &[]);
         let web = d.addr("www").unwrap();
         assert!(CASES.len() >= 40);
@@ -152,7 +153,8 @@ async fn match_only_routes_on_the_normal_path_and_forwards_the_clients() {
             HttpRecorder::start("b", "").await,
             HttpRecorder::start("c", "").await,
         ];
-        let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        addrs.push(dead_addr().await); // the tcp backend's server, unused here
         let d = start(&localize_addrs("config/examples/edge.toml", &addrs), &[]);
         let legacy = d.addr("legacy").unwrap();
         for target in ["/x/../admin", "//admin", "/%61dmin"] {
@@ -183,7 +185,8 @@ async fn the_balancer_and_redirects_see_the_normal_path() {
             HttpRecorder::start("b", "").await,
             HttpRecorder::start("c", "").await,
         ];
-        let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        addrs.push(dead_addr().await); // the tcp backend's server, unused here
         let d = start(&localize_addrs("config/examples/edge.toml", &addrs), &[]);
         let web = d.addr("www").unwrap();
         // Each path and its disguises land on one server (uri hashing).

@@ -75,7 +75,7 @@ async fn cookie_insert_pins_a_user_and_falls_back() {
         let cookie = format!("SRV=s-{first}");
         assert_eq!(
             r.header("set-cookie"),
-            Some(format!("{cookie}; Path=/")),
+            Some(format!("{cookie}; Path=/; HttpOnly; SameSite=Lax")),
             "{}",
             r.head
         );
@@ -105,7 +105,8 @@ async fn cookie_insert_pins_a_user_and_falls_back() {
         assert_eq!(r.status, 200);
         let fixed = r.header("set-cookie").unwrap();
         assert!(
-            fixed == "SRV=s-a; Path=/" || fixed == "SRV=s-b; Path=/",
+            fixed == "SRV=s-a; Path=/; HttpOnly; SameSite=Lax"
+                || fixed == "SRV=s-b; Path=/; HttpOnly; SameSite=Lax",
             "{fixed}"
         );
         assert_eq!(s.d.stats().backend("app").unwrap().persist_misses, 1);
@@ -116,7 +117,10 @@ async fn cookie_insert_pins_a_user_and_falls_back() {
             let r = get(addr, "/", "Cookie: SRV=s-c\r\n").await;
             assert_eq!(r.status, 200);
             let now = r.text().trim().to_string();
-            assert_eq!(r.header("set-cookie"), Some(format!("SRV=s-{now}; Path=/")));
+            assert_eq!(
+                r.header("set-cookie"),
+                Some(format!("SRV=s-{now}; Path=/; HttpOnly; SameSite=Lax"))
+            );
         }
         assert!(s.d.stats().backend("app").unwrap().connect_errors >= 1);
 
@@ -125,7 +129,10 @@ async fn cookie_insert_pins_a_user_and_falls_back() {
         set_status(&s.d, "app", "a", Status::Maint);
         let r = get(addr, "/", "Cookie: SRV=s-a\r\n").await;
         assert_eq!(r.text(), "b\n");
-        assert_eq!(r.header("set-cookie").as_deref(), Some("SRV=s-b; Path=/"));
+        assert_eq!(
+            r.header("set-cookie").as_deref(),
+            Some("SRV=s-b; Path=/; HttpOnly; SameSite=Lax")
+        );
         set_status(&s.d, "app", "a", Status::Drain);
         assert_eq!(get(addr, "/", "Cookie: SRV=s-a\r\n").await.text(), "a\n");
         for _ in 0..4 {
@@ -272,6 +279,70 @@ servers = [
         assert_eq!(hello(addr, &proxy("10.9.0.2")).await, other);
         let b = d.stats().backend("b").unwrap().clone();
         assert_eq!((b.persist_hits, b.persist_misses), (4, 0));
+    })
+    .await;
+}
+
+/// Prefix mode keeps a quoted value quoted both ways, and an inserted cookie
+/// carries the configured attributes.
+#[tokio::test]
+async fn quoted_prefix_values_and_inserted_cookie_attributes() {
+    bounded(20, async {
+        let quoted = "set-cookie: JSESSIONID=\"abc\"; Path=/\r\n";
+        let j1 = HttpRecorder::start("j1", quoted).await;
+        let j2 = HttpRecorder::start("j2", quoted).await;
+        let a = HttpRecorder::start("a", "").await;
+        let d = start(
+            r#"
+[[frontend]]
+name = "java"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "java"
+
+[[frontend]]
+name = "app"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "java"
+persist = { cookie = "JSESSIONID", mode = "prefix" }
+servers = [{ name = "j1", address = "{j1}" }, { name = "j2", address = "{j2}" }]
+
+[[backend]]
+name = "app"
+persist = { cookie = "SRV", secure = true, httponly = true, samesite = "lax", domain = "example.com", max_age = "1h" }
+servers = [{ name = "a", address = "{a}" }]
+"#,
+            &[
+                ("j1", j1.addr.to_string()),
+                ("j2", j2.addr.to_string()),
+                ("a", a.addr.to_string()),
+            ],
+        );
+        let java = d.addr("java").unwrap();
+        let r = get(java, "/", "").await;
+        let first = r.text().trim().to_string();
+        assert_eq!(
+            r.header("set-cookie"),
+            Some(format!("JSESSIONID=\"{first}~abc\"; Path=/"))
+        );
+        let r = get(java, "/", &format!("Cookie: JSESSIONID=\"{first}~abc\"\r\n")).await;
+        assert_eq!(r.text().trim(), first);
+        let origin = if first == "j1" { &j1 } else { &j2 };
+        assert!(
+            origin.last().contains("\r\ncookie: JSESSIONID=\"abc\""),
+            "{}",
+            origin.last()
+        );
+
+        let r = get(d.addr("app").unwrap(), "/", "").await;
+        assert_eq!(
+            r.header("set-cookie").as_deref(),
+            Some("SRV=a; Path=/; Domain=example.com; Max-Age=3600; Secure; HttpOnly; SameSite=Lax")
+        );
     })
     .await;
 }

@@ -89,6 +89,26 @@ pub struct FrontendFile {
     pub path_normalize: Option<Spanned<String>>,
     /// http: how the normaliser treats each class of path bytes.
     pub path_options: Option<Spanned<PathOptionsFile>>,
+    /// Per-source connection and request limits.
+    pub limits: Option<Spanned<LimitsFile>>,
+    /// A condition (ACL names) that exempts a source from `limits`.
+    pub limits_unless: Option<Spanned<String>>,
+}
+
+/// `limits = { conn_per_source = 20, conn_rate_per_source = "10/s", ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub conn_per_source: Option<Spanned<u32>>,
+    /// "N/s" or "N/m".
+    pub conn_rate_per_source: Option<Spanned<String>>,
+    /// http: "N/s" or "N/m".
+    pub req_rate_per_source: Option<Spanned<String>>,
+    /// Most sources remembered (default 100000).
+    pub table_size: Option<Spanned<u32>>,
+    /// A source not seen for this long is forgotten (default 60s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub expire: Option<Duration>,
 }
 
 /// `path_options = { merge_slashes = true, encoded_slash = "reject", ... }`.
@@ -195,6 +215,16 @@ pub struct PersistFile {
     /// cookie insert: mark responses carrying the new cookie `cache-control: private`.
     #[serde(default)]
     pub nocache: bool,
+    /// cookie insert: attributes of the cookie fulcrum sets.
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default)]
+    pub httponly: bool,
+    /// "strict", "lax" or "none".
+    pub samesite: Option<Spanned<String>>,
+    pub domain: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
     #[serde(default)]
     pub source: bool,
     #[serde(default, deserialize_with = "de_opt_duration")]

@@ -75,6 +75,8 @@ pub struct Frontend {
     pub rules: Vec<routing::Rule>,
     /// http: how request paths are normalised (see `l7::path`).
     pub path: routing::PathOptions,
+    /// Per-source limits (see `limits.rs`).
+    pub source_limits: Option<routing::SourceLimits>,
 }
 
 /// An operator-supplied body for one error status, read when the config loads.
@@ -232,6 +234,10 @@ pub mod defaults {
     /// LVS's default `lblcr_expiration`: a set unchanged this long sheds a member.
     pub const LBLCR_SHRINK: Duration = Duration::from_secs(24 * 3600);
     pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+    /// Sources a frontend's per-source limits remember.
+    pub const LIMITS_TABLE_SIZE: u32 = 100_000;
+    /// A source not seen for this long is forgotten by the limits.
+    pub const LIMITS_EXPIRE: Duration = Duration::from_secs(60);
 }
 
 /// Read and validate a config file.

@@ -70,6 +70,40 @@ impl Default for PathOptions {
     }
 }
 
+/// A rate: `count` per `per` (token bucket: a burst of `count`, refilled
+/// evenly over `per`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// `"N/s"`, `"N/m"` (`N` ≥ 1).
+    pub fn parse(s: &str) -> Option<Rate> {
+        let (n, unit) = s.trim().split_once('/')?;
+        let count: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            _ => return None,
+        };
+        Some(Rate { count, per })
+    }
+}
+
+/// Per-source limits of a frontend (`limits`, `limits_unless`).
+#[derive(Debug, Clone)]
+pub struct SourceLimits {
+    pub conn_per_source: Option<u32>,
+    pub conn_rate: Option<Rate>,
+    pub req_rate: Option<Rate>,
+    pub table_size: u32,
+    pub expire: Duration,
+    /// Sources for which this holds are never limited.
+    pub unless: Option<Condition>,
+}
+
 /// Paths an ACL compares the (normalised) request path with. Paths are
 /// case-sensitive unless the ACL says `ignore_case = true`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -223,6 +257,22 @@ pub struct CondError {
 }
 
 impl Condition {
+    /// Whether the condition holds for a connection from `src` to `dst_port`,
+    /// before any request: only `src` and `dst_port` ACLs can match (the
+    /// config allows no others where this is used, `limits_unless`).
+    pub fn holds_for_connection(&self, acls: &[Acl], src: IpAddr, dst_port: u16) -> bool {
+        let acl = |i: usize| match acls.get(i).map(|a| &a.matcher) {
+            Some(Matcher::Src(blocks)) => blocks.iter().any(|b| b.contains(src)),
+            Some(Matcher::DstPort(ports)) => ports.contains(&dst_port),
+            _ => false,
+        };
+        let hit = self
+            .any
+            .iter()
+            .any(|group| group.iter().all(|t| acl(t.acl) != t.not));
+        hit != self.negate
+    }
+
     /// Parse `text` against the ACL names; unknown names are errors.
     pub fn parse(text: &str, acls: &[Acl], negate: bool) -> Result<Condition, CondError> {
         let mut any = vec![Vec::new()];
@@ -356,6 +406,9 @@ pub enum Persist {
         mode: CookieMode,
         indirect: bool,
         nocache: bool,
+        /// insert: what follows `NAME=VALUE` in the Set-Cookie fulcrum writes
+        /// (`; Path=/` and the configured attributes), built once.
+        attrs: String,
     },
     Source {
         expire: Duration,

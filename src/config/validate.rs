@@ -440,12 +440,27 @@ impl Validator<'_> {
         };
         let acls = self.acls(&ctx, &f.acl);
         let (rules, mut refs) = self.rules(&ctx, &f.rules, &acls, backends);
-        if mode == Mode::Tcp && (!f.acl.is_empty() || !f.rules.is_empty()) {
-            self.err(
-                &f.name,
-                format!("{ctx}: acl and rules need mode = \"http\""),
-            );
+        if mode == Mode::Tcp && !f.rules.is_empty() {
+            self.err(&f.name, format!("{ctx}: rules need mode = \"http\""));
         }
+        if mode == Mode::Tcp {
+            // A tcp frontend may name ACLs for limits_unless: those that look
+            // at the connection only.
+            for (name, a) in &f.acl {
+                if let Some(acl) = acls.iter().find(|x| &x.name == name)
+                    && !matches!(
+                        acl.matcher,
+                        super::routing::Matcher::Src(_) | super::routing::Matcher::DstPort(_)
+                    )
+                {
+                    self.err(
+                        a,
+                        format!("{ctx}: acl \"{name}\": in mode = \"tcp\" an ACL can test src or dst_port only"),
+                    );
+                }
+            }
+        }
+        let source_limits = self.source_limits(&ctx, f, mode, &acls);
         refs.push(super::validate_l7::BackendRef {
             backend: default_backend,
             span: f.default_backend.span(),
@@ -494,8 +509,95 @@ impl Validator<'_> {
             acls,
             rules,
             path: self.path_options(&ctx, f, mode),
+            source_limits,
         };
         Some((fe, refs))
+    }
+
+    /// `limits` and `limits_unless`.
+    fn source_limits(
+        &mut self,
+        ctx: &str,
+        f: &FrontendFile,
+        mode: Mode,
+        acls: &[super::routing::Acl],
+    ) -> Option<super::routing::SourceLimits> {
+        use super::routing::{Rate, SourceLimits};
+        let Some(raw) = &f.limits else {
+            if let Some(u) = &f.limits_unless {
+                self.err(u, format!("{ctx}: limits_unless without limits"));
+            }
+            return None;
+        };
+        let l = raw.get_ref();
+        let rate = |me: &mut Self, v: &Option<Spanned<String>>, key: &str| -> Option<Rate> {
+            let v = v.as_ref()?;
+            let r = Rate::parse(v.get_ref());
+            if r.is_none() {
+                me.err(
+                    v,
+                    format!(
+                        "{ctx}: limits.{key} must be a rate like \"10/s\" or \"600/m\", not \"{}\"",
+                        v.get_ref()
+                    ),
+                );
+            }
+            r
+        };
+        let conn_rate = rate(self, &l.conn_rate_per_source, "conn_rate_per_source");
+        let req_rate = rate(self, &l.req_rate_per_source, "req_rate_per_source");
+        if mode == Mode::Tcp
+            && let Some(r) = &l.req_rate_per_source
+        {
+            self.err(
+                r,
+                format!("{ctx}: limits.req_rate_per_source needs mode = \"http\""),
+            );
+        }
+        let conn_per_source = l
+            .conn_per_source
+            .as_ref()
+            .map(|n| self.positive(n, "limits.conn_per_source"));
+        if conn_per_source.is_none() && conn_rate.is_none() && req_rate.is_none() {
+            self.err(
+                raw,
+                format!("{ctx}: limits sets no limit (conn_per_source, conn_rate_per_source or req_rate_per_source)"),
+            );
+        }
+        let table_size = l
+            .table_size
+            .as_ref()
+            .map_or(defaults::LIMITS_TABLE_SIZE, |n| {
+                self.positive(n, "limits.table_size")
+            });
+        let unless = match &f.limits_unless {
+            Some(u) => {
+                let c = self.condition(ctx, u, acls, false)?;
+                // Evaluated once per connection, before any request.
+                for t in c.any.iter().flatten() {
+                    let Some(a) = acls.get(t.acl) else { continue };
+                    if !matches!(
+                        a.matcher,
+                        super::routing::Matcher::Src(_) | super::routing::Matcher::DstPort(_)
+                    ) {
+                        self.err(
+                            u,
+                            format!("{ctx}: limits_unless: acl \"{}\" tests the request; only src and dst_port ACLs can exempt a source", a.name),
+                        );
+                    }
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        Some(SourceLimits {
+            conn_per_source,
+            conn_rate,
+            req_rate,
+            table_size,
+            expire: l.expire.unwrap_or(defaults::LIMITS_EXPIRE),
+            unless,
+        })
     }
 
     /// `path_normalize` and `path_options` (http only).

@@ -231,7 +231,7 @@ impl Validator<'_> {
         })
     }
 
-    fn condition(
+    pub(super) fn condition(
         &mut self,
         ctx: &str,
         text: &Spanned<String>,
@@ -550,6 +550,69 @@ impl Validator<'_> {
         Some(Action::Redirect { status, to })
     }
 
+    /// The attributes of an inserted persistence cookie, as written after
+    /// `NAME=VALUE`.
+    fn cookie_attrs(
+        &mut self,
+        ctx: &str,
+        p: &Spanned<PersistFile>,
+        mode: CookieMode,
+    ) -> Option<String> {
+        use std::fmt::Write as _;
+        let f = p.get_ref();
+        let set = f.secure
+            || f.httponly
+            || f.samesite.is_some()
+            || f.domain.is_some()
+            || f.max_age.is_some();
+        if mode == CookieMode::Prefix && set {
+            self.err(
+                p,
+                format!("{ctx}: secure, httponly, samesite, domain and max_age go with mode \"insert\" only (in prefix mode the application's cookie keeps its own)"),
+            );
+            return None;
+        }
+        let mut attrs = String::from("; Path=/");
+        if let Some(d) = &f.domain {
+            let v = d.get_ref();
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                self.err(d, format!("{ctx}: \"{v}\" is not a cookie domain"));
+                return None;
+            }
+            let _ = write!(attrs, "; Domain={v}");
+        }
+        if let Some(m) = f.max_age {
+            let _ = write!(attrs, "; Max-Age={}", m.as_secs());
+        }
+        if f.secure {
+            attrs.push_str("; Secure");
+        }
+        if f.httponly {
+            attrs.push_str("; HttpOnly");
+        }
+        if let Some(s) = &f.samesite {
+            let v = match s.get_ref().to_ascii_lowercase().as_str() {
+                "strict" => "Strict",
+                "lax" => "Lax",
+                "none" if f.secure => "None",
+                "none" => {
+                    self.err(s, format!("{ctx}: samesite = \"none\" needs secure = true (browsers drop the cookie otherwise)"));
+                    return None;
+                }
+                other => {
+                    self.err(s, format!("{ctx}: samesite must be \"strict\", \"lax\" or \"none\", not \"{other}\""));
+                    return None;
+                }
+            };
+            let _ = write!(attrs, "; SameSite={v}");
+        }
+        Some(attrs)
+    }
+
     pub(super) fn persist(&mut self, ctx: &str, p: &Spanned<PersistFile>) -> Option<Persist> {
         let f = p.get_ref();
         match (&f.cookie, f.source) {
@@ -582,11 +645,13 @@ impl Validator<'_> {
                         format!("{ctx}: expire and size go with source persistence only"),
                     );
                 }
+                let attrs = self.cookie_attrs(ctx, p, mode)?;
                 Some(Persist::Cookie {
                     name: name.get_ref().clone(),
                     mode,
                     indirect: f.indirect,
                     nocache: f.nocache,
+                    attrs,
                 })
             }
             (None, true) => {

@@ -49,6 +49,8 @@ pub enum ForwardError {
     ConnectFailed { backend: Arc<str>, last: String },
     #[error("client went away before a server was reached")]
     ClientGone,
+    #[error("the source is over its per-source limits")]
+    Limited,
 }
 
 impl ForwardError {
@@ -61,18 +63,20 @@ impl ForwardError {
             ForwardError::QueueTimeout(_) => "queue_timeout",
             ForwardError::ConnectFailed { .. } => "connect_failed",
             ForwardError::ClientGone => "client_gone",
+            ForwardError::Limited => "limited",
         }
     }
 }
 
 /// Serve one accepted client connection of a tcp frontend.
 /// `local`: the listener's address when it is not a wildcard.
-pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, conn: Conn) {
+pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, mut conn: Conn) {
     let started = Instant::now();
-    let rt = &conn.rt;
-    let opts = &conn.opts;
+    // Held apart from `conn`, which the per-source limits update.
+    let rt = conn.rt.clone();
+    let opts = conn.opts.clone();
     let mut force_stop = conn.force_stop.clone();
-    let front = conn.front();
+    let front = &rt.frontends[conn.fe];
     let backend = &rt.backends[front.backend];
     // TCP_NODELAY is inherited from the listener.
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
@@ -83,28 +87,28 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr
         } else {
             (peer, local, Vec::new())
         };
+        conn.admit_source(src.ip(), dst.port())
+            .map_err(|_| ForwardError::Limited)?;
         let now = Instant::now();
         let ctx = PickCtx::tcp(src.ip(), dst, now, fastrand_u64());
         // Source persistence works in tcp mode too: the remembered server first.
         let source = match &backend.persist {
-            Some(Persist::Source { expire, size }) => Some((*expire, *size)),
+            Some(Persist::Source { expire, .. }) => Some(*expire),
             _ => None,
         };
-        let entry = source.and_then(|(expire, _)| backend.sources.get(src.ip(), expire, now));
+        let entry = source.and_then(|expire| backend.sources.get(src.ip(), expire, now));
         let prefer = entry
             .and_then(|id| backend.by_id(id))
             .filter(|s| s.takes_persistent());
         let (server, guard, stream, _) =
             connect_with(backend, &ctx, prefer, &mut force_stop, |_| None).await?;
-        if let Some((expire, size)) = source {
+        if source.is_some() {
             if prefer.is_some_and(|p| Arc::ptr_eq(&p.state, &server.state)) {
                 backend.counters.persist_hits.inc();
             } else if entry.is_some() {
                 backend.counters.persist_misses.inc();
             }
-            backend
-                .sources
-                .put(src.ip(), server.state.id, size, expire, now);
+            backend.sources.put(src.ip(), server.state.id, now);
         }
         Ok::<_, ForwardError>((src, dst, early, server, guard, stream))
     }
@@ -124,7 +128,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr
                     backend.counters.queue_timeouts.inc();
                     backend.counters.no_server.inc();
                 }
-                ForwardError::ClientGone => {}
+                // Limited: counted by the limits themselves.
+                ForwardError::ClientGone | ForwardError::Limited => {}
             }
             tracing::debug!(frontend = %front.name, client = %peer, error = %e, "connection not forwarded");
             if opts.log_connections {

@@ -6,14 +6,8 @@
 //! name and address stay, so stickiness survives reloads and a removed server's
 //! entries are simply re-pointed on their next use.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::balancers::hash::hash_ip;
-
-const SHARDS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -21,61 +15,55 @@ struct Entry {
     seen: Instant,
 }
 
-/// Source address → server id, sharded so request threads rarely meet on a lock
-/// (held only for one map operation; no other path takes it).
+/// Source address → server id, bounded: at `size` entries the least recently
+/// seen goes, in O(1) (`crate::table`). Each lock is held for one map operation;
+/// no other path takes it.
 #[derive(Debug)]
 pub struct SourceTable {
-    shards: [Mutex<HashMap<IpAddr, Entry>>; SHARDS],
+    table: crate::table::SourceTable<Entry>,
+    size: u32,
 }
 
 impl Default for SourceTable {
     fn default() -> Self {
-        SourceTable {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-        }
+        SourceTable::new(1)
     }
 }
 
 impl SourceTable {
-    fn shard(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        let i = (hash_ip(ip, false) as usize) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(size: u32) -> Self {
+        SourceTable {
+            table: crate::table::SourceTable::new(size as usize),
+            size,
+        }
+    }
+
+    /// The size it was built for (a reload that changes it builds a new table).
+    pub fn size(&self) -> u32 {
+        self.size
     }
 
     /// The server remembered for `ip`, unless the entry is older than `expire`.
     pub fn get(&self, ip: IpAddr, expire: Duration, now: Instant) -> Option<u64> {
-        let mut m = self.shard(ip);
-        match m.get(&ip) {
+        let mut m = self.table.shard(ip);
+        match m.peek(&ip) {
             Some(e) if now.saturating_duration_since(e.seen) <= expire => Some(e.server),
             Some(_) => {
-                m.remove(&ip);
+                m.pop(&ip);
                 None
             }
             None => None,
         }
     }
 
-    /// Remember (or refresh) `ip` → `server`. At `size` entries, expired ones are
-    /// dropped first, then the least recently seen of the shard.
-    pub fn put(&self, ip: IpAddr, server: u64, size: u32, expire: Duration, now: Instant) {
-        let per_shard = (size as usize).div_ceil(SHARDS).max(1);
-        let mut m = self.shard(ip);
-        if !m.contains_key(&ip) && m.len() >= per_shard {
-            m.retain(|_, e| now.saturating_duration_since(e.seen) <= expire);
-            if m.len() >= per_shard
-                && let Some(oldest) = m.iter().min_by_key(|(_, e)| e.seen).map(|(k, _)| *k)
-            {
-                m.remove(&oldest);
-            }
-        }
-        m.insert(ip, Entry { server, seen: now });
+    /// Remember (or refresh) `ip` → `server`; a full shard drops its least
+    /// recently seen entry.
+    pub fn put(&self, ip: IpAddr, server: u64, now: Instant) {
+        self.table.shard(ip).put(ip, Entry { server, seen: now });
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
-            .sum()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,21 +95,32 @@ pub fn edit_cookie_field(value: &[u8], edit: CookieEdit<'_>, out: &mut Vec<u8>) 
             continue;
         }
         let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
-        let piece: Option<(&str, &str)> = match edit {
+        // A quoted value keeps its quotes around what is left of it.
+        let (quoted, inner) = match val.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(inner) => (true, inner),
+            None => (false, val),
+        };
+        let piece: Option<&str> = match edit {
             CookieEdit::Remove(n) if k == n => None,
             CookieEdit::Unprefix(n) if k == n => {
-                Some((k, val.split_once('~').map_or(val, |(_, rest)| rest)))
+                Some(inner.split_once('~').map_or(inner, |(_, rest)| rest))
             }
-            _ => Some((k, val)),
+            _ => Some(inner),
         };
-        let Some((k, val)) = piece else { continue };
+        let Some(inner) = piece else { continue };
         if out.len() > start {
             out.extend_from_slice(b"; ");
         }
         out.extend_from_slice(k.as_bytes());
         if pair.contains('=') {
             out.push(b'=');
-            out.extend_from_slice(val.as_bytes());
+            if quoted {
+                out.push(b'"');
+            }
+            out.extend_from_slice(inner.as_bytes());
+            if quoted {
+                out.push(b'"');
+            }
         }
     }
     out.len() > start
@@ -138,6 +137,12 @@ pub fn prefix_set_cookie(value: &[u8], name: &str, server: &str, out: &mut Vec<u
     };
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
+    // A quoted value gets the prefix inside its quotes: "abc" -> "s1~abc".
+    let (quote, rest) = match rest.strip_prefix(b"\"") {
+        Some(r) => (&b"\""[..], r),
+        None => (&b""[..], rest),
+    };
+    out.extend_from_slice(quote);
     out.extend_from_slice(server.as_bytes());
     out.push(b'~');
     out.extend_from_slice(rest);
@@ -150,21 +155,43 @@ mod tests {
 
     #[test]
     fn source_table_expires_and_bounds() {
-        let t = SourceTable::default();
+        let t = SourceTable::new(32);
         let now = Instant::now();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let exp = Duration::from_secs(10);
         assert_eq!(t.get(ip, exp, now), None);
-        t.put(ip, 7, 100, exp, now);
+        t.put(ip, 7, now);
         assert_eq!(t.get(ip, exp, now + Duration::from_secs(5)), Some(7));
         assert_eq!(t.get(ip, exp, now + Duration::from_secs(11)), None);
         assert!(t.is_empty());
-        // Size bound: never more than size (rounded up to the shards) entries.
+        // Size bound: never more than size (rounded up to the shards) entries,
+        // the most recent kept.
         for i in 0..1000u32 {
             let ip = IpAddr::V4((0x0a00_0000 + i).into());
-            t.put(ip, 1, 32, exp, now + Duration::from_millis(u64::from(i)));
+            t.put(ip, 1, now + Duration::from_millis(u64::from(i)));
         }
         assert!(t.len() <= 32, "{}", t.len());
+        let last = IpAddr::V4((0x0a00_0000 + 999u32).into());
+        assert_eq!(t.get(last, exp, now + Duration::from_secs(1)), Some(1));
+    }
+
+    #[test]
+    fn quoted_values_keep_their_quotes() {
+        let mut out = Vec::new();
+        assert!(edit_cookie_field(
+            b"a=1; JSESSIONID=\"s1~abc\"; b=\"q\"",
+            CookieEdit::Unprefix("JSESSIONID"),
+            &mut out
+        ));
+        assert_eq!(out, b"a=1; JSESSIONID=\"abc\"; b=\"q\"");
+        out.clear();
+        assert!(prefix_set_cookie(
+            b"JSESSIONID=\"abc\"; Path=/",
+            "JSESSIONID",
+            "s1",
+            &mut out
+        ));
+        assert_eq!(out, b"JSESSIONID=\"s1~abc\"; Path=/");
     }
 
     #[test]

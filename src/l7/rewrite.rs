@@ -300,11 +300,12 @@ pub fn request(
 pub enum CookieOut<'a> {
     #[default]
     None,
-    /// Set `name=value` (the client had no valid cookie for this server).
+    /// Set `name=value` and `attrs` (the client had no valid cookie for this server).
     Insert {
         name: &'a str,
         value: &'a str,
         nocache: bool,
+        attrs: &'a str,
     },
     /// Prefix the server's own `name` cookie with `value~`.
     Prefix { name: &'a str, value: &'a str },
@@ -389,8 +390,11 @@ pub fn response(
         push_field(&mut out, h.name.as_bytes(), h.value);
     }
     push_added(&mut out, edits.ops);
-    if let CookieOut::Insert { name, value, .. } = edits.cookie {
-        let _ = write!(out, "set-cookie: {name}={value}; Path=/\r\n");
+    if let CookieOut::Insert {
+        name, value, attrs, ..
+    } = edits.cookie
+    {
+        let _ = write!(out, "set-cookie: {name}={value}{attrs}\r\n");
         if private {
             out.extend_from_slice(b"cache-control: private\r\n");
         }

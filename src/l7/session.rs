@@ -73,8 +73,9 @@ async fn linger(s: &TcpStream) {
 
 /// Serve one accepted client connection on an http frontend.
 /// `local`: the listener's address when it is not a wildcard.
-pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, conn: Conn) {
-    let front = conn.front();
+pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr>, mut conn: Conn) {
+    let rt = conn.rt.clone();
+    let front = &rt.frontends[conn.fe];
     // TCP_NODELAY is inherited from the listener.
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
     let (peer, local, cbuf) = if front.accept_proxy {
@@ -95,12 +96,16 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, local: Option<SocketAddr
     } else {
         (peer, local, Vec::new())
     };
+    let Ok(rate_limited) = conn.admit_source(peer.ip(), local.port()) else {
+        return;
+    };
     let idle = Idle {
         peer,
         local,
         first: true,
         deadline: TokioInstant::now() + front.http_request_timeout,
         parkable: true,
+        rate_limited,
     };
     serve_from(client, idle, pool::Buf::from_vec(cbuf), conn).await;
 }
@@ -115,6 +120,8 @@ pub struct Idle {
     pub deadline: TokioInstant,
     /// Parking failed once for this connection: do not try again.
     parkable: bool,
+    /// The source's requests count against `req_rate_per_source`.
+    rate_limited: bool,
 }
 
 /// Go on serving a connection the park gave back (it is readable).
@@ -213,7 +220,7 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: pool::Buf, 
         // connection gives the task up when it is parked.
         let stop = tokio::select! {
             biased;
-            s = exchange(&client, idle.peer, idle.local, front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop, &conn.soft_stop) => s,
+            s = exchange(&client, (idle.peer, idle.local, idle.rate_limited), front, &rt.backends, &mut cbuf, idle.first, &conn.opts, &mut force_stop, &conn.soft_stop) => s,
             () = &mut stopped => Stop::Close,
         };
         idle.first = false;
@@ -491,6 +498,39 @@ enum Parsed<'r> {
     },
 }
 
+/// The 429 for a request over its source's `req_rate_per_source`, if it is.
+fn rate_limit<'r>(
+    head: &codec::Head<'_>,
+    peer: SocketAddr,
+    front: &FrontendRt,
+    rate_limited: bool,
+) -> Option<Parsed<'r>> {
+    let limiter = front.source_limits.as_ref().filter(|_| rate_limited)?;
+    let wait = limiter.request(peer.ip(), Instant::now()).err()?;
+    front.counters.limit_req_rate.inc();
+    // A body that was not read cannot be skipped safely: close after it.
+    let close = head.close || head.framing != Framing::None;
+    let extra = format!("retry-after: {wait}\r\n");
+    let mut msg = canned(front, 429, &extra, None, close);
+    if head.method == "HEAD" {
+        strip_body(&mut msg);
+    }
+    Some(Parsed::Answer {
+        msg,
+        status: 429,
+        close,
+        path: head.path.to_string(),
+    })
+}
+
+/// The answer to a HEAD has its length but never its body: on a kept-alive
+/// connection a body would be read as the next response.
+fn strip_body(msg: &mut Vec<u8>) {
+    if let Some(end) = msg.windows(4).position(|w| w == b"\r\n\r\n") {
+        msg.truncate(end + 4);
+    }
+}
+
 /// Run the frontend's rules on a parsed head, then the chosen backend's
 /// persistence lookup, and build what goes upstream.
 fn route<'r>(
@@ -545,11 +585,7 @@ fn route<'r>(
                 Route::Backend(_) => (Vec::new(), 0),
             };
             if head.method == "HEAD" {
-                // The answer to a HEAD has its length but never its body: on a
-                // kept-alive connection a body would be read as the next response.
-                if let Some(end) = msg.windows(4).position(|w| w == b"\r\n\r\n") {
-                    msg.truncate(end + 4);
-                }
+                strip_body(&mut msg);
             }
             return Parsed::Answer {
                 msg,
@@ -652,21 +688,23 @@ fn persist_after_pick<'r>(
     }
     match &backend.persist {
         None => CookieOut::None,
-        Some(Persist::Source { expire, size }) => {
+        Some(Persist::Source { .. }) => {
             backend
                 .sources
-                .put(peer.ip(), server.state.id, *size, *expire, Instant::now());
+                .put(peer.ip(), server.state.id, Instant::now());
             CookieOut::None
         }
         Some(Persist::Cookie {
             name,
             mode: CookieMode::Insert,
             nocache,
+            attrs,
             ..
         }) if !same => CookieOut::Insert {
             name,
             value: &server.cookie,
             nocache: *nocache,
+            attrs,
         },
         Some(Persist::Cookie {
             name,
@@ -683,8 +721,7 @@ fn persist_after_pick<'r>(
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local, rate_limited): (SocketAddr, SocketAddr, bool),
     front: &FrontendRt,
     backends: &[BackendRt],
     cbuf: &mut Vec<u8>,
@@ -705,7 +742,7 @@ async fn exchange(
     };
     let routed = loop {
         if !cbuf.is_empty() {
-            match request_step(cbuf, peer, local, front, backends) {
+            match request_step(cbuf, (peer, local, rate_limited), front, backends) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
                 Err(e) => return reject(client, peer, front, e, cbuf).await,
@@ -1266,8 +1303,7 @@ fn response_step(
 /// only here, not in the exchange's future.
 fn request_step<'r>(
     cbuf: &mut Vec<u8>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local, rate_limited): (SocketAddr, SocketAddr, bool),
     front: &'r FrontendRt,
     backends: &'r [BackendRt],
 ) -> Result<Option<Parsed<'r>>, HeadError> {
@@ -1300,15 +1336,18 @@ fn request_step<'r>(
         .iter()
         .position(|h| h.name.is_empty())
         .unwrap_or(headers.len());
-    let parsed = route(
-        &head,
-        &headers[..n],
-        peer,
-        local,
-        front,
-        backends,
-        match_only,
-    );
+    let parsed = match rate_limit(&head, peer, front, rate_limited) {
+        Some(answer) => answer,
+        None => route(
+            &head,
+            &headers[..n],
+            peer,
+            local,
+            front,
+            backends,
+            match_only,
+        ),
+    };
     let len = head.len;
     cbuf.drain(..len);
     Ok(Some(parsed))

@@ -56,6 +56,12 @@ pub struct FrontendCounters {
     pub proxy_errors: Counter,
     /// accept(2) failures (out of file descriptors, mostly).
     pub accept_errors: Counter,
+    /// Connections closed at once: their source had `conn_per_source` open.
+    pub limit_conns: Counter,
+    /// Connections closed at once: their source was over `conn_rate_per_source`.
+    pub limit_conn_rate: Counter,
+    /// http: requests answered 429: their source was over `req_rate_per_source`.
+    pub limit_req_rate: Counter,
     /// Connections closed for inactivity.
     pub idle_timeouts: Counter,
     /// http: requests received (accepted heads).
@@ -183,6 +189,9 @@ pub struct FrontendStats {
     pub maxconn_reached: u64,
     pub proxy_errors: u64,
     pub accept_errors: u64,
+    pub limit_conns: u64,
+    pub limit_conn_rate: u64,
+    pub limit_req_rate: u64,
     pub idle_timeouts: u64,
     pub http_requests: u64,
     pub http_responses: [u64; 5],
@@ -207,6 +216,9 @@ impl FrontendCounters {
             maxconn_reached: self.maxconn_reached.get(),
             proxy_errors: self.proxy_errors.get(),
             accept_errors: self.accept_errors.get(),
+            limit_conns: self.limit_conns.get(),
+            limit_conn_rate: self.limit_conn_rate.get(),
+            limit_req_rate: self.limit_req_rate.get(),
             idle_timeouts: self.idle_timeouts.get(),
             http_requests: self.http_requests.get(),
             http_responses: std::array::from_fn(|i| self.http_responses[i].get()),
