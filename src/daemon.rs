@@ -16,7 +16,6 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, Threading};
 use crate::fdlimit;
-use crate::l4::L4Opts;
 use crate::listener::{self, AcceptCtx};
 use crate::runtime::Shared;
 use crate::stats::Snapshot;
@@ -143,7 +142,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .iter()
         .map(|f| f.maxconn.map(|n| Arc::new(Semaphore::new(n as usize))))
         .collect();
-    let l4 = Arc::new(L4Opts {
+    let opts = Arc::new(crate::net::ConnOpts {
         splice: config.global.splice,
         log_connections: config.global.log_connections,
         park_after: config.global.idle_park_after,
@@ -157,7 +156,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         stop_accepting: stop_rx.clone(),
         force_stop: force_rx.clone(),
         tracker: tracker.clone(),
-        l4: l4.clone(),
+        opts: opts.clone(),
     };
 
     let mut handles = Vec::new();

@@ -8,6 +8,7 @@
 
 pub mod balancers;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod demo;
 pub mod fdlimit;
@@ -15,6 +16,7 @@ pub mod l4;
 pub mod l7;
 pub mod limits;
 pub mod listener;
+pub mod net;
 pub mod origin;
 pub mod runtime;
 pub mod server;

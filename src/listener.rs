@@ -15,8 +15,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Mode;
-use crate::l4::{self, L4Opts};
-use crate::runtime::{Runtime, Shared};
+use crate::l4;
+use crate::net::conn::Permits;
+use crate::net::proxy_protocol::{self, Decoded, ProxyError};
+use crate::net::{Accepted, Conn, ConnOpts, Stream};
+use crate::runtime::Shared;
 
 /// Bind one listening socket. `reuseport` lets several threads each own a socket
 /// on the same address, with the kernel spreading connections between them.
@@ -61,7 +64,7 @@ pub struct AcceptCtx {
     pub force_stop: watch::Receiver<bool>,
     /// Dropped by every connection task when it ends: shutdown waits for all of them.
     pub tracker: mpsc::Sender<()>,
-    pub l4: Arc<L4Opts>,
+    pub opts: Arc<ConnOpts>,
 }
 
 async fn admit(
@@ -77,8 +80,6 @@ async fn admit(
         }
     }
 }
-
-type Permits = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
 
 /// Accept connections until `stop_accepting` turns true; then serve what is already
 /// in the backlog (those clients completed their handshake before the stop) and
@@ -176,67 +177,6 @@ async fn drain_backlog(listener: &TcpListener, ctx: &AcceptCtx, local: Option<So
     }
 }
 
-/// What an accepted connection holds for its whole life, whichever task serves
-/// it (an idle HTTP connection that was parked and resumed gets a new task but
-/// keeps this): its runtime snapshot, its admission permits and the shutdown
-/// tracker. Dropping it counts the connection as closed.
-pub struct Conn {
-    pub rt: Arc<Runtime>,
-    pub fe: usize,
-    pub opts: Arc<L4Opts>,
-    pub force_stop: watch::Receiver<bool>,
-    /// The graceful stop (accepting ends): idle keep-alive connections close.
-    pub soft_stop: watch::Receiver<bool>,
-    /// Counted against its source's `conn_per_source` while it lives.
-    limit: Option<crate::limits::ConnGuard>,
-    _tracker: mpsc::Sender<()>,
-    _permits: Permits,
-}
-
-impl Conn {
-    pub fn front(&self) -> &crate::runtime::FrontendRt {
-        &self.rt.frontends[self.fe]
-    }
-
-    /// Apply the frontend's per-source connection limits to a connection from
-    /// `src` (the PROXY header's address when there is one) to `dst_port`.
-    /// `Ok(true)`: the source's requests are rate-limited too; `Err`: refused
-    /// (counted; the caller closes the connection).
-    pub fn admit_source(
-        &mut self,
-        src: std::net::IpAddr,
-        dst_port: u16,
-    ) -> Result<bool, crate::limits::Refused> {
-        let front = &self.rt.frontends[self.fe];
-        let Some(l) = front.source_limits.clone() else {
-            return Ok(false);
-        };
-        if l.exempt(&front.acls, src, dst_port) {
-            return Ok(false);
-        }
-        match l.connect(src, std::time::Instant::now()) {
-            Ok(g) => {
-                self.limit = Some(g);
-                Ok(l.config().req_rate.is_some())
-            }
-            Err(why) => {
-                match why {
-                    crate::limits::Refused::Conns => front.counters.limit_conns.inc(),
-                    crate::limits::Refused::ConnRate => front.counters.limit_conn_rate.inc(),
-                }
-                tracing::debug!(frontend = %front.name, %src, reason = ?why, "connection refused by per-source limits");
-                Err(why)
-            }
-        }
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.front().counters.conn_cur.dec();
-    }
-}
-
 fn spawn_connection(
     ctx: &AcceptCtx,
     stream: TcpStream,
@@ -244,26 +184,103 @@ fn spawn_connection(
     local: Option<SocketAddr>,
     permits: Permits,
 ) {
-    let rt = ctx.shared.snapshot();
-    let fe = ctx.frontend;
-    let counters = &rt.frontends[fe].counters;
-    counters.conn_total.inc();
-    counters.conn_cur.inc();
-    let conn = Conn {
-        rt,
-        fe,
-        opts: ctx.l4.clone(),
-        force_stop: ctx.force_stop.clone(),
-        soft_stop: ctx.stop_accepting.clone(),
-        limit: None,
-        _tracker: ctx.tracker.clone(),
-        _permits: permits,
-    };
+    let conn = Conn::new(
+        ctx.shared.snapshot(),
+        ctx.frontend,
+        ctx.opts.clone(),
+        (ctx.force_stop.clone(), ctx.stop_accepting.clone()),
+        ctx.tracker.clone(),
+        permits,
+    );
     tokio::spawn(async move {
+        let mut conn = conn;
         // Boxed: the task itself stays small whichever mode runs.
+        let Some(accepted) = Box::pin(pipeline(stream, peer, local, &mut conn)).await else {
+            return;
+        };
         match conn.front().mode {
-            Mode::Tcp => Box::pin(l4::serve(stream, peer, local, conn)).await,
-            Mode::Http => Box::pin(crate::l7::session::serve(stream, peer, local, conn)).await,
+            Mode::Tcp => Box::pin(l4::serve(accepted, conn)).await,
+            Mode::Http => Box::pin(crate::l7::session::serve(accepted, conn)).await,
         }
     });
+}
+
+/// The accept pipeline, the same for both modes: the PROXY header (when the
+/// frontend expects one), then the per-source limits on the real source; TLS
+/// will come next here. `None`: the connection ends (counted).
+async fn pipeline(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    conn: &mut Conn,
+) -> Option<Accepted> {
+    let front = conn.front();
+    // TCP_NODELAY is inherited from the listener.
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
+    let (client, local, early) = if front.accept_proxy {
+        match read_proxy_header(&stream, peer, local, front.client_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                if !matches!(e, HeaderError::Gone) {
+                    front.counters.proxy_errors.inc();
+                }
+                tracing::debug!(frontend = %front.name, client = %peer, error = %e, "PROXY header refused");
+                return None;
+            }
+        }
+    } else {
+        (peer, local, Vec::new())
+    };
+    let rate_limited = conn.admit_source(client.ip(), local.port()).ok()?;
+    Some(Accepted {
+        stream: Stream::Tcp(stream),
+        client,
+        local,
+        early,
+        rate_limited,
+    })
+}
+
+/// Why a PROXY header was not read.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error("PROXY protocol: {0}")]
+    Malformed(#[from] ProxyError),
+    #[error("PROXY protocol: {0}")]
+    Io(io::Error),
+    #[error("PROXY protocol: header not received within the client timeout")]
+    Timeout,
+    #[error("the client closed before its PROXY header")]
+    Gone,
+}
+
+/// Read a PROXY v1/v2 header; returns (client, destination, bytes read past the
+/// header). `decode` bounds the header's length, so the reads are bounded too.
+async fn read_proxy_header(
+    client: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    limit: Duration,
+) -> Result<(SocketAddr, SocketAddr, Vec<u8>), HeaderError> {
+    let mut buf = Vec::with_capacity(proxy_protocol::V2_MAX);
+    let read = async {
+        let mut chunk = [0u8; 256];
+        loop {
+            if let Decoded::Header { addrs, len } = proxy_protocol::decode(&buf)? {
+                let rest = buf[len..].to_vec();
+                let (src, dst) = addrs.unwrap_or((peer, local));
+                return Ok((src, dst, rest));
+            }
+            let n = crate::net::io::read(client, &mut chunk)
+                .await
+                .map_err(HeaderError::Io)?;
+            if n == 0 {
+                return Err(HeaderError::Gone);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or(Err(HeaderError::Timeout))
 }

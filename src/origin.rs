@@ -79,7 +79,7 @@ pub async fn spawn(addr: SocketAddr, opts: OriginOpts) -> std::io::Result<Origin
 }
 
 fn roll(p: f64) -> bool {
-    p > 0.0 && (crate::l4::fastrand_u64() as f64 / u64::MAX as f64) < p
+    p > 0.0 && (crate::net::rand::fastrand_u64() as f64 / u64::MAX as f64) < p
 }
 
 fn reset(s: &TcpStream) {

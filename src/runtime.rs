@@ -48,16 +48,6 @@ pub struct FrontendRt {
     pub counters: Arc<FrontendCounters>,
 }
 
-impl FrontendRt {
-    /// The forwarding fields this frontend adds to requests.
-    pub fn forwarding(&self) -> crate::l7::rewrite::Forwarding {
-        crate::l7::rewrite::Forwarding {
-            x_forwarded: self.x_forwarded,
-            forwarded: self.forwarded,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct BackendRt {
     pub name: Arc<str>,

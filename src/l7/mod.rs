@@ -10,6 +10,7 @@ pub mod park;
 pub mod path;
 pub mod persist;
 pub mod pool;
+pub mod reply;
 pub mod response;
 pub mod rewrite;
 pub mod rules;

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::session::{self, Idle};
-use crate::listener::Conn;
+use crate::net::Conn;
 
 /// Events taken from the park's epoll set per wake-up.
 const BATCH: usize = 64;
@@ -376,7 +376,7 @@ fn expire(now: Instant) {
             // suffices; if it does not fit, the client is gone anyway.
             let front = p.conn.front();
             front.counters.http_request_timeouts.inc();
-            let _ = (&p.stream).write(&session::timeout_reply(front));
+            let _ = (&p.stream).write(&super::reply::timeout_reply(front));
         }
     }
 }

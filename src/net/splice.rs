@@ -1,10 +1,13 @@
 //! Zero-copy pump for one direction: socket → pipe → socket with splice(2), so the
 //! bytes never enter user space. Non-blocking calls, driven by tokio readiness.
 
+#![forbid(unsafe_code)]
+
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -23,36 +26,21 @@ impl Pipe {
     /// A pipe of the kernel's default size (64 KiB): larger ones measured no
     /// better on this machine (see README, Performance).
     pub fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` is a valid array of two ints that pipe2 fills on success.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (r, w) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         Ok(Pipe { r, w })
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: both fds are open for the duration of the call (borrowed from live
-    // owners by the caller); null offsets mean "use the fd's own position".
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    // No offsets: both ends use their own position (sockets and pipes have none).
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
 }
 
 /// Wait for `s` to be ready for `interest`, for at most `limit` if there is one
@@ -83,9 +71,7 @@ async fn fill(
     limit: Option<Duration>,
 ) -> io::Result<usize> {
     loop {
-        match src.try_io(Interest::READABLE, || {
-            splice(src.as_raw_fd(), pipe.w.as_raw_fd(), want)
-        }) {
+        match src.try_io(Interest::READABLE, || splice(src, &pipe.w, want)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ready(src, Interest::READABLE, limit).await?;
             }
@@ -103,9 +89,7 @@ async fn drain(
     mut moved: impl FnMut(usize),
 ) -> io::Result<()> {
     while left > 0 {
-        match dst.try_io(Interest::WRITABLE, || {
-            splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left)
-        }) {
+        match dst.try_io(Interest::WRITABLE, || splice(&pipe.r, dst, left)) {
             Ok(m) => {
                 left -= m;
                 moved(m);

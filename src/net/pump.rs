@@ -10,6 +10,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::io::reset;
 use super::{copy, splice};
 use crate::stats::Counter;
 
@@ -125,11 +126,6 @@ async fn direction(
         return splice::pump(src, dst, &pipe, act, tally).await;
     }
     copy::pump(src, dst, act, tally).await
-}
-
-/// Abort a socket: close with RST instead of FIN.
-pub fn reset(s: &TcpStream) {
-    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
 /// Pump until both directions are done, one side fails, the connection idles out,

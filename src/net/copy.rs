@@ -2,10 +2,9 @@
 //! fallback when splice(2) is off (`global.splice = false`) or unavailable; same
 //! contract as `splice::pump`.
 
-use std::io;
-
 use tokio::net::TcpStream;
 
+use super::io::{self, Failed};
 use super::pump::{Activity, DirError, Tally};
 
 const BUF: usize = 64 * 1024;
@@ -22,15 +21,7 @@ pub async fn pump(
     let mut buf = vec![0u8; BUF];
     let mut total = 0u64;
     loop {
-        let n = loop {
-            match src.try_read(&mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    src.readable().await.map_err(DirError::Read)?;
-                }
-                Err(e) => return Err(DirError::Read(e)),
-            }
-        };
+        let n = io::read(src, &mut buf).await.map_err(DirError::Read)?;
         if n == 0 {
             return Ok(total);
         }
@@ -43,24 +34,19 @@ pub async fn pump(
 /// Write all of `data` to `dst`, counting it in `tally` if given.
 pub async fn write_all(
     dst: &TcpStream,
-    mut data: &[u8],
+    data: &[u8],
     act: &Activity,
     tally: Option<&Tally<'_>>,
 ) -> Result<(), DirError> {
-    while !data.is_empty() {
-        match dst.try_write(data) {
-            Ok(m) => {
-                data = &data[m..];
-                if let Some(t) = tally {
-                    t.add(m as u64);
-                }
-                act.touch();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                dst.writable().await.map_err(DirError::Write)?;
-            }
-            Err(e) => return Err(DirError::Write(e)),
+    io::write_all(dst, data, None, |m| {
+        if let Some(t) = tally {
+            t.add(m as u64);
         }
-    }
-    Ok(())
+        act.touch();
+    })
+    .await
+    .map_err(|e| match e {
+        Failed::Io(e) => DirError::Write(e),
+        Failed::Timeout => DirError::Write(std::io::ErrorKind::TimedOut.into()),
+    })
 }

@@ -1,0 +1,213 @@
+//! The connect path both modes share: pick a server (persistence first), wait
+//! in the backend queue when every candidate is at `maxconn`, connect within
+//! `timeouts.connect`, and on failure try another server (HAProxy's
+//! redispatch) up to `retries` times. Source persistence is here too, written
+//! once for tcp and http.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::balancers::PickCtx;
+use crate::config::routing::Persist;
+use crate::runtime::BackendRt;
+use crate::server::{InflightGuard, Server, ServerState};
+
+/// Why no server connection was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("backend \"{0}\": no server available")]
+    NoServer(Arc<str>),
+    #[error("backend \"{0}\": no server slot freed within the queue timeout")]
+    QueueTimeout(Arc<str>),
+    #[error("backend \"{backend}\": every connect attempt failed, last: {last}")]
+    Failed { backend: Arc<str>, last: String },
+    #[error("the daemon is stopping")]
+    Stopped,
+}
+
+impl ConnectError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectError::NoServer(_) => "no_server",
+            ConnectError::QueueTimeout(_) => "queue_timeout",
+            ConnectError::Failed { .. } => "connect_failed",
+            ConnectError::Stopped => "shutdown",
+        }
+    }
+
+    /// Count the failure on the backend.
+    pub fn count(&self, backend: &BackendRt) {
+        match self {
+            ConnectError::QueueTimeout(_) => {
+                backend.counters.queue_timeouts.inc();
+                backend.counters.no_server.inc();
+            }
+            ConnectError::NoServer(_) | ConnectError::Failed { .. } => {
+                backend.counters.no_server.inc()
+            }
+            ConnectError::Stopped => {}
+        }
+    }
+}
+
+/// A server persistence names for a client, and whether it named one at all
+/// (so a hit or a miss is counted).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pin<'b> {
+    /// The named server, if it may take the connection (up or draining).
+    pub server: Option<&'b Server>,
+    pub named: bool,
+}
+
+/// Source persistence: the server remembered for `src` (none unless the
+/// backend persists by source).
+pub fn source_pin<'b>(backend: &'b BackendRt, src: IpAddr, now: Instant) -> Pin<'b> {
+    let Some(Persist::Source { expire, .. }) = &backend.persist else {
+        return Pin::default();
+    };
+    match backend.sources.get(src, *expire, now) {
+        Some(id) => Pin {
+            server: backend.by_id(id).filter(|s| s.takes_persistent()),
+            named: true,
+        },
+        None => Pin::default(),
+    }
+}
+
+/// After the pick: count a persistence hit (the pinned server was used) or
+/// miss, and with source persistence remember `src` → `chosen`.
+pub fn after_pick(backend: &BackendRt, pin: Pin<'_>, chosen: &Server, src: IpAddr, now: Instant) {
+    if pin.named {
+        if pin
+            .server
+            .is_some_and(|p| Arc::ptr_eq(&p.state, &chosen.state))
+        {
+            backend.counters.persist_hits.inc();
+        } else {
+            backend.counters.persist_misses.inc();
+        }
+    }
+    if let Some(Persist::Source { .. }) = &backend.persist {
+        backend.sources.put(src, chosen.state.id, now);
+    }
+}
+
+/// Pick and connect, trying another server after each failure (up to `retries`
+/// extra attempts), waiting in the queue when every server is at maxconn; trying `prefer` first (a server persistence pins the client
+/// to), and offering the picked server to `reuse` (an idle keep-alive connection
+/// pool); the last element says whether the connection was reused.
+pub async fn connect_with<'b>(
+    backend: &'b BackendRt,
+    ctx: &PickCtx<'_>,
+    prefer: Option<&'b Server>,
+    force_stop: &mut watch::Receiver<bool>,
+    reuse: impl Fn(&Server) -> Option<TcpStream>,
+) -> Result<(&'b Server, InflightGuard, TcpStream, bool), ConnectError> {
+    let mut avoid: Option<Arc<ServerState>> = None;
+    let mut last_err = String::new();
+    let mut queued_since: Option<tokio::time::Instant> = None;
+    let mut attempts = 0u32;
+    loop {
+        let notified = backend.pool.slot_freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // A persistent server is tried first; after a failure the balancer picks.
+        let preferred = prefer
+            .filter(|_| avoid.is_none())
+            .and_then(|s| s.state.try_enter(s.maxconn).map(|g| (s, g)));
+        let Some((server, guard)) = preferred.or_else(|| take_slot(backend, ctx, avoid.as_ref()))
+        else {
+            if !backend.any_full() {
+                if let Some(_q) = queued_since.take() {
+                    backend.counters.queue_cur.dec();
+                }
+                return Err(if attempts == 0 {
+                    ConnectError::NoServer(backend.name.clone())
+                } else {
+                    ConnectError::Failed {
+                        backend: backend.name.clone(),
+                        last: last_err,
+                    }
+                });
+            }
+            // Every candidate is at maxconn: wait for a slot, up to the queue timeout.
+            let since = *queued_since.get_or_insert_with(|| {
+                backend.counters.queued_total.inc();
+                backend.counters.queue_cur.inc();
+                tokio::time::Instant::now()
+            });
+            let deadline = since + backend.timeouts.queue;
+            tokio::select! {
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    backend.counters.queue_cur.dec();
+                    return Err(ConnectError::QueueTimeout(backend.name.clone()));
+                }
+                true = crate::shutdown::fired(force_stop) => {
+                    backend.counters.queue_cur.dec();
+                    return Err(ConnectError::Stopped);
+                }
+            }
+        };
+        if queued_since.take().is_some() {
+            backend.counters.queue_cur.dec();
+        }
+        if let Some(stream) = reuse(server) {
+            return Ok((server, guard, stream, true));
+        }
+        if attempts > 0 {
+            backend.counters.retries.inc();
+        }
+        attempts += 1;
+        let t0 = Instant::now();
+        match tokio::time::timeout(backend.timeouts.connect, TcpStream::connect(server.addr)).await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                // In tcp mode the time to connect is the latency sample (p2c_ewma).
+                let now = Instant::now();
+                backend.observe(server, now - t0, now);
+                return Ok((server, guard, stream, false));
+            }
+            Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
+            Err(_) => {
+                last_err = format!(
+                    "server \"{}\": connect timeout after {}",
+                    server.name,
+                    crate::config::units::fmt_duration(backend.timeouts.connect)
+                )
+            }
+        }
+        server.state.counters.connect_errors.inc();
+        backend.counters.connect_errors.inc();
+        tracing::debug!(backend = %backend.name, error = %last_err, "connect failed");
+        if attempts > backend.retries {
+            return Err(ConnectError::Failed {
+                backend: backend.name.clone(),
+                last: last_err,
+            });
+        }
+        avoid = Some(server.state.clone());
+    }
+}
+
+/// Pick a server and take one of its slots. A pick can race another thread for the
+/// last slot; then pick again (the full server is no longer eligible).
+fn take_slot<'b>(
+    backend: &'b BackendRt,
+    ctx: &PickCtx<'_>,
+    avoid: Option<&Arc<ServerState>>,
+) -> Option<(&'b Server, InflightGuard)> {
+    let tries = backend.servers.len() + backend.backups.len();
+    for _ in 0..tries.max(1) {
+        let server = backend.pick(ctx, avoid)?;
+        if let Some(g) = server.state.try_enter(server.maxconn) {
+            return Some((server, g));
+        }
+    }
+    None
+}

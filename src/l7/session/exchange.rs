@@ -1,0 +1,348 @@
+//! One request and its response, in named phases over one `Exchange`:
+//! `read_request` (head within its timeouts, then `route`), `answer` (what
+//! fulcrum says itself), `forward` (pick, connect or reuse, send, read the
+//! response head, replaying when safe), `respond` (head and body back, the
+//! server connection kept for reuse when clean).
+
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant as TokioInstant;
+
+use super::body::{Body, relay};
+use super::route::{self, Parsed, Routed};
+use super::upstream::{Answer, Upstream};
+use super::{Exchange, Stop};
+use crate::balancers::PickCtx;
+use crate::connect;
+use crate::l7::codec::{Framing, HeadError};
+use crate::l7::pool;
+use crate::l7::reply::{count_status, error_reply};
+use crate::l7::response::RespFraming;
+use crate::l7::rewrite::RespEdits;
+use crate::net::buf;
+use crate::net::io::{self, Failed, Limit};
+use crate::runtime::BackendRt;
+use crate::server::{InflightGuard, Server};
+
+/// A request on its way: the server chosen, its connection, and the answer.
+struct Forwarded<'r> {
+    server: &'r Server,
+    _guard: InflightGuard,
+    upstream: TcpStream,
+    answer: Answer,
+}
+
+impl<'a> Exchange<'a> {
+    /// Serve one request from `cbuf` (and the client): the whole exchange.
+    pub(super) async fn run(
+        &self,
+        cbuf: &mut Vec<u8>,
+        first: bool,
+        force_stop: &mut watch::Receiver<bool>,
+    ) -> Stop {
+        let routed = match self.read_request(cbuf, first).await {
+            Ok(p) => p,
+            Err(stop) => return stop,
+        };
+        self.front.counters.http_requests.inc();
+        let started = Instant::now();
+        let routed = match routed {
+            Parsed::Forward(r) => r,
+            Parsed::Answer {
+                msg,
+                status,
+                close,
+                path,
+            } => return self.answer(&msg, status, close, &path).await,
+        };
+        routed.backend.counters.http_requests.inc();
+        let fwd = match self.forward(&routed, cbuf, started, force_stop).await {
+            Ok(f) => f,
+            Err(stop) => return stop,
+        };
+        self.respond(&routed, fwd, cbuf, started, force_stop).await
+    }
+
+    /// Phase 1: the request head — the first byte within the keep-alive
+    /// timeout (or the request timeout on a new connection), the whole head
+    /// within `http_request` — parsed and routed.
+    async fn read_request(&self, cbuf: &mut Vec<u8>, first: bool) -> Result<Parsed<'a>, Stop> {
+        let front = self.front;
+        let mut started = !cbuf.is_empty();
+        // Set when a read must wait (a head that came whole needs no clock read).
+        let mut deadline = None;
+        let limit = if first || started {
+            front.http_request_timeout
+        } else {
+            front.http_keepalive_timeout
+        };
+        loop {
+            if !cbuf.is_empty() {
+                match route::request_step(cbuf, self.peer, front, self.backends) {
+                    Ok(Some(parsed)) => return Ok(parsed),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.reject(e, cbuf).await),
+                }
+            }
+            let at = *deadline.get_or_insert_with(|| TokioInstant::now() + limit);
+            match io::fill(self.client, cbuf, Limit::At(at)).await {
+                Ok(0) | Err(Failed::Io(_)) => return Err(Stop::Close),
+                Ok(_) if !started => {
+                    // The first byte of this request: the whole head now has
+                    // http_request to arrive.
+                    started = true;
+                    deadline = Some(TokioInstant::now() + front.http_request_timeout);
+                }
+                Ok(_) => {}
+                Err(Failed::Timeout) => {
+                    if started || first {
+                        front.counters.http_request_timeouts.inc();
+                        error_reply(self.client, front, 408).await;
+                    }
+                    return Err(Stop::Close);
+                }
+            }
+        }
+    }
+
+    /// A rejected head: counted by class, kept for inspection, answered, and
+    /// the connection closes (lingering).
+    async fn reject(&self, e: HeadError, input: &[u8]) -> Stop {
+        let front = self.front;
+        front.counters.http_rejected[e.class()].inc();
+        front.counters.keep_rejected(crate::stats::Rejected {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            client: self.peer.client,
+            class: e.counter(),
+            status: e.status(),
+            head: input[..input.len().min(512)].to_vec(),
+        });
+        tracing::debug!(frontend = %front.name, error = %e, "request rejected");
+        error_reply(self.client, front, e.status()).await;
+        Stop::Linger
+    }
+
+    /// Phase 2 (when fulcrum answers itself): deny, redirect, 429.
+    async fn answer(&self, msg: &[u8], status: u16, close: bool, path: &str) -> Stop {
+        if self.opts.log_connections {
+            tracing::info!(
+                target: "fulcrum::http",
+                client = %self.peer.client, frontend = %self.front.name, backend = "-", server = "-",
+                status, path = %path, bytes_out = 0u64, ms = 0u64, complete = true, "request"
+            );
+        }
+        if self.write(msg).await.is_err() {
+            return Stop::Close;
+        }
+        if close { Stop::Linger } else { Stop::Next }
+    }
+
+    /// Phase 3: pick, connect (or reuse a kept-alive connection), send, and
+    /// read the response head. A request with no body whose connection failed
+    /// before any response byte arrived is replayed when it is idempotent, or
+    /// when the connection was a reused one (the server may have closed it
+    /// meanwhile).
+    async fn forward<'r>(
+        &self,
+        routed: &'r Routed<'a>,
+        cbuf: &mut Vec<u8>,
+        started: Instant,
+        force_stop: &mut watch::Receiver<bool>,
+    ) -> Result<Forwarded<'r>, Stop> {
+        let Routed { req, backend, .. } = routed;
+        let (path, query) = match req.path().split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path(), None),
+        };
+        let draw = crate::net::rand::fastrand_u64();
+        let mut ctx = PickCtx::tcp(self.peer.client.ip(), self.peer.local, started, draw);
+        ctx.host = req.host();
+        ctx.path = Some(path);
+        ctx.query = query;
+        let bodyless = req.framing == Framing::None && !req.websocket && !req.http10;
+        // Only bodyless requests go on reused connections: a body cannot be replayed.
+        let pool_idle = backend.timeouts.pool_idle;
+        let reuse = |s: &Server| {
+            bodyless
+                .then(|| pool::take(s.state.id, pool_idle, started))
+                .flatten()
+        };
+        let mut attempt = 0u32;
+        loop {
+            let (server, guard, upstream, reused) =
+                match connect::connect_with(backend, &ctx, routed.pin.server, force_stop, reuse)
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) => return Err(self.fail_connect(backend, &e).await),
+                };
+            if reused {
+                backend.counters.http_reused.inc();
+            } else {
+                backend.counters.conn_total.inc();
+                server.state.counters.conn_total.inc();
+            }
+            let replayable = bodyless && (reused || req.idempotent) && attempt < backend.retries;
+            let cookie =
+                route::after_pick(backend, server, routed.pin, attempt == 0, self.peer.client);
+            let edits = RespEdits {
+                ops: routed.response_ops,
+                cookie,
+            };
+            match self
+                .send_and_read_head(&upstream, backend, req, cbuf, edits)
+                .await
+            {
+                Ok(answer) => {
+                    return Ok(Forwarded {
+                        server,
+                        _guard: guard,
+                        upstream,
+                        answer,
+                    });
+                }
+                Err(Upstream::Early) if replayable => {
+                    attempt += 1;
+                    backend.counters.retries.inc();
+                }
+                Err(e) => return Err(self.fail_upstream(backend, e).await),
+            }
+        }
+    }
+
+    /// No server connection: 503.
+    async fn fail_connect(&self, backend: &BackendRt, e: &connect::ConnectError) -> Stop {
+        match e {
+            connect::ConnectError::QueueTimeout(_) => backend.counters.queue_timeouts.inc(),
+            _ => backend.counters.no_server.inc(),
+        }
+        error_reply(self.client, self.front, 503).await;
+        Stop::Linger
+    }
+
+    /// The exchange with the server failed: 502, 504, or 400 for a client's
+    /// malformed body.
+    async fn fail_upstream(&self, backend: &BackendRt, e: Upstream) -> Stop {
+        let status = match e {
+            Upstream::ClientGone => return Stop::Close,
+            Upstream::Early | Upstream::Bad => {
+                backend.counters.http_bad_responses.inc();
+                502
+            }
+            Upstream::Timeout => {
+                backend.counters.http_server_timeouts.inc();
+                504
+            }
+            Upstream::BodyFraming => {
+                let class = HeadError::BadTransferEncoding.class();
+                self.front.counters.http_rejected[class].inc();
+                400
+            }
+        };
+        error_reply(self.client, self.front, status).await;
+        Stop::Linger
+    }
+
+    /// Phases 4–5: the response head (with a small body already read), then
+    /// the body or the tunnel; count, log, and keep a clean server connection.
+    async fn respond(
+        &self,
+        routed: &Routed<'a>,
+        fwd: Forwarded<'_>,
+        cbuf: &mut Vec<u8>,
+        started: Instant,
+        force_stop: &mut watch::Receiver<bool>,
+    ) -> Stop {
+        let backend = routed.backend;
+        let Forwarded {
+            server,
+            upstream,
+            answer,
+            ..
+        } = fwd;
+        let Answer {
+            head: resp,
+            out: mut out_head,
+            close,
+            mut sbuf,
+        } = answer;
+        count_status(self.front, resp.status);
+        let mut got = 0u64;
+        let mut framing = resp.framing;
+        // A body that is already here in full goes out with the head, in one write.
+        if let RespFraming::Length(n) = framing
+            && let Ok(n) = usize::try_from(n)
+            && n <= sbuf.len()
+            && n <= buf::LARGE
+        {
+            out_head.extend_from_slice(&sbuf[..n]);
+            sbuf.drain(..n);
+            got = n as u64;
+            framing = RespFraming::None;
+        }
+        if self.write(&out_head).await.is_err() {
+            return Stop::Close;
+        }
+        if resp.status == 101 {
+            // Boxed: a rare path whose state would otherwise size every exchange.
+            let ends = (&upstream, backend, server);
+            return Box::pin(self.tunnel(ends, cbuf, &sbuf, force_stop)).await;
+        }
+        let body = match framing {
+            RespFraming::None => None,
+            RespFraming::Length(n) => Some(Body::Length(n)),
+            RespFraming::Chunked => Some(Body::Chunked),
+            RespFraming::Close => Some(Body::UntilClose),
+        };
+        let result = match body {
+            None => Ok(()),
+            Some(b) => {
+                let deadlines = (backend.timeouts.server, self.front.client_timeout);
+                let splice = self.opts.splice;
+                relay(
+                    &upstream,
+                    self.client,
+                    &mut sbuf,
+                    b,
+                    deadlines,
+                    &mut got,
+                    splice,
+                )
+                .await
+            }
+        };
+        self.front.counters.bytes_out.add(got);
+        backend.counters.bytes_out.add(got);
+        server.state.counters.bytes_out.add(got);
+        if self.opts.log_connections {
+            tracing::info!(
+                target: "fulcrum::http",
+                client = %self.peer.client, frontend = %self.front.name, backend = %backend.name,
+                server = %server.name, status = resp.status, path = %routed.req.path(), bytes_out = got,
+                ms = started.elapsed().as_millis() as u64, complete = result.is_ok(), "request"
+            );
+        }
+        if result.is_err() {
+            // The response was cut: the client cannot tell where it ends otherwise.
+            io::reset(self.client);
+            return Stop::Close;
+        }
+        // The server connection is clean (whole response read, nothing extra,
+        // the server keeps it open): keep it for the next request on this thread.
+        if !resp.close && framing != RespFraming::Close && sbuf.is_empty() {
+            pool::put(
+                server.state.id,
+                upstream,
+                backend.pool_max_idle as usize,
+                started,
+            );
+        }
+        // After the whole response, closing the socket (when the task ends,
+        // right away) sends the FIN; no separate shutdown(2).
+        if close { Stop::Close } else { Stop::Next }
+    }
+}

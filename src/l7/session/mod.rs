@@ -1,0 +1,262 @@
+//! One client connection in `mode = "http"`: wait for a request (parking the
+//! connection when it idles), serve it as one `Exchange`, and loop for
+//! keep-alive. An exchange runs in phases (Pingora's idea), each a named step
+//! over the same context:
+//!
+//! 1. `route` — read the head (strict codec), normalise the path, rate-limit,
+//!    run the rules, look up persistence, build the upstream head;
+//! 2. `exchange::answer` — or answer it ourselves (deny, redirect, 429);
+//! 3. `exchange::forward` + `upstream` — pick, connect or reuse, send head and
+//!    body, read the response head (replaying when safe);
+//! 4. `exchange::respond` + `body` — the response head and body back, or the
+//!    tunnel a 101 becomes; keep the server connection when clean.
+//!
+//! Bodies stream through one buffer per direction, taken when bytes arrive;
+//! nothing is buffered whole.
+
+mod body;
+mod exchange;
+mod route;
+mod upstream;
+
+use std::io;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant as TokioInstant, timeout_at};
+
+use super::park;
+use super::reply::error_reply;
+use crate::net::buf::Buf;
+use crate::net::io::{Failed, Limit};
+use crate::net::{Accepted, Conn, ConnOpts};
+use crate::runtime::{BackendRt, FrontendRt};
+pub use route::Peer;
+
+/// Why an exchange stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The client closed or failed, or the exchange is over and must not continue.
+    Close,
+    /// fulcrum answered before reading everything the client sent (an error,
+    /// a deny or redirect with a body unread): close without a reset.
+    Linger,
+    /// Keep going with the next request.
+    Next,
+}
+
+/// What one exchange works with: the connection's ends and settings.
+struct Exchange<'a> {
+    client: &'a TcpStream,
+    peer: Peer,
+    front: &'a FrontendRt,
+    backends: &'a [BackendRt],
+    opts: &'a ConnOpts,
+    soft_stop: &'a watch::Receiver<bool>,
+}
+
+impl Exchange<'_> {
+    /// Write to the client, giving up after `timeouts.client` without progress.
+    async fn write(&self, data: &[u8]) -> Result<(), Failed> {
+        let limit = Some(self.front.client_timeout);
+        crate::net::io::write_all(self.client, data, limit, |_| {}).await
+    }
+}
+
+/// How long, and how many bytes, a closing connection keeps reading what the
+/// client still sends after an early answer.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// After an early answer the client may still be sending (a body fulcrum did
+/// not read). Closing a socket with unread bytes answers with a reset, which
+/// can make the client lose the answer before reading it (as nginx's
+/// `lingering_close` guards against): so end our side (FIN) and read and
+/// discard until the client closes, for at most `LINGER` and `LINGER_BYTES`.
+async fn linger(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+    let until = TokioInstant::now() + LINGER;
+    let mut left = LINGER_BYTES;
+    let mut buf = Buf::take();
+    loop {
+        buf.clear();
+        match crate::net::io::fill(s, &mut buf, Limit::At(until)).await {
+            Ok(n) if n > 0 && n < left => left -= n,
+            _ => return,
+        }
+    }
+}
+
+/// Serve one accepted client connection on an http frontend (its PROXY
+/// header, if any, already read by the accept pipeline).
+pub async fn serve(a: Accepted, conn: Conn) {
+    let idle = Idle {
+        peer: Peer {
+            client: a.client,
+            local: a.local,
+            rate_limited: a.rate_limited,
+        },
+        first: true,
+        deadline: TokioInstant::now() + conn.front().http_request_timeout,
+        parkable: true,
+    };
+    serve_from(a.stream.into_tcp(), idle, Buf::from_vec(a.early), conn).await;
+}
+
+/// Where a connection stands between two requests: what parking keeps of it.
+pub struct Idle {
+    peer: Peer,
+    /// No request came yet (a timeout then answers 408).
+    pub first: bool,
+    /// When waiting for the next request gives up.
+    pub deadline: TokioInstant,
+    /// Parking failed once for this connection: do not try again.
+    parkable: bool,
+}
+
+/// Go on serving a connection the park gave back (it is readable).
+pub async fn run(client: TcpStream, idle: Idle, conn: Conn) {
+    serve_from(client, idle, Buf::default(), conn).await;
+}
+
+/// What waiting for the next request came to.
+enum Waited {
+    /// The first bytes, in a buffer taken only now.
+    Bytes(Buf),
+    /// Silent for `idle_park_after`: park it.
+    Park,
+    /// The request or keep-alive timeout passed.
+    Timeout,
+    /// The client closed, failed, or the daemon is stopping.
+    Gone,
+}
+
+/// Wait for the next request's first bytes until `until`. Read here, into a
+/// buffer taken only when they are there (tokio reports a fresh socket
+/// readable before any byte arrived: that read finds nothing and the buffer is
+/// given back), so the exchange never starts, and allocates, for an idle
+/// connection.
+async fn wait_request(client: &TcpStream, until: TokioInstant, park: bool) -> Waited {
+    let wait = async {
+        loop {
+            client.readable().await?;
+            let mut buf = Buf::take();
+            match crate::net::io::read_some(client, &mut buf) {
+                Ok(n) => return Ok::<_, io::Error>((n, buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match timeout_at(until, wait).await {
+        Ok(Ok((0, _))) | Ok(Err(_)) => Waited::Gone,
+        Ok(Ok((_, buf))) => Waited::Bytes(buf),
+        Err(_) if park => Waited::Park,
+        Err(_) => Waited::Timeout,
+    }
+}
+
+async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
+    // Borrowed from its own handle, so `conn` can go to the park and come back.
+    let rt = conn.rt.clone();
+    let front = &rt.frontends[conn.fe];
+    let mut force_stop = conn.force_stop.clone();
+    let mut stop_rx = conn.force_stop.clone();
+    let stopped = crate::shutdown::stopped(&mut stop_rx);
+    tokio::pin!(stopped);
+    // A graceful stop closes a connection waiting between two requests (as
+    // HAProxy and nginx close idle keep-alive connections); one waiting for its
+    // first request still gets it served.
+    let mut soft_rx = conn.soft_stop.clone();
+    let soft_stopped = crate::shutdown::stopped(&mut soft_rx);
+    tokio::pin!(soft_stopped);
+    // A request was served: the keep-alive deadline starts at the next wait.
+    let mut served = false;
+    loop {
+        if cbuf.is_empty() {
+            // Wait for the next request. After `idle_park_after` of silence
+            // the connection is parked (park.rs) and this task ends, so an
+            // idle connection costs its slot in the park, not its task.
+            let now = TokioInstant::now();
+            if served {
+                idle.deadline = now + front.http_keepalive_timeout;
+                served = false;
+            }
+            let park_at = conn
+                .opts
+                .park_after
+                .filter(|_| idle.parkable && crate::net::io::single_threaded())
+                .map(|d| now + d)
+                .filter(|at| *at < idle.deadline);
+            let until = park_at.unwrap_or(idle.deadline);
+            let waited = tokio::select! {
+                // Fixed order: no random draw per wait.
+                biased;
+                w = wait_request(&client, until, park_at.is_some()) => w,
+                () = &mut stopped => Waited::Gone,
+                () = &mut soft_stopped, if !idle.first => Waited::Gone,
+            };
+            match waited {
+                Waited::Bytes(buf) => cbuf = buf,
+                Waited::Gone => return,
+                Waited::Timeout => {
+                    if idle.first {
+                        front.counters.http_request_timeouts.inc();
+                        Box::pin(error_reply(&client, front, 408)).await;
+                    }
+                    return;
+                }
+                Waited::Park => {
+                    let Ok(std) = client.into_std() else { return };
+                    let Err(back) = park::park(std, idle, conn) else {
+                        return;
+                    };
+                    // Not parked: carry on here, without trying again.
+                    let std;
+                    (std, idle, conn) = *back;
+                    idle.parkable = false;
+                    let Ok(c) = TcpStream::from_std(std) else {
+                        return;
+                    };
+                    client = c;
+                    continue;
+                }
+            }
+        }
+        let ex = Exchange {
+            client: &client,
+            peer: idle.peer,
+            front,
+            backends: &rt.backends,
+            opts: &conn.opts,
+            soft_stop: &conn.soft_stop,
+        };
+        // Not boxed: the task is allocated once per connection with room for
+        // the exchange, instead of a box per request; an idle connection gives
+        // the task up when it is parked.
+        let stop = tokio::select! {
+            biased;
+            s = ex.run(&mut cbuf, idle.first, &mut force_stop) => s,
+            () = &mut stopped => Stop::Close,
+        };
+        idle.first = false;
+        match stop {
+            Stop::Next => {}
+            Stop::Close => return,
+            Stop::Linger => {
+                tokio::select! {
+                    biased;
+                    () = linger(&client) => {}
+                    () = &mut stopped => {}
+                }
+                return;
+            }
+        }
+        served = true;
+        if cbuf.is_empty() {
+            // Idle keep-alive connections hold no buffer (it goes back to the
+            // thread's spares).
+            cbuf = Buf::default();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! What an accepted connection holds for its whole life, and the settings
+//! every connection of the process shares.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+
+use crate::runtime::Runtime;
+
+/// Process-wide settings a connection needs besides the snapshot.
+#[derive(Debug, Clone)]
+pub struct ConnOpts {
+    pub splice: bool,
+    pub log_connections: bool,
+    /// http: park idle client connections after this long (`global.idle_park_after`).
+    pub park_after: Option<std::time::Duration>,
+}
+
+/// The process-wide and frontend admission permits a connection holds.
+pub type Permits = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
+
+/// What an accepted connection holds for its whole life, whichever task serves
+/// it (an idle HTTP connection that was parked and resumed gets a new task but
+/// keeps this): its runtime snapshot, its admission permits and the shutdown
+/// tracker. Dropping it counts the connection as closed.
+pub struct Conn {
+    pub rt: Arc<Runtime>,
+    pub fe: usize,
+    pub opts: Arc<ConnOpts>,
+    pub force_stop: watch::Receiver<bool>,
+    /// The graceful stop (accepting ends): idle keep-alive connections close.
+    pub soft_stop: watch::Receiver<bool>,
+    /// Counted against its source's `conn_per_source` while it lives.
+    limit: Option<crate::limits::ConnGuard>,
+    _tracker: mpsc::Sender<()>,
+    _permits: Permits,
+}
+
+impl Conn {
+    /// A new connection of frontend `fe` of snapshot `rt` (counted open until
+    /// dropped).
+    pub fn new(
+        rt: Arc<Runtime>,
+        fe: usize,
+        opts: Arc<ConnOpts>,
+        stops: (watch::Receiver<bool>, watch::Receiver<bool>),
+        tracker: mpsc::Sender<()>,
+        permits: Permits,
+    ) -> Conn {
+        let counters = &rt.frontends[fe].counters;
+        counters.conn_total.inc();
+        counters.conn_cur.inc();
+        Conn {
+            rt,
+            fe,
+            opts,
+            force_stop: stops.0,
+            soft_stop: stops.1,
+            limit: None,
+            _tracker: tracker,
+            _permits: permits,
+        }
+    }
+
+    pub fn front(&self) -> &crate::runtime::FrontendRt {
+        &self.rt.frontends[self.fe]
+    }
+
+    /// Apply the frontend's per-source connection limits to a connection from
+    /// `src` (the PROXY header's address when there is one) to `dst_port`.
+    /// `Ok(true)`: the source's requests are rate-limited too; `Err`: refused
+    /// (counted; the caller closes the connection).
+    pub fn admit_source(
+        &mut self,
+        src: std::net::IpAddr,
+        dst_port: u16,
+    ) -> Result<bool, crate::limits::Refused> {
+        let front = &self.rt.frontends[self.fe];
+        let Some(l) = front.source_limits.clone() else {
+            return Ok(false);
+        };
+        if l.exempt(&front.acls, src, dst_port) {
+            return Ok(false);
+        }
+        match l.connect(src, std::time::Instant::now()) {
+            Ok(g) => {
+                self.limit = Some(g);
+                Ok(l.config().req_rate.is_some())
+            }
+            Err(why) => {
+                match why {
+                    crate::limits::Refused::Conns => front.counters.limit_conns.inc(),
+                    crate::limits::Refused::ConnRate => front.counters.limit_conn_rate.inc(),
+                }
+                tracing::debug!(frontend = %front.name, %src, reason = ?why, "connection refused by per-source limits");
+                Err(why)
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.front().counters.conn_cur.dec();
+    }
+}
