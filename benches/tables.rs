@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use fulcrum::config::routing::{Rate, SourceLimits};
-use fulcrum::l7::persist::SourceTable;
 use fulcrum::limits::Limiter;
+use fulcrum::table::Sticky;
 
 fn addr(n: u32) -> IpAddr {
     // Spread over the address space like real clients.
@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
         expire: Duration::from_secs(60),
         unless: None,
     }));
-    let persist = SourceTable::new(100_000);
+    let persist = Sticky::new(100_000);
     let now = Instant::now();
     let mut g = c.benchmark_group("per_source");
     g.measurement_time(Duration::from_secs(3));

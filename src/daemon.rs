@@ -150,7 +150,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
     let make_ctx = |fi: usize| AcceptCtx {
         shared: shared.clone(),
-        frontend: fi,
+        frontend: config.frontends[fi].name.as_str().into(),
         global_limit: global_limit.clone(),
         frontend_limit: frontend_limits[fi].clone(),
         stop_accepting: stop_rx.clone(),

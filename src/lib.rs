@@ -3,6 +3,8 @@
 //! Dependencies point one way: `daemon → config → runtime → {listener, l4} →
 //! {balancers, stats} → server`. See README's design notes for the module map.
 
+// No unsafe code but the one registration tokio makes unsafe (`l7::park`).
+#![deny(unsafe_code)]
 // Nothing on the network path may panic on input: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

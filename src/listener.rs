@@ -57,7 +57,8 @@ pub fn probe(addr: SocketAddr) -> io::Result<()> {
 #[derive(Clone)]
 pub struct AcceptCtx {
     pub shared: Arc<Shared>,
-    pub frontend: usize,
+    /// The frontend, by name: stable across snapshots (an index is not).
+    pub frontend: Arc<str>,
     pub global_limit: Option<Arc<Semaphore>>,
     pub frontend_limit: Option<Arc<Semaphore>>,
     pub stop_accepting: watch::Receiver<bool>,
@@ -94,9 +95,15 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         .filter(|a| !a.ip().is_unspecified());
     let mut errors = AcceptErrors::default();
     loop {
-        let counters = ctx.shared.snapshot().frontends[ctx.frontend]
-            .counters
-            .clone();
+        // This listener's frontend in the current snapshot; gone = stop.
+        let Some(counters) = ctx
+            .shared
+            .snapshot()
+            .frontend(&ctx.frontend)
+            .map(|f| f.counters.clone())
+        else {
+            break;
+        };
         let admitted = async {
             let g = admit(&ctx.global_limit, &counters.maxconn_reached).await;
             let f = admit(&ctx.frontend_limit, &counters.maxconn_reached).await;
@@ -184,9 +191,13 @@ fn spawn_connection(
     local: Option<SocketAddr>,
     permits: Permits,
 ) {
+    let rt = ctx.shared.snapshot();
+    let Some(fe) = rt.frontend_index(&ctx.frontend) else {
+        return;
+    };
     let conn = Conn::new(
-        ctx.shared.snapshot(),
-        ctx.frontend,
+        rt,
+        fe,
         ctx.opts.clone(),
         (ctx.force_stop.clone(), ctx.stop_accepting.clone()),
         ctx.tracker.clone(),

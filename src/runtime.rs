@@ -14,9 +14,9 @@ use arc_swap::ArcSwap;
 use crate::balancers::{self, Balance, PickCtx};
 use crate::config::routing::{Acl, Persist, Rule};
 use crate::config::{BackendTimeouts, Config, Mode};
-use crate::l7::persist::SourceTable;
 use crate::server::{Pool, Server, ServerState};
 use crate::stats::{BackendCounters, FrontendCounters, Snapshot};
+use crate::table::Sticky;
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -37,7 +37,7 @@ pub struct FrontendRt {
     pub accept_proxy: bool,
     pub x_forwarded: bool,
     pub forwarded: bool,
-    pub limits: crate::l7::codec::Limits,
+    pub limits: crate::config::HeadLimits,
     pub error_pages: Vec<crate::config::ErrorPage>,
     pub acls: Vec<Acl>,
     pub rules: Vec<Rule>,
@@ -63,7 +63,7 @@ pub struct BackendRt {
     pub pool: Arc<Pool>,
     pub persist: Option<Persist>,
     /// Source persistence entries (carried across reloads by backend name).
-    pub sources: Arc<SourceTable>,
+    pub sources: Arc<Sticky>,
 }
 
 impl BackendRt {
@@ -189,7 +189,7 @@ impl Runtime {
                         prev_be
                             .map(|p| p.sources.clone())
                             .filter(|t| t.size() == size)
-                            .unwrap_or_else(|| Arc::new(SourceTable::new(size)))
+                            .unwrap_or_else(|| Arc::new(Sticky::new(size)))
                     },
                 }
             })
@@ -207,7 +207,7 @@ impl Runtime {
                 accept_proxy: f.accept_proxy,
                 x_forwarded: f.x_forwarded,
                 forwarded: f.forwarded,
-                limits: crate::l7::codec::Limits {
+                limits: crate::config::HeadLimits {
                     max_head: f.max_head_size as usize,
                     max_headers: f.max_headers as usize,
                 },
@@ -230,6 +230,19 @@ impl Runtime {
             frontends,
             backends,
         }
+    }
+
+    /// Frontend `name`'s position in this snapshot.
+    pub fn frontend_index(&self, name: &str) -> Option<usize> {
+        self.frontends.iter().position(|f| &*f.name == name)
+    }
+
+    pub fn frontend(&self, name: &str) -> Option<&FrontendRt> {
+        self.frontends.iter().find(|f| &*f.name == name)
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendRt> {
+        self.backends.iter().find(|b| &*b.name == name)
     }
 
     pub fn stats(&self) -> Snapshot {

@@ -195,9 +195,8 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
     let chunk = vec![7u8; 1 << 20];
     c.write_all(&chunk).unwrap();
     accepted.recv_timeout(Duration::from_secs(5)).unwrap();
-    // SAFETY: sending a signal to our own child process, whose pid we hold.
-    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     // The listener goes away, the connection in flight does not.
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(fe).is_ok() {

@@ -79,6 +79,24 @@ pub struct Frontend {
     pub source_limits: Option<routing::SourceLimits>,
 }
 
+/// Header-count and size limits (HAProxy-like defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Request line + headers, bytes (431 past it; 414 if the request line alone is).
+    pub max_head: usize,
+    /// Header fields (431 past it).
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_head: 16 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
 /// An operator-supplied body for one error status, read when the config loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorPage {

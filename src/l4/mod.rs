@@ -51,7 +51,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
 
     backend.counters.conn_total.inc();
     server.state.counters.conn_total.inc();
-    let (up, down) = tallies(front, backend, server);
+    let (up, down) = pump::tallies(front, backend, server);
     let end = match preamble(&upstream, server, (src, dst), &a.early, &up).await {
         Ok(()) => {
             let popts = PumpOpts {
@@ -80,28 +80,6 @@ pub async fn serve(a: Accepted, conn: Conn) {
             end.as_str(),
         );
     }
-}
-
-/// The byte counters of one proxied connection: (client → server, server → client),
-/// each bumping the frontend's, the backend's and the server's.
-pub fn tallies<'a>(
-    front: &'a FrontendRt,
-    backend: &'a BackendRt,
-    server: &'a Server,
-) -> (Tally<'a>, Tally<'a>) {
-    let sc = &server.state.counters;
-    (
-        Tally::new([
-            &front.counters.bytes_in,
-            &backend.counters.bytes_in,
-            &sc.bytes_in,
-        ]),
-        Tally::new([
-            &front.counters.bytes_out,
-            &backend.counters.bytes_out,
-            &sc.bytes_out,
-        ]),
-    )
 }
 
 fn log_conn(

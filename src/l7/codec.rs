@@ -7,23 +7,7 @@ use std::borrow::Cow;
 
 use super::framing::{Declared, TeError, TeList, forbidden_nomination};
 
-/// Header-count and size limits (HAProxy-like defaults).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Request line + headers, bytes (431 past it; 414 if the request line alone is).
-    pub max_head: usize,
-    /// Header fields (431 past it).
-    pub max_headers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_head: 16 * 1024,
-            max_headers: 100,
-        }
-    }
-}
+pub use crate::config::HeadLimits as Limits;
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

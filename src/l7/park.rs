@@ -17,8 +17,10 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -103,13 +105,7 @@ impl Lot {
         force_stop: watch::Receiver<bool>,
         soft_stop: watch::Receiver<bool>,
     ) -> io::Result<Lot> {
-        // SAFETY: epoll_create1 takes no pointers; the result is checked below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor nobody else owns.
-        let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let epoll = Arc::new(epoll::create(CreateFlags::CLOEXEC)?);
         let wake = Arc::new(Notify::new());
         let task = tokio::spawn(watch_lot(
             epoll.clone(),
@@ -158,21 +154,13 @@ impl Lot {
             }
         };
         let generation = self.slots[slot as usize].generation;
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-            u64: key(slot, generation),
-        };
-        // SAFETY: both descriptors are open (owned by `self` and `stream`) and
-        // `ev` is a valid event the kernel only reads.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                stream.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if r != 0 {
+        let added = epoll::add(
+            &*self.epoll,
+            &stream,
+            EventData::new_u64(key(slot, generation)),
+            EventFlags::IN | EventFlags::RDHUP,
+        );
+        if added.is_err() {
             self.free.push(slot);
             return Err(Box::new((stream, idle, conn)));
         }
@@ -204,15 +192,7 @@ impl Lot {
         s.generation = s.generation.wrapping_add(1);
         self.free.push(slot);
         self.live -= 1;
-        // SAFETY: both descriptors are open; EPOLL_CTL_DEL ignores the event pointer.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                p.stream.as_raw_fd(),
-                std::ptr::null_mut(),
-            );
-        }
+        let _ = epoll::delete(&*self.epoll, &p.stream);
         p.conn.front().counters.http_idle_parked.dec();
         Some(p)
     }
@@ -288,15 +268,18 @@ impl AsRawFd for EpollFd {
 /// The park's one task per thread: resume readable connections, expire the
 /// overdue ones, close those that served a request on a graceful stop and all
 /// of them on a forced stop.
+#[allow(unsafe_code)]
 async fn watch_lot(
     epoll: Arc<OwnedFd>,
     wake: Arc<Notify>,
     mut force_stop: watch::Receiver<bool>,
     mut soft_stop: watch::Receiver<bool>,
 ) {
-    let raw = epoll.as_raw_fd();
-    // SAFETY: the descriptor is open and stays so while `EpollFd` holds its Arc.
-    let afd = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) };
+    // SAFETY: the descriptor is open and stays so while `EpollFd` holds its
+    // Arc; nobody closes it behind tokio's back (the only unsafe left: tokio
+    // asks its caller to vouch for the descriptor's lifetime).
+    let afd =
+        unsafe { AsyncFd::register_with_interest(EpollFd(epoll.clone()), Interest::READABLE) };
     let Ok(afd) = afd else {
         let _ = with_lot(Lot::stop);
         return;
@@ -313,7 +296,7 @@ async fn watch_lot(
         tokio::select! {
             r = afd.readable() => match r {
                 Ok(mut guard) => {
-                    if !resume_ready(raw) {
+                    if !resume_ready(&epoll) {
                         guard.clear_ready();
                     }
                 }
@@ -337,22 +320,30 @@ async fn watch_lot(
 
 /// Take what the epoll set reports and give each connection a task again (or
 /// close it if it was reset). True if the batch was full: more may be waiting.
-fn resume_ready(epoll: RawFd) -> bool {
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    // SAFETY: `events` is a writable array of BATCH entries; timeout 0 never blocks.
-    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), BATCH as i32, 0) };
-    let Ok(n) = usize::try_from(n) else {
+fn resume_ready(epoll: &OwnedFd) -> bool {
+    let none = Event {
+        flags: EventFlags::empty(),
+        data: EventData::new_u64(0),
+    };
+    let mut events = [none; BATCH];
+    // Timeout 0: never blocks (tokio said the set is readable).
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let n = match epoll::wait(epoll, &mut events, Some(&now)) {
+        Ok(n) => n,
         // Interrupted: look again (keeping tokio's readiness, which is
         // edge-triggered and would not report these events a second time).
-        return io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        Err(e) => return e == rustix::io::Errno::INTR,
     };
     for ev in &events[..n] {
-        let k = ev.u64;
-        let flags = ev.events;
+        // Copied out: the kernel's event struct is packed.
+        let (k, flags) = (ev.data.u64(), ev.flags);
         let Some(Some(p)) = with_lot(|l| l.take(k as u32, (k >> 32) as u32)) else {
             continue;
         };
-        if flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+        if flags.intersects(EventFlags::ERR | EventFlags::HUP) {
             continue;
         }
         resume(p);

@@ -1,75 +1,5 @@
-//! Persistence: the source-address table (address → server, idle expiry, size
-//! bound) and the Cookie-header edits cookie persistence needs.
-//!
-//! The table lives in an `Arc` carried across reloads by backend name; entries
-//! name servers by `ServerState::id`, which a reload keeps while the server's
-//! name and address stay, so stickiness survives reloads and a removed server's
-//! entries are simply re-pointed on their next use.
-
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    server: u64,
-    seen: Instant,
-}
-
-/// Source address → server id, bounded: at `size` entries the least recently
-/// seen goes, in O(1) (`crate::table`). Each lock is held for one map operation;
-/// no other path takes it.
-#[derive(Debug)]
-pub struct SourceTable {
-    table: crate::table::SourceTable<Entry>,
-    size: u32,
-}
-
-impl Default for SourceTable {
-    fn default() -> Self {
-        SourceTable::new(1)
-    }
-}
-
-impl SourceTable {
-    pub fn new(size: u32) -> Self {
-        SourceTable {
-            table: crate::table::SourceTable::new(size as usize),
-            size,
-        }
-    }
-
-    /// The size it was built for (a reload that changes it builds a new table).
-    pub fn size(&self) -> u32 {
-        self.size
-    }
-
-    /// The server remembered for `ip`, unless the entry is older than `expire`.
-    pub fn get(&self, ip: IpAddr, expire: Duration, now: Instant) -> Option<u64> {
-        let mut m = self.table.shard(ip);
-        match m.peek(&ip) {
-            Some(e) if now.saturating_duration_since(e.seen) <= expire => Some(e.server),
-            Some(_) => {
-                m.pop(&ip);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Remember (or refresh) `ip` → `server`; a full shard drops its least
-    /// recently seen entry.
-    pub fn put(&self, ip: IpAddr, server: u64, now: Instant) {
-        self.table.shard(ip).put(ip, Entry { server, seen: now });
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+//! Cookie persistence: the edits the Cookie and Set-Cookie fields need (the
+//! source-address table is `crate::table::Sticky`, shared with tcp mode).
 
 /// How the persistence cookie is changed before the request goes upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,28 +82,6 @@ pub fn prefix_set_cookie(value: &[u8], name: &str, server: &str, out: &mut Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_table_expires_and_bounds() {
-        let t = SourceTable::new(32);
-        let now = Instant::now();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let exp = Duration::from_secs(10);
-        assert_eq!(t.get(ip, exp, now), None);
-        t.put(ip, 7, now);
-        assert_eq!(t.get(ip, exp, now + Duration::from_secs(5)), Some(7));
-        assert_eq!(t.get(ip, exp, now + Duration::from_secs(11)), None);
-        assert!(t.is_empty());
-        // Size bound: never more than size (rounded up to the shards) entries,
-        // the most recent kept.
-        for i in 0..1000u32 {
-            let ip = IpAddr::V4((0x0a00_0000 + i).into());
-            t.put(ip, 1, now + Duration::from_millis(u64::from(i)));
-        }
-        assert!(t.len() <= 32, "{}", t.len());
-        let last = IpAddr::V4((0x0a00_0000 + 999u32).into());
-        assert_eq!(t.get(last, exp, now + Duration::from_secs(1)), Some(1));
-    }
 
     #[test]
     fn quoted_values_keep_their_quotes() {

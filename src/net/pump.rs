@@ -12,6 +12,8 @@ use tokio::sync::watch;
 
 use super::io::reset;
 use super::{copy, splice};
+use crate::runtime::{BackendRt, FrontendRt};
+use crate::server::Server;
 use crate::stats::Counter;
 
 /// When a connection last moved a byte, in milliseconds since it started.
@@ -72,6 +74,28 @@ impl<'a> Tally<'a> {
     pub fn total(&self) -> u64 {
         self.total.load(Relaxed)
     }
+}
+
+/// The byte counters of one proxied connection: (client → server, server → client),
+/// each bumping the frontend's, the backend's and the server's.
+pub fn tallies<'a>(
+    front: &'a FrontendRt,
+    backend: &'a BackendRt,
+    server: &'a Server,
+) -> (Tally<'a>, Tally<'a>) {
+    let sc = &server.state.counters;
+    (
+        Tally::new([
+            &front.counters.bytes_in,
+            &backend.counters.bytes_in,
+            &sc.bytes_in,
+        ]),
+        Tally::new([
+            &front.counters.bytes_out,
+            &backend.counters.bytes_out,
+            &sc.bytes_out,
+        ]),
+    )
 }
 
 /// Which end of one direction failed.

@@ -122,7 +122,7 @@ impl Exchange<'_> {
         early_down: &[u8],
         force_stop: &mut watch::Receiver<bool>,
     ) -> Stop {
-        let (up, down) = crate::l4::tallies(self.front, backend, server);
+        let (up, down) = pump::tallies(self.front, backend, server);
         let act = Activity::new();
         if copy::write_all(upstream, cbuf, &act, Some(&up))
             .await
