@@ -245,6 +245,14 @@ impl Running {
         self.budget
     }
 
+    /// Run a command (`command.rs`): what the admin socket and the tests use.
+    pub fn command(
+        &self,
+        cmd: crate::command::Command,
+    ) -> Result<crate::command::Reply, crate::command::CommandError> {
+        crate::command::execute(&self.shared, cmd)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Snapshot {
         self.shared.snapshot().stats()

@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod balancers;
+pub mod command;
 pub mod config;
 pub mod connect;
 pub mod daemon;

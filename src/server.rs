@@ -305,10 +305,7 @@ impl Server {
             name: self.name.to_string(),
             status: self.state.status().as_str().to_string(),
             conn_cur: u64::from(self.state.inflight()),
-            conn_total: c.conn_total.get(),
-            bytes_in: c.bytes_in.get(),
-            bytes_out: c.bytes_out.get(),
-            connect_errors: c.connect_errors.get(),
+            base: c.values(),
         }
     }
 }

@@ -176,9 +176,7 @@ async fn sh_keeps_clients_and_two_instances_agree() {
             }
             v
         };
-        d1.shared().snapshot().backends[0].servers[1]
-            .state
-            .set_status(fulcrum::server::Status::Down);
+        set_health(&d1, "be", "b", false);
         for (i, was) in before.iter().enumerate() {
             let now = hello(
                 d1.addr("fe").unwrap(),

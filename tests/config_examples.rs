@@ -3,7 +3,6 @@
 
 mod support;
 
-use fulcrum::server::Status;
 use support::*;
 
 /// The example's text with listeners on port 0 and servers at `origins`, in order.
@@ -54,9 +53,8 @@ async fn tcp_example_balances_and_falls_back_to_the_backup() {
         );
 
         // With both primaries down (as a health check would mark them), the backup serves.
-        let rt = d.shared().snapshot();
-        for s in &rt.backends[0].servers {
-            s.state.set_status(Status::Down);
+        for s in ["pg1", "pg2"] {
+            set_health(&d, "postgres", s, false);
         }
         for i in 0..3u8 {
             assert_eq!(exchange(addrs[0], &[i]).await, [i]);
@@ -207,8 +205,8 @@ async fn http_example_hashes_paths_to_servers() {
         assert!(seen.len() >= 2, "{seen:?}");
 
         // The error file replaces fulcrum's own 503 body once every server is down.
-        for s in &d.shared().snapshot().backends[0].servers {
-            s.state.set_status(fulcrum::server::Status::Down);
+        for s in servers_of(&d, "cache") {
+            set_health(&d, "cache", &s, false);
         }
         let mut c = tokio::net::TcpStream::connect(d.addr("www").unwrap())
             .await

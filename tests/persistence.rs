@@ -5,10 +5,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum::server::Status;
+use fulcrum::command::AdminState;
 use support::*;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -54,13 +53,6 @@ async fn setup(expire: &str) -> Setup {
         java,
         sticky,
     }
-}
-
-fn set_status(d: &fulcrum::daemon::Running, backend: &str, server: &str, st: Status) {
-    let snap = d.shared().snapshot();
-    let b = snap.backends.iter().find(|b| &*b.name == backend).unwrap();
-    let s = b.all_servers().find(|s| &*s.name == server).unwrap();
-    s.state.set_status(st);
 }
 
 #[tokio::test]
@@ -126,14 +118,14 @@ async fn cookie_insert_pins_a_user_and_falls_back() {
 
         // Maintenance: the cookie is not honoured; drain: it still is, while new
         // users are no longer sent there.
-        set_status(&s.d, "app", "a", Status::Maint);
+        set_state(&s.d, "app", "a", AdminState::Maint);
         let r = get(addr, "/", "Cookie: SRV=s-a\r\n").await;
         assert_eq!(r.text(), "b\n");
         assert_eq!(
             r.header("set-cookie").as_deref(),
             Some("SRV=s-b; Path=/; HttpOnly; SameSite=Lax")
         );
-        set_status(&s.d, "app", "a", Status::Drain);
+        set_state(&s.d, "app", "a", AdminState::Drain);
         assert_eq!(get(addr, "/", "Cookie: SRV=s-a\r\n").await.text(), "a\n");
         for _ in 0..4 {
             assert_eq!(get(addr, "/", "").await.text(), "b\n");
@@ -208,21 +200,16 @@ async fn source_persistence_sticks_then_expires_and_survives_a_reload() {
         }
         assert_eq!(s.d.stats().backend("sticky").unwrap().persist_hits, 6);
 
-        // A reload (same servers plus one) keeps the table.
-        let snap = s.d.shared().snapshot();
-        let mut cfg = (*snap.config).clone();
-        drop(snap);
-        let b = cfg
-            .backends
-            .iter_mut()
-            .find(|b| b.name == "sticky")
-            .unwrap();
-        let mut extra = b.servers[0].clone();
-        extra.name = "s4".into();
-        extra.cookie = "s4".into();
-        extra.addr = s.sticky[2].addr;
-        b.servers.push(extra);
-        s.d.shared().replace(Arc::new(cfg));
+        // A new snapshot (same servers plus one, added by command) keeps the table.
+        s.d.command(fulcrum::command::Command::AddServer {
+            backend: "sticky".into(),
+            server: "s4".into(),
+            addr: s.sticky[2].addr,
+            weight: 1,
+            backup: false,
+        })
+        .unwrap();
+        assert_eq!(servers_of(&s.d, "sticky").len(), 4);
         assert_eq!(from("127.0.0.1", addr).await, one);
 
         // After `expire` idle, an address is balanced again: rr has moved on.

@@ -73,37 +73,36 @@ impl HeadError {
         }
     }
 
-    /// Index of this class in `stats::HTTP_REJECT_CLASSES`.
+    /// Index of this class in `stats::HTTP_REJECT_CLASSES` (whose names are
+    /// the counters'): one exhaustive match, so a new class cannot be counted
+    /// as another by accident.
     pub fn class(self) -> usize {
-        crate::stats::HTTP_REJECT_CLASSES
-            .iter()
-            .position(|c| *c == self.counter())
-            .unwrap_or(0)
+        match self {
+            HeadError::BareCrLf => 0,
+            HeadError::Malformed => 1,
+            HeadError::BadValue => 2,
+            HeadError::Version => 3,
+            HeadError::UriTooLong => 4,
+            HeadError::HeadTooLarge => 5,
+            HeadError::TooManyHeaders => 6,
+            HeadError::ClAndTe => 7,
+            HeadError::BadContentLength => 8,
+            HeadError::BadTransferEncoding => 9,
+            HeadError::TeInHttp10 => 10,
+            HeadError::UnknownCoding => 11,
+            HeadError::MissingHost => 12,
+            HeadError::DuplicateHost => 13,
+            HeadError::BadHost => 14,
+            HeadError::BadTarget => 15,
+            HeadError::BadExpect => 16,
+            HeadError::ConnectionFraming => 17,
+            HeadError::BadPath(_) => 18,
+        }
     }
 
     /// The counter this rejection bumps (one per class).
     pub fn counter(self) -> &'static str {
-        match self {
-            HeadError::BareCrLf => "bare_crlf",
-            HeadError::Malformed => "malformed",
-            HeadError::BadValue => "bad_value",
-            HeadError::Version => "bad_version",
-            HeadError::UriTooLong => "uri_too_long",
-            HeadError::HeadTooLarge => "head_too_large",
-            HeadError::TooManyHeaders => "too_many_headers",
-            HeadError::ClAndTe => "cl_and_te",
-            HeadError::BadContentLength => "bad_content_length",
-            HeadError::BadTransferEncoding => "bad_transfer_encoding",
-            HeadError::TeInHttp10 => "te_in_http10",
-            HeadError::UnknownCoding => "unknown_coding",
-            HeadError::MissingHost => "missing_host",
-            HeadError::DuplicateHost => "duplicate_host",
-            HeadError::BadHost => "bad_host",
-            HeadError::BadTarget => "bad_target",
-            HeadError::BadExpect => "bad_expect",
-            HeadError::ConnectionFraming => "connection_framing",
-            HeadError::BadPath(_) => "bad_path",
-        }
+        crate::stats::HTTP_REJECT_CLASSES[self.class()]
     }
 }
 
@@ -534,6 +533,40 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn every_class_has_its_own_counter() {
+        use super::super::path::PathError;
+        use HeadError::*;
+        let all = [
+            BareCrLf,
+            Malformed,
+            BadValue,
+            Version,
+            UriTooLong,
+            HeadTooLarge,
+            TooManyHeaders,
+            ClAndTe,
+            BadContentLength,
+            BadTransferEncoding,
+            TeInHttp10,
+            UnknownCoding,
+            MissingHost,
+            DuplicateHost,
+            BadHost,
+            BadTarget,
+            BadExpect,
+            ConnectionFraming,
+            BadPath(PathError::EncodedSlash),
+        ];
+        assert_eq!(all.len(), crate::stats::HTTP_REJECT_CLASSES.len());
+        let mut seen: Vec<usize> = all.iter().map(|e| e.class()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), all.len(), "two classes share a counter");
+        assert_eq!(BadPath(PathError::PathParams).counter(), "bad_path");
+        assert_eq!(ConnectionFraming.counter(), "connection_framing");
     }
 
     #[test]

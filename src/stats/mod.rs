@@ -41,48 +41,135 @@ impl Gauge {
     }
 }
 
-/// Per-frontend counters.
+/// What kind of number a field is (Prometheus: `counter` or `gauge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Counter {
+    pub const KIND: Kind = Kind::Counter;
+}
+
+impl Gauge {
+    pub const KIND: Kind = Kind::Gauge;
+}
+
+/// One field of a counter set: its name, kind and one-line meaning — what the
+/// stats page, the JSON, Prometheus and the admin socket show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+/// Declares a set of counters once: the struct of atomics, its plain copy,
+/// the table of fields, and a visitor over the copy's values.
+macro_rules! counter_set {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident => $values:ident {
+            $( #[doc = $help:literal] $field:ident : $ty:ident, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $( #[doc = $help] pub $field: $ty, )*
+        }
+
+        #[doc = concat!("A plain copy of [`", stringify!($name), "`].")]
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $values {
+            $( #[doc = $help] pub $field: u64, )*
+        }
+
+        impl $name {
+            /// Every field, in declaration order.
+            pub const FIELDS: &'static [Field] = &[
+                $( Field { name: stringify!($field), kind: $ty::KIND, help: $help.trim_ascii() }, )*
+            ];
+
+            /// Read every counter once.
+            pub fn values(&self) -> $values {
+                $values { $( $field: self.$field.get(), )* }
+            }
+        }
+
+        impl $values {
+            /// Every field with its value, in declaration order.
+            pub fn visit(&self, mut f: impl FnMut(&'static Field, u64)) {
+                let values = [$( self.$field, )*];
+                for (field, v) in $name::FIELDS.iter().zip(values) {
+                    f(field, v);
+                }
+            }
+        }
+    };
+}
+
+counter_set! {
+    /// Per-frontend counters (the HTTP arrays and the rejected-request log are
+    /// in `FrontendCounters`).
+    pub struct FrontendBase => FrontendBaseValues {
+        /// Connections accepted.
+        conn_total: Counter,
+        /// Connections open now.
+        conn_cur: Gauge,
+        /// Bytes clients sent.
+        bytes_in: Counter,
+        /// Bytes sent back to clients.
+        bytes_out: Counter,
+        /// Times the accept loop paused because this frontend or the process was at maxconn.
+        maxconn_reached: Counter,
+        /// Connections rejected for a missing or malformed PROXY protocol header.
+        proxy_errors: Counter,
+        /// accept(2) failures (out of file descriptors, mostly).
+        accept_errors: Counter,
+        /// Connections closed at once: their source had `conn_per_source` open.
+        limit_conns: Counter,
+        /// Connections closed at once: their source was over `conn_rate_per_source`.
+        limit_conn_rate: Counter,
+        /// http: requests answered 429: their source was over `req_rate_per_source`.
+        limit_req_rate: Counter,
+        /// Connections closed for inactivity.
+        idle_timeouts: Counter,
+        /// http: requests received (accepted heads).
+        http_requests: Counter,
+        /// http: clients too slow to send a request head (408).
+        http_request_timeouts: Counter,
+        /// http: requests answered by a `deny` rule.
+        http_denied: Counter,
+        /// http: requests answered by a `redirect` rule.
+        http_redirected: Counter,
+        /// http: idle client connections parked outside the runtime now.
+        http_idle_parked: Gauge,
+        /// http: times an idle client connection was parked.
+        http_idle_parks: Counter,
+    }
+}
+
+/// Per-frontend counters: the declared set, plus responses by class, rejected
+/// requests by class, and the last rejected requests.
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
-    /// Connections accepted.
-    pub conn_total: Counter,
-    /// Connections open now.
-    pub conn_cur: Gauge,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    /// Times the accept loop paused because this frontend or the process was at maxconn.
-    pub maxconn_reached: Counter,
-    /// Connections rejected for a missing or malformed PROXY protocol header.
-    pub proxy_errors: Counter,
-    /// accept(2) failures (out of file descriptors, mostly).
-    pub accept_errors: Counter,
-    /// Connections closed at once: their source had `conn_per_source` open.
-    pub limit_conns: Counter,
-    /// Connections closed at once: their source was over `conn_rate_per_source`.
-    pub limit_conn_rate: Counter,
-    /// http: requests answered 429: their source was over `req_rate_per_source`.
-    pub limit_req_rate: Counter,
-    /// Connections closed for inactivity.
-    pub idle_timeouts: Counter,
-    /// http: requests received (accepted heads).
-    pub http_requests: Counter,
+    pub base: FrontendBase,
     /// http: responses sent, by status class 1xx..5xx (index 0 = 1xx).
     pub http_responses: [Counter; 5],
     /// http: requests rejected, one counter per rejection class (`HTTP_REJECT_CLASSES`).
     pub http_rejected: [Counter; HTTP_REJECT_CLASSES.len()],
-    /// http: clients too slow to send a request head (408).
-    pub http_request_timeouts: Counter,
-    /// http: requests answered by a `deny` rule.
-    pub http_denied: Counter,
-    /// http: requests answered by a `redirect` rule.
-    pub http_redirected: Counter,
-    /// http: idle client connections parked outside the runtime now.
-    pub http_idle_parked: Gauge,
-    /// http: times an idle client connection was parked.
-    pub http_idle_parks: Counter,
     /// http: the last rejected requests, newest last (like HAProxy's `show errors`).
     /// Touched only when a request is rejected.
     pub last_rejected: std::sync::Mutex<std::collections::VecDeque<Rejected>>,
+}
+
+impl std::ops::Deref for FrontendCounters {
+    type Target = FrontendBase;
+    fn deref(&self) -> &FrontendBase {
+        &self.base
+    }
 }
 
 /// How many rejected requests each frontend keeps for inspection.
@@ -112,7 +199,7 @@ impl FrontendCounters {
 }
 
 /// Names of the request-rejection classes, in the order of `http_rejected`
-/// (the same names `l7::codec::HeadError::counter` gives).
+/// (`l7::codec::HeadError::class` gives each error its index here).
 pub const HTTP_REJECT_CLASSES: [&str; 19] = [
     "bare_crlf",
     "malformed",
@@ -135,92 +222,79 @@ pub const HTTP_REJECT_CLASSES: [&str; 19] = [
     "bad_path",
 ];
 
-/// Per-backend counters.
-#[derive(Debug, Default)]
-pub struct BackendCounters {
-    /// Connections that reached a server.
-    pub conn_total: Counter,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    /// Connect attempts that failed (refused, unreachable, timed out).
-    pub connect_errors: Counter,
-    /// Connect attempts repeated on another server after a failure.
-    pub retries: Counter,
-    /// Connections closed because no server was available or every attempt failed.
-    pub no_server: Counter,
-    /// Connections that waited for a server slot (every server at maxconn).
-    pub queued_total: Counter,
-    /// Connections waiting for a server slot now.
-    pub queue_cur: Gauge,
-    /// Queued connections that gave up after `timeouts.queue`.
-    pub queue_timeouts: Counter,
-    /// http: malformed responses or servers that closed early (502).
-    pub http_bad_responses: Counter,
-    /// http: servers that did not answer within `timeouts.server` (504).
-    pub http_server_timeouts: Counter,
-    /// http: requests sent on a kept-alive server connection.
-    pub http_reused: Counter,
-    /// http: requests routed to this backend.
-    pub http_requests: Counter,
-    /// Requests that went to the server their persistence cookie or source entry named.
-    pub persist_hits: Counter,
-    /// Requests whose cookie or source entry named a server that is unknown or
-    /// unusable, and were balanced instead.
-    pub persist_misses: Counter,
+counter_set! {
+    /// Per-backend counters.
+    pub struct BackendCounters => BackendValues {
+        /// Connections that reached a server.
+        conn_total: Counter,
+        /// Bytes clients sent.
+        bytes_in: Counter,
+        /// Bytes servers sent back.
+        bytes_out: Counter,
+        /// Connect attempts that failed (refused, unreachable, timed out).
+        connect_errors: Counter,
+        /// Connect attempts repeated on another server after a failure.
+        retries: Counter,
+        /// Connections closed because no server was available or every attempt failed.
+        no_server: Counter,
+        /// Connections that waited for a server slot (every server at maxconn).
+        queued_total: Counter,
+        /// Connections waiting for a server slot now.
+        queue_cur: Gauge,
+        /// Queued connections that gave up after `timeouts.queue`.
+        queue_timeouts: Counter,
+        /// http: malformed responses or servers that closed early (502).
+        http_bad_responses: Counter,
+        /// http: servers that did not answer within `timeouts.server` (504).
+        http_server_timeouts: Counter,
+        /// http: requests sent on a kept-alive server connection.
+        http_reused: Counter,
+        /// http: requests routed to this backend.
+        http_requests: Counter,
+        /// Requests that went to the server their persistence cookie or source entry named.
+        persist_hits: Counter,
+        /// Requests whose cookie or source entry named an unusable server, balanced instead.
+        persist_misses: Counter,
+    }
 }
 
-/// Per-server counters (live on `ServerState`, carried across reloads).
-#[derive(Debug, Default)]
-pub struct ServerCounters {
-    pub conn_total: Counter,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    pub connect_errors: Counter,
+counter_set! {
+    /// Per-server counters (live on `ServerState`, carried across reloads).
+    pub struct ServerCounters => ServerValues {
+        /// Connections to this server.
+        conn_total: Counter,
+        /// Bytes clients sent.
+        bytes_in: Counter,
+        /// Bytes this server sent back.
+        bytes_out: Counter,
+        /// Connect attempts that failed.
+        connect_errors: Counter,
+    }
 }
 
 /// A plain copy of a frontend's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FrontendStats {
     pub name: String,
-    pub conn_total: u64,
-    pub conn_cur: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub maxconn_reached: u64,
-    pub proxy_errors: u64,
-    pub accept_errors: u64,
-    pub limit_conns: u64,
-    pub limit_conn_rate: u64,
-    pub limit_req_rate: u64,
-    pub idle_timeouts: u64,
-    pub http_requests: u64,
+    pub base: FrontendBaseValues,
     pub http_responses: [u64; 5],
     /// (class, count) for every class with a non-zero count.
     pub http_rejected: Vec<(&'static str, u64)>,
-    pub http_request_timeouts: u64,
-    pub http_denied: u64,
-    pub http_redirected: u64,
-    pub http_idle_parked: u64,
-    pub http_idle_parks: u64,
     pub last_rejected: Vec<Rejected>,
+}
+
+impl std::ops::Deref for FrontendStats {
+    type Target = FrontendBaseValues;
+    fn deref(&self) -> &FrontendBaseValues {
+        &self.base
+    }
 }
 
 impl FrontendCounters {
     pub fn snapshot(&self, name: &str) -> FrontendStats {
         FrontendStats {
             name: name.to_string(),
-            conn_total: self.conn_total.get(),
-            conn_cur: self.conn_cur.get(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            maxconn_reached: self.maxconn_reached.get(),
-            proxy_errors: self.proxy_errors.get(),
-            accept_errors: self.accept_errors.get(),
-            limit_conns: self.limit_conns.get(),
-            limit_conn_rate: self.limit_conn_rate.get(),
-            limit_req_rate: self.limit_req_rate.get(),
-            idle_timeouts: self.idle_timeouts.get(),
-            http_requests: self.http_requests.get(),
+            base: self.base.values(),
             http_responses: std::array::from_fn(|i| self.http_responses[i].get()),
             http_rejected: HTTP_REJECT_CLASSES
                 .iter()
@@ -228,11 +302,6 @@ impl FrontendCounters {
                 .filter(|(_, c)| c.get() > 0)
                 .map(|(n, c)| (*n, c.get()))
                 .collect(),
-            http_request_timeouts: self.http_request_timeouts.get(),
-            http_denied: self.http_denied.get(),
-            http_redirected: self.http_redirected.get(),
-            http_idle_parked: self.http_idle_parked.get(),
-            http_idle_parks: self.http_idle_parks.get(),
             last_rejected: self
                 .last_rejected
                 .lock()
@@ -246,43 +315,22 @@ impl FrontendCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendStats {
     pub name: String,
-    pub conn_total: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub connect_errors: u64,
-    pub retries: u64,
-    pub no_server: u64,
-    pub queued_total: u64,
-    pub queue_cur: u64,
-    pub queue_timeouts: u64,
-    pub http_bad_responses: u64,
-    pub http_server_timeouts: u64,
-    pub http_reused: u64,
-    pub http_requests: u64,
-    pub persist_hits: u64,
-    pub persist_misses: u64,
+    pub base: BackendValues,
     pub servers: Vec<ServerStats>,
+}
+
+impl std::ops::Deref for BackendStats {
+    type Target = BackendValues;
+    fn deref(&self) -> &BackendValues {
+        &self.base
+    }
 }
 
 impl BackendCounters {
     pub fn snapshot(&self, name: &str, servers: Vec<ServerStats>) -> BackendStats {
         BackendStats {
             name: name.to_string(),
-            conn_total: self.conn_total.get(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            connect_errors: self.connect_errors.get(),
-            retries: self.retries.get(),
-            no_server: self.no_server.get(),
-            queued_total: self.queued_total.get(),
-            queue_cur: self.queue_cur.get(),
-            queue_timeouts: self.queue_timeouts.get(),
-            http_bad_responses: self.http_bad_responses.get(),
-            http_server_timeouts: self.http_server_timeouts.get(),
-            http_reused: self.http_reused.get(),
-            http_requests: self.http_requests.get(),
-            persist_hits: self.persist_hits.get(),
-            persist_misses: self.persist_misses.get(),
+            base: self.values(),
             servers,
         }
     }
@@ -293,11 +341,16 @@ impl BackendCounters {
 pub struct ServerStats {
     pub name: String,
     pub status: String,
+    /// Connections open to it now.
     pub conn_cur: u64,
-    pub conn_total: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub connect_errors: u64,
+    pub base: ServerValues,
+}
+
+impl std::ops::Deref for ServerStats {
+    type Target = ServerValues;
+    fn deref(&self) -> &ServerValues {
+        &self.base
+    }
 }
 
 /// Everything, as one consistent-enough read (each counter is read once).
@@ -319,5 +372,36 @@ impl Snapshot {
 impl BackendStats {
     pub fn server(&self, name: &str) -> Option<&ServerStats> {
         self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_set_visits_every_field_once_in_order() {
+        let c = BackendCounters::default();
+        c.retries.add(3);
+        c.queue_cur.inc();
+        let mut seen = Vec::new();
+        c.values().visit(|f, v| seen.push((f.name, f.kind, v)));
+        assert_eq!(seen.len(), BackendCounters::FIELDS.len());
+        assert!(seen.contains(&("retries", Kind::Counter, 3)));
+        assert!(seen.contains(&("queue_cur", Kind::Gauge, 1)));
+        assert_eq!(seen[0].0, "conn_total");
+        let help = BackendCounters::FIELDS[0].help;
+        assert_eq!(help, "Connections that reached a server.");
+        for set in [
+            FrontendBase::FIELDS,
+            BackendCounters::FIELDS,
+            ServerCounters::FIELDS,
+        ] {
+            let mut names: Vec<_> = set.iter().map(|f| f.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), set.len());
+            assert!(set.iter().all(|f| !f.help.is_empty()));
+        }
     }
 }

@@ -441,3 +441,35 @@ pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
 }
 pub mod bin;
 pub mod strict;
+
+/// Mark a server up or down through the command layer (as a health check would).
+pub fn set_health(d: &Running, backend: &str, server: &str, up: bool) {
+    d.command(fulcrum::command::Command::SetHealth {
+        backend: backend.into(),
+        server: server.into(),
+        up,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Set a server's administrative state through the command layer.
+pub fn set_state(d: &Running, backend: &str, server: &str, state: fulcrum::command::AdminState) {
+    d.command(fulcrum::command::Command::SetState {
+        backend: backend.into(),
+        server: server.into(),
+        state,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The servers of `backend`, as the command layer lists them.
+pub fn servers_of(d: &Running, backend: &str) -> Vec<String> {
+    match d.command(fulcrum::command::Command::ShowServers {
+        backend: Some(backend.into()),
+    }) {
+        Ok(fulcrum::command::Reply::Servers(list)) => {
+            list.into_iter().map(|(_, s)| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
