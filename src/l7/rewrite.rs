@@ -172,7 +172,6 @@ pub fn request(
     edit: CookieEdit<'_>,
 ) -> Req {
     let named = connection_tokens(headers);
-    let mut xff: Option<&[u8]> = None;
     let mut out = Vec::with_capacity(head.len + 96);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -191,74 +190,13 @@ pub fn request(
         host = Some(at..at + a.len());
         push_field(&mut out, b"host", a.as_bytes());
     }
-    // The declared framing goes where the first framing field was (so the
-    // order of fields is kept), or at the end.
-    let mut framing_due = true;
-    for h in headers {
-        let n = h.name;
-        if framing_due && is_framing_field(n) {
-            head.declared.write(&mut out);
-            framing_due = false;
-        }
-        if is_hop(n, &named) || n.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        if front.x_forwarded
-            && (n.eq_ignore_ascii_case("x-forwarded-for")
-                || n.eq_ignore_ascii_case("x-forwarded-proto"))
-        {
-            if n.eq_ignore_ascii_case("x-forwarded-for") {
-                xff = Some(h.value);
-            }
-            continue;
-        }
-        if !ops.is_empty() && removed(n, ops) {
-            continue;
-        }
-        if edit != CookieEdit::Keep && n.eq_ignore_ascii_case("cookie") {
-            let mark = out.len();
-            out.extend_from_slice(b"cookie: ");
-            if edit_cookie_field(h.value, edit, &mut out) {
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.truncate(mark);
-            }
-            continue;
-        }
-        push_field(&mut out, n.as_bytes(), h.value);
-    }
-    if front.x_forwarded {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prev) = xff {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
-        }
-        // Formatted straight into the head: no string per request.
-        let _ = write!(out, "{}", peer.ip());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
-    }
-    if front.forwarded {
-        // RFC 7239: an IPv6 address is quoted and bracketed.
-        let _ = match peer.ip() {
-            std::net::IpAddr::V4(ip) => write!(out, "forwarded: for={ip};proto=http\r\n"),
-            std::net::IpAddr::V6(ip) => write!(out, "forwarded: for=\"[{ip}]\";proto=http\r\n"),
-        };
-    }
+    let (xff, framing_due) = copy_fields(&mut out, head, headers, &named, (front, ops, edit));
+    push_forwarding(&mut out, front, peer, xff);
     push_added(&mut out, ops);
-    // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop Upgrade
-    // and Connection fields are written anew for it.
-    let websocket = head.method == "GET"
-        && head.minor == 1
-        && head.framing == Framing::None
-        && named.iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
-        && headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("upgrade")
-                && std::str::from_utf8(h.value).is_ok_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-                })
-        });
+    let websocket = is_websocket(head, headers, &named);
     if websocket {
+        // Only a WebSocket upgrade is passed on (never h2c): the hop-by-hop
+        // Upgrade and Connection fields are written anew for it.
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
     // The framing the parser decided, and nothing else about framing.
@@ -293,6 +231,98 @@ pub fn request(
             .map(|a| a.to_ascii_lowercase().into_boxed_str()),
         route_path: None,
     }
+}
+
+/// The client's fields that go on: not hop-by-hop, not framing (the declared
+/// framing is written where the first framing field was, so the order of
+/// fields is kept), not Host, not the forwarding fields fulcrum rewrites, not
+/// removed by a rule; the Cookie field edited for persistence. Returns the
+/// client's X-Forwarded-For, and whether the framing is still to be written.
+fn copy_fields<'h>(
+    out: &mut Vec<u8>,
+    head: &codec::Head<'_>,
+    headers: &[httparse::Header<'h>],
+    named: &Named<'_>,
+    (front, ops, edit): (Forwarding, Ops<'_>, CookieEdit<'_>),
+) -> (Option<&'h [u8]>, bool) {
+    let mut xff = None;
+    let mut framing_due = true;
+    for h in headers {
+        let n = h.name;
+        if framing_due && is_framing_field(n) {
+            head.declared.write(out);
+            framing_due = false;
+        }
+        if is_hop(n, named) || n.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if front.x_forwarded
+            && (n.eq_ignore_ascii_case("x-forwarded-for")
+                || n.eq_ignore_ascii_case("x-forwarded-proto"))
+        {
+            if n.eq_ignore_ascii_case("x-forwarded-for") {
+                xff = Some(h.value);
+            }
+            continue;
+        }
+        if !ops.is_empty() && removed(n, ops) {
+            continue;
+        }
+        if edit != CookieEdit::Keep && n.eq_ignore_ascii_case("cookie") {
+            let mark = out.len();
+            out.extend_from_slice(b"cookie: ");
+            if edit_cookie_field(h.value, edit, out) {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.truncate(mark);
+            }
+            continue;
+        }
+        push_field(out, n.as_bytes(), h.value);
+    }
+    (xff, framing_due)
+}
+
+/// X-Forwarded-For (after the client's own, if any) and -Proto, and RFC 7239
+/// Forwarded, as the frontend asks.
+fn push_forwarding(out: &mut Vec<u8>, front: Forwarding, peer: SocketAddr, xff: Option<&[u8]>) {
+    if front.x_forwarded {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = xff {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        // Formatted straight into the head: no string per request.
+        let _ = write!(out, "{}", peer.ip());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    }
+    if front.forwarded {
+        // RFC 7239: an IPv6 address is quoted and bracketed.
+        let _ = match peer.ip() {
+            std::net::IpAddr::V4(ip) => write!(out, "forwarded: for={ip};proto=http\r\n"),
+            std::net::IpAddr::V6(ip) => write!(out, "forwarded: for=\"[{ip}]\";proto=http\r\n"),
+        };
+    }
+}
+
+/// A WebSocket handshake: GET, HTTP/1.1, no body, `Connection: upgrade` and
+/// `Upgrade: websocket`.
+fn is_websocket(
+    head: &codec::Head<'_>,
+    headers: &[httparse::Header<'_>],
+    named: &Named<'_>,
+) -> bool {
+    head.method == "GET"
+        && head.minor == 1
+        && head.framing == Framing::None
+        && named.iter().any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+                })
+        })
 }
 
 /// What cookie persistence adds to a response.

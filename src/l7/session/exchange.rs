@@ -247,6 +247,37 @@ impl<'a> Exchange<'a> {
         Stop::Linger
     }
 
+    /// The response body, server to client; `got` (what went with the head,
+    /// then what the relay moves) is added to the byte counters.
+    async fn body_back(
+        &self,
+        (upstream, backend, server): (&TcpStream, &BackendRt, &Server),
+        sbuf: &mut Vec<u8>,
+        framing: RespFraming,
+        got: &mut u64,
+    ) -> Result<(), super::body::RelayError> {
+        let body = match framing {
+            RespFraming::None => None,
+            RespFraming::Length(n) => Some(Body::Length(n)),
+            RespFraming::Chunked => Some(Body::Chunked),
+            RespFraming::Close => Some(Body::UntilClose),
+        };
+        let result = match body {
+            None => Ok(()),
+            Some(b) => {
+                let deadlines = (backend.timeouts.server, self.front.client_timeout);
+                let splice = self.opts.splice;
+                relay(upstream, self.client, sbuf, b, deadlines, got, splice).await
+            }
+        };
+        // `got` counts the part sent with the head too.
+        let total = *got;
+        self.front.counters.bytes_out.add(total);
+        backend.counters.bytes_out.add(total);
+        server.state.counters.bytes_out.add(total);
+        result
+    }
+
     /// Phases 4–5: the response head (with a small body already read), then
     /// the body or the tunnel; count, log, and keep a clean server connection.
     async fn respond(
@@ -292,32 +323,9 @@ impl<'a> Exchange<'a> {
             let ends = (&upstream, backend, server);
             return Box::pin(self.tunnel(ends, cbuf, &sbuf, force_stop)).await;
         }
-        let body = match framing {
-            RespFraming::None => None,
-            RespFraming::Length(n) => Some(Body::Length(n)),
-            RespFraming::Chunked => Some(Body::Chunked),
-            RespFraming::Close => Some(Body::UntilClose),
-        };
-        let result = match body {
-            None => Ok(()),
-            Some(b) => {
-                let deadlines = (backend.timeouts.server, self.front.client_timeout);
-                let splice = self.opts.splice;
-                relay(
-                    &upstream,
-                    self.client,
-                    &mut sbuf,
-                    b,
-                    deadlines,
-                    &mut got,
-                    splice,
-                )
-                .await
-            }
-        };
-        self.front.counters.bytes_out.add(got);
-        backend.counters.bytes_out.add(got);
-        server.state.counters.bytes_out.add(got);
+        let result = self
+            .body_back((&upstream, backend, server), &mut sbuf, framing, &mut got)
+            .await;
         if self.opts.log_connections {
             tracing::info!(
                 target: "fulcrum::http",

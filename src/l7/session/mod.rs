@@ -156,6 +156,17 @@ async fn wait_request(client: &TcpStream, until: TokioInstant, park: bool) -> Wa
     }
 }
 
+/// Park the connection (its task then ends: `None`), or, when it cannot be
+/// parked, give it back to go on here, never trying again.
+fn park_or_keep(client: TcpStream, idle: Idle, conn: Conn) -> Option<(TcpStream, Idle, Conn)> {
+    let std = client.into_std().ok()?;
+    let back = park::park(std, idle, conn).err()?;
+    let (std, mut idle, conn) = *back;
+    idle.parkable = false;
+    let client = TcpStream::from_std(std).ok()?;
+    Some((client, idle, conn))
+}
+
 async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
     // Borrowed from its own handle, so `conn` can go to the park and come back.
     let rt = conn.rt.clone();
@@ -201,26 +212,19 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut co
                 Waited::Gone => return,
                 Waited::Timeout => {
                     if idle.first {
+                        // Nothing came within http_request.
                         front.counters.http_request_timeouts.inc();
                         Box::pin(error_reply(&client, front, 408)).await;
                     }
                     return;
                 }
-                Waited::Park => {
-                    let Ok(std) = client.into_std() else { return };
-                    let Err(back) = park::park(std, idle, conn) else {
-                        return;
-                    };
-                    // Not parked: carry on here, without trying again.
-                    let std;
-                    (std, idle, conn) = *back;
-                    idle.parkable = false;
-                    let Ok(c) = TcpStream::from_std(std) else {
-                        return;
-                    };
-                    client = c;
-                    continue;
-                }
+                Waited::Park => match park_or_keep(client, idle, conn) {
+                    Some(kept) => {
+                        (client, idle, conn) = kept;
+                        continue;
+                    }
+                    None => return,
+                },
             }
         }
         let ex = Exchange {

@@ -278,3 +278,126 @@ pub fn after_pick<'r>(
         _ => CookieOut::None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::Runtime;
+
+    fn runtime(extra: &str) -> Runtime {
+        let text = format!(
+            r#"
+[[frontend]]
+name = "f"
+listen = ["127.0.0.1:1"]
+mode = "http"
+default_backend = "b"
+{extra}
+
+[[backend]]
+name = "b"
+servers = [{{ name = "s", address = "127.0.0.1:2" }}]
+"#
+        );
+        let cfg = crate::config::parse("t.toml", &text).unwrap();
+        Runtime::build(Arc::new(cfg), None, 1)
+    }
+
+    const PEER: Peer = Peer {
+        client: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+            4000,
+        ),
+        local: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+            80,
+        ),
+        rate_limited: true,
+    };
+
+    fn step<'r>(rt: &'r Runtime, raw: &[u8]) -> (Result<Option<Parsed<'r>>, HeadError>, Vec<u8>) {
+        let mut buf = raw.to_vec();
+        let r = request_step(&mut buf, PEER, &rt.frontends[0], &rt.backends);
+        (r, buf)
+    }
+
+    fn head_of(p: &Parsed<'_>) -> String {
+        match p {
+            Parsed::Forward(r) => String::from_utf8_lossy(&r.req.upstream_head).into_owned(),
+            Parsed::Answer { msg, .. } => String::from_utf8_lossy(msg).into_owned(),
+        }
+    }
+
+    #[test]
+    fn a_request_is_consumed_normalised_and_routed() {
+        let rt = runtime("");
+        let (r, rest) = step(&rt, b"GET //a/./b HTTP/1.1\r\nHost: x\r\n\r\nGET /next");
+        let parsed = r.unwrap().unwrap();
+        assert!(head_of(&parsed).starts_with("GET /a/b HTTP/1.1\r\nhost: x\r\n"));
+        assert_eq!(rest, b"GET /next", "the next pipelined bytes stay");
+        let (r, rest) = step(&rt, b"GET / HTTP/1.1\r\nHo");
+        assert!(matches!(r, Ok(None)));
+        assert_eq!(
+            rest, b"GET / HTTP/1.1\r\nHo",
+            "an incomplete head is left as it is"
+        );
+        let (r, _) = step(&rt, b"GET /a%2fb HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(matches!(r, Err(HeadError::BadPath(_))));
+    }
+
+    #[test]
+    fn match_only_routes_on_the_normal_path_and_keeps_the_clients() {
+        let rt = runtime("path_normalize = \"match-only\"");
+        let (r, _) = step(&rt, b"GET /x/../y HTTP/1.1\r\nHost: x\r\n\r\n");
+        let Some(Parsed::Forward(routed)) = r.unwrap() else {
+            panic!("forwarded")
+        };
+        assert_eq!(routed.req.path(), "/y");
+        assert!(
+            routed
+                .req
+                .upstream_head
+                .starts_with(b"GET /x/../y HTTP/1.1\r\n")
+        );
+    }
+
+    #[test]
+    fn answers_deny_and_rate_limit_and_keep_the_connection_when_they_can() {
+        let rt = runtime(
+            "acl.a = { path_prefix = \"/admin\" }\nrules = [{ deny = 403, if = \"a\" }]\nlimits = { req_rate_per_source = \"2/m\" }",
+        );
+        let (r, _) = step(&rt, b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n");
+        let p = r.unwrap().unwrap();
+        let text = head_of(&p);
+        assert!(
+            text.starts_with("HTTP/1.1 403 Forbidden\r\n") && text.ends_with("403 Forbidden\n"),
+            "{text}"
+        );
+        assert!(matches!(p, Parsed::Answer { close: false, .. }));
+        // HEAD: the length, no body.
+        let (r, _) = step(&rt, b"HEAD /admin HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(head_of(&r.unwrap().unwrap()).ends_with("\r\n\r\n"));
+        // The third request of this source within the minute: 429, and a body
+        // left unread closes the connection.
+        let (r, _) = step(
+            &rt,
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        let p = r.unwrap().unwrap();
+        assert!(
+            head_of(&p).contains("429 Too Many Requests\r\nretry-after: 30\r\n"),
+            "{}",
+            head_of(&p)
+        );
+        assert!(matches!(
+            p,
+            Parsed::Answer {
+                status: 429,
+                close: true,
+                ..
+            }
+        ));
+    }
+}
