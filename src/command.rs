@@ -172,16 +172,7 @@ fn set_status(
     st: Status,
 ) -> Result<Reply, CommandError> {
     let rt = shared.snapshot();
-    let b = rt
-        .backend(backend)
-        .ok_or_else(|| CommandError::UnknownBackend(backend.to_string()))?;
-    let s = b
-        .all_servers()
-        .find(|s| &*s.name == server)
-        .ok_or_else(|| CommandError::UnknownServer {
-            backend: backend.to_string(),
-            server: server.to_string(),
-        })?;
+    let s = find(&rt, backend, server)?;
     let before = s.state.status();
     s.state.set_status(st);
     tracing::info!(
@@ -192,6 +183,22 @@ fn set_status(
         "server state set by command"
     );
     Ok(Reply::Done)
+}
+
+/// Server `backend/server` of snapshot `rt`.
+fn find<'r>(
+    rt: &'r crate::runtime::Runtime,
+    backend: &str,
+    server: &str,
+) -> Result<&'r crate::server::Server, CommandError> {
+    rt.backend(backend)
+        .ok_or_else(|| CommandError::UnknownBackend(backend.to_string()))?
+        .all_servers()
+        .find(|s| &*s.name == server)
+        .ok_or_else(|| CommandError::UnknownServer {
+            backend: backend.to_string(),
+            server: server.to_string(),
+        })
 }
 
 /// Apply `change` to a copy of the running config and swap the result in.
@@ -257,16 +264,7 @@ fn add_server(
 
 fn del_server(shared: &Shared, backend: &str, server: &str) -> Result<Reply, CommandError> {
     let rt = shared.snapshot();
-    let b = rt
-        .backend(backend)
-        .ok_or_else(|| CommandError::UnknownBackend(backend.to_string()))?;
-    let s = b
-        .all_servers()
-        .find(|s| &*s.name == server)
-        .ok_or_else(|| CommandError::UnknownServer {
-            backend: backend.to_string(),
-            server: server.to_string(),
-        })?;
+    let s = find(&rt, backend, server)?;
     let open = s.state.inflight();
     if !matches!(s.state.status(), Status::Maint | Status::Drain) || open > 0 {
         return Err(CommandError::Busy {

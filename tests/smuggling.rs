@@ -5,37 +5,27 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The request every case carries behind it: it must never reach the origin.
 const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
 
-/// An origin that records every byte it receives and answers each head with 200.
-async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
-    let s2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let seen = s2.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-    });
-    (addr, seen)
+/// An origin that records every byte it receives and never answers; what all
+/// its connections received, in order of connection.
+async fn recording_origin() -> (SocketAddr, Origin) {
+    let o = Origin::start("r", Behaviour::Record).await;
+    (o.addr, o)
+}
+
+fn everything(o: &Origin) -> String {
+    let conns = o.seen.lock().unwrap().len();
+    (0..conns)
+        .map(|i| String::from_utf8_lossy(&o.seen(i)).into_owned())
+        .collect()
 }
 
 /// The last cases of the corpus have a valid head and a malformed chunked body.
@@ -347,8 +337,18 @@ servers = [{ name = "a", address = "{a}" }]
                 "{name}: one response only"
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        // Once the daemon closed every client connection, nothing more can
+        // reach the origin from them; and once the origin read the heads that
+        // were forwarded, what it has is all it gets.
+        eventually(5, "every client connection closed", || {
+            d.stats().frontend("web").unwrap().conn_cur == 0
+        })
+        .await;
+        eventually(5, "the forwarded heads arrived", || {
+            everything(&seen).matches("POST / HTTP/1.1").count() >= BODY_CASES
+        })
+        .await;
+        let seen = everything(&seen);
         assert!(
             !seen.contains("/smuggled"),
             "a smuggled request reached the origin:\n{seen}"
@@ -418,7 +418,7 @@ servers = [{ name = "a", address = "{a}" }]
         assert_eq!(fe.http_rejected, vec![("connection_framing", 6)]);
         assert_eq!(fe.last_rejected.last().unwrap().class, "connection_framing");
         // Nothing was forwarded: not the head, not what the body held.
-        let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        let seen = everything(&seen);
         assert_eq!(seen, "", "the origin received:\n{seen}");
     })
     .await;

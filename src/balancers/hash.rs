@@ -95,8 +95,23 @@ mod tests {
 
     #[test]
     fn hashes_are_stable_across_builds() {
-        // Fixed values: a change here breaks agreement between versions.
-        assert_eq!(hash_bytes(0, b""), hash_bytes(0, b""));
+        // Golden values: a change here breaks agreement between versions
+        // (and instances) on every hashed key.
+        assert_eq!(hash_bytes(0, b""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(hash_bytes(0, b"a"), 0x02c0_bdbf_4814_20f8);
+        assert_eq!(hash_bytes(0x75, b"/a/b/c"), 0xd7e6_8079_7b05_eb96);
+        assert_eq!(
+            hash_ip("10.1.2.3".parse().unwrap(), false),
+            0x7635_42a6_73ca_5911
+        );
+        assert_eq!(
+            hash_ip("10.1.2.3".parse().unwrap(), true),
+            0xf9b7_83c2_340f_9aea
+        );
+        assert_eq!(
+            hash_ip("2001:db8::5".parse().unwrap(), false),
+            0xceac_5eb5_668d_ac86
+        );
         assert_ne!(hash_bytes(0, b"a"), hash_bytes(1, b"a"));
         assert_eq!(
             hash_ip("10.1.2.3".parse().unwrap(), true),

@@ -203,6 +203,18 @@ mod tests {
     }
 
     #[test]
+    fn the_first_slots_are_golden() {
+        // Fixed values: two instances, and two versions, must build the same
+        // table. A change here moves clients between servers on upgrade.
+        let s = servers_named(&[("a", 1), ("b", 2), ("c", 1)]);
+        let t = Maglev::new(&s, None);
+        assert_eq!(
+            t.table[..16],
+            [0, 2, 0, 1, 2, 1, 1, 2, 0, 0, 1, 0, 1, 1, 1, 0]
+        );
+    }
+
+    #[test]
     fn independent_builds_agree_whatever_the_order() {
         let a = servers_named(&[("x", 1), ("y", 3), ("z", 2)]);
         let b = servers_named(&[("z", 2), ("x", 1), ("y", 3)]);

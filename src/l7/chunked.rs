@@ -109,21 +109,14 @@ impl Default for ChunkedDecoder {
     }
 }
 
-/// Fields never forwarded in a trailer section: they frame, route, are
-/// hop-by-hop, authenticate, or describe the content (RFC 9110 §6.5.1) —
-/// a recipient that merged them into the head would be misled.
-const NOT_IN_TRAILERS: [&str; 28] = [
+/// Fields never forwarded in a trailer section besides the hop-by-hop ones
+/// (`rewrite::HOP`): they frame, route, authenticate, or describe the content
+/// (RFC 9110 §6.5.1) — a recipient that merged them into the head would be
+/// misled.
+const NOT_IN_TRAILERS: [&str; 19] = [
     "content-length",
     "transfer-encoding",
     "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "http2-settings",
     "content-type",
     "content-encoding",
     "content-range",
@@ -132,7 +125,6 @@ const NOT_IN_TRAILERS: [&str; 28] = [
     "authorization",
     "proxy-authorization",
     "www-authenticate",
-    "proxy-authenticate",
     "cache-control",
     "expires",
     "max-forwards",
@@ -149,7 +141,11 @@ fn trailer_field(line: &[u8]) -> Option<(&str, &str)> {
     let text = std::str::from_utf8(line).ok()?;
     // The state machine let through only `tchar+ ":" field-content`.
     let (name, value) = text.split_once(':')?;
-    if NOT_IN_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+    if NOT_IN_TRAILERS
+        .iter()
+        .chain(&super::rewrite::HOP)
+        .any(|n| name.eq_ignore_ascii_case(n))
+    {
         return None;
     }
     Some((name, value.trim_matches([' ', '\t'])))

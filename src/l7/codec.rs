@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::framing::{Declared, TeError, TeList, forbidden_nomination};
+use super::framing::{Declared, TeError, TeList, connection_field};
 
 pub use crate::config::HeadLimits as Limits;
 
@@ -211,18 +211,7 @@ pub fn parse_request<'b>(
             }
             host = Some(value.trim_matches([' ', '\t']));
         } else if name.eq_ignore_ascii_case("connection") {
-            for t in value.split(',') {
-                let t = t.trim_matches([' ', '\t']);
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
-                    close = false;
-                } else if forbidden_nomination(t) {
-                    // Removing it as hop-by-hop would reframe or reroute the
-                    // message: refused, never repaired.
-                    return Err(HeadError::ConnectionFraming);
-                }
-            }
+            connection_field(value, minor, &mut close).map_err(|_| HeadError::ConnectionFraming)?;
         } else if name.eq_ignore_ascii_case("expect") {
             if value
                 .trim_matches([' ', '\t'])

@@ -25,6 +25,28 @@ pub fn forbidden_nomination(t: &str) -> bool {
     NOT_NOMINABLE.iter().any(|n| t.eq_ignore_ascii_case(n))
 }
 
+/// Read one `Connection` field value: `close` and (HTTP/1.0) `keep-alive`
+/// update `close`; a token naming a framing or routing field is an error
+/// (removing it as hop-by-hop would reframe or reroute the message: refused,
+/// never repaired).
+pub fn connection_field(value: &str, minor: u8, close: &mut bool) -> Result<(), NominatedFraming> {
+    for t in value.split(',') {
+        let t = t.trim_matches([' ', '\t']);
+        if t.eq_ignore_ascii_case("close") {
+            *close = true;
+        } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+            *close = false;
+        } else if forbidden_nomination(t) {
+            return Err(NominatedFraming);
+        }
+    }
+    Ok(())
+}
+
+/// A `Connection` field named a framing or routing field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NominatedFraming;
+
 /// The two fields that frame a body; the serialisers never copy them.
 pub fn is_framing_field(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")

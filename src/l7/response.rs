@@ -4,7 +4,7 @@
 //! the server connection is never reused.
 
 use super::codec::{content_length, head_end};
-use super::framing::{Declared, TeList, forbidden_nomination};
+use super::framing::{Declared, TeList, connection_field};
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +80,8 @@ pub fn parse_response<'b>(
             te = true;
             codings.add(v).map_err(|_| BadResponse)?;
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in v.split(',') {
-                let t = t.trim_matches([' ', '\t']);
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case("keep-alive") && minor == 0 {
-                    close = false;
-                } else if forbidden_nomination(t) {
-                    // As for requests: a server cannot unframe its response.
-                    return Err(BadResponse);
-                }
-            }
+            // As for requests: a server cannot unframe its response.
+            connection_field(v, minor, &mut close).map_err(|_| BadResponse)?;
         }
     }
     if te && cl.is_some() {

@@ -20,7 +20,7 @@ use crate::config::routing::HeaderOp;
 /// Hop-by-hop fields, never forwarded in either direction (plus whatever the
 /// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too:
 /// WebSocket upgrades are written anew, and h2c must never reach a server.
-const HOP: [&str; 9] = [
+pub const HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",

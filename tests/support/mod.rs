@@ -332,76 +332,87 @@ pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Resp {
     roundtrip(&mut c, raw.as_bytes()).await.expect("a response")
 }
 
-/// A keep-alive HTTP origin that records every request head and answers
-/// `200` with `x-server: NAME`, body `NAME\n`, plus `extra` header lines.
+/// The HTTP test origin: records every request it receives (raw bytes, head
+/// and body) and answers it. Two ways to answer:
+/// - `start(name, extra)`: keep-alive, `200` with `x-server: NAME`, the body
+///   `NAME\n` and the `extra` header lines (each ending in CRLF);
+/// - `replying(bytes, delay)`: after `delay`, exactly `bytes` (any status,
+///   framing or garbage), then close.
 #[derive(Clone)]
-pub struct HttpRecorder {
+pub struct HttpOrigin {
     pub name: &'static str,
     pub addr: SocketAddr,
-    pub heads: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-impl HttpRecorder {
-    pub async fn start(name: &'static str, extra: &'static str) -> HttpRecorder {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let r = HttpRecorder {
-            name,
-            addr: l.local_addr().unwrap(),
-            heads: Arc::default(),
-        };
-        let heads = r.heads.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let heads = heads.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    loop {
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                let (n, v) = l.split_once(':')?;
-                                n.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse().ok())?
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < end + 4 + len {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..end + 4 + len);
-                        let is_head = head.starts_with("HEAD ");
-                        heads.lock().unwrap().push(head);
-                        let body = format!("{name}\n");
-                        let mut out = format!(
-                            "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        if !is_head {
-                            out.push_str(&body);
-                        }
-                        if s.write_all(out.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        r
+/// The name most tests know the keep-alive HTTP origin by.
+pub type HttpRecorder = HttpOrigin;
+
+/// How an `HttpOrigin` answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    Named(&'static str),
+    Fixed(&'static [u8], Duration),
+}
+
+/// Where the request at the start of `b` ends (head and Content-Length or
+/// chunked body), if it is all there.
+fn request_end(b: &[u8]) -> Option<usize> {
+    let end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+    if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        let n: usize = cl.trim().parse().ok()?;
+        return (b.len() >= end + n).then_some(end + n);
+    }
+    if head.contains("transfer-encoding: chunked") {
+        let body = &b[end..];
+        return body
+            .windows(5)
+            .position(|w| w == b"0\r\n\r\n")
+            .map(|p| end + p + 5);
+    }
+    Some(end)
+}
+
+impl HttpOrigin {
+    pub async fn start(name: &'static str, extra: &'static str) -> HttpOrigin {
+        HttpOrigin::spawn(name, Answer::Named(extra)).await
     }
 
+    pub async fn replying(bytes: &'static [u8], delay: Duration) -> HttpOrigin {
+        HttpOrigin::spawn("fixed", Answer::Fixed(bytes, delay)).await
+    }
+
+    async fn spawn(name: &'static str, answer: Answer) -> HttpOrigin {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let o = HttpOrigin {
+            name,
+            addr: l.local_addr().unwrap(),
+            requests: Arc::default(),
+        };
+        let requests = o.requests.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve_http(s, name, answer, requests.clone()));
+            }
+        });
+        o
+    }
+
+    /// Every request, raw, as text.
+    pub fn seen(&self) -> Vec<String> {
+        let r = self.requests.lock().unwrap();
+        r.iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    /// Every request head, without its final empty line.
     pub fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
+        self.seen()
+            .into_iter()
+            .map(|r| r.split("\r\n\r\n").next().unwrap_or("").to_string())
+            .collect()
     }
 
     pub fn last(&self) -> String {
@@ -409,7 +420,56 @@ impl HttpRecorder {
     }
 
     pub fn count(&self) -> usize {
-        self.heads.lock().unwrap().len()
+        self.requests.lock().unwrap().len()
+    }
+}
+
+async fn serve_http(
+    mut s: TcpStream,
+    name: &'static str,
+    answer: Answer,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Some(end) = request_end(&buf) else {
+            match s.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => {
+                    if !buf.is_empty() && matches!(answer, Answer::Fixed(..)) {
+                        // A cut request still counts as seen.
+                        requests.lock().unwrap().push(std::mem::take(&mut buf));
+                    }
+                    return;
+                }
+            }
+            continue;
+        };
+        let req: Vec<u8> = buf.drain(..end).collect();
+        let is_head = req.starts_with(b"HEAD ");
+        requests.lock().unwrap().push(req);
+        match answer {
+            Answer::Fixed(bytes, delay) => {
+                tokio::time::sleep(delay).await;
+                let _ = s.write_all(bytes).await;
+                let _ = s.shutdown().await;
+                return;
+            }
+            Answer::Named(extra) => {
+                let body = format!("{name}\n");
+                let mut out = format!(
+                    "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if !is_head {
+                    out.push_str(&body);
+                }
+                if s.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
