@@ -1,7 +1,14 @@
 //! fulcrum: an L4/L7 load-balancer daemon configured by one TOML file.
 //!
-//! Dependencies point one way: `daemon → config → runtime → {listener, l4} →
-//! {balancers, stats} → server`. See README's design notes for the module map.
+//! The flow: `config` validates a file into a `Config`; `runtime` builds the
+//! immutable snapshot the connections read (`Shared`, one `ArcSwap`);
+//! `daemon::start` sizes the file-descriptor budget, binds the `listener`s and
+//! starts the worker threads. Each accepted connection goes through the accept
+//! pipeline (PROXY header, per-source `limits`) and becomes a `net::Stream`
+//! with its `net::Conn`, served by `l4` (tcp) or `l7::session` (http); both
+//! reach servers through `connect` (pick with `balancers`, queue, connect,
+//! retry) and move bytes with `net`. `command` reads and steers a running
+//! daemon. Layers and the module map: CONTRIBUTING.md.
 
 // No unsafe code but the one registration tokio makes unsafe (`l7::park`).
 #![deny(unsafe_code)]
