@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ServerConfig};
 use crate::runtime::Shared;
-use crate::server::Status;
+use crate::server::Admin;
 use crate::stats::{ServerStats, Snapshot};
 
 /// An administrative state, as an operator sets it (HAProxy's `set server
@@ -108,20 +108,35 @@ pub fn execute(shared: &Shared, cmd: Command) -> Result<Reply, CommandError> {
             server,
             state,
         } => {
-            let status = match state {
-                AdminState::Ready => Status::Up,
-                AdminState::Drain => Status::Drain,
-                AdminState::Maint => Status::Maint,
+            let admin = match state {
+                AdminState::Ready => Admin::Ready,
+                AdminState::Drain => Admin::Drain,
+                AdminState::Maint => Admin::Maint,
             };
-            set_status(shared, &backend, &server, status)
+            let rt = shared.snapshot();
+            let s = find(&rt, &backend, &server)?;
+            let before = s.state.set_admin(admin);
+            tracing::info!(
+                backend,
+                server,
+                from = before.as_str(),
+                to = admin.as_str(),
+                "server state set by command"
+            );
+            Ok(Reply::Done)
         }
         Command::SetHealth {
             backend,
             server,
             up,
         } => {
-            let status = if up { Status::Up } else { Status::Down };
-            set_status(shared, &backend, &server, status)
+            let rt = shared.snapshot();
+            let s = find(&rt, &backend, &server)?;
+            if s.state.set_health(up) {
+                let to = if up { "up" } else { "down" };
+                tracing::info!(backend, server, to, "server health set by command");
+            }
+            Ok(Reply::Done)
         }
         Command::SetWeight {
             backend,
@@ -163,26 +178,6 @@ fn show_servers(shared: &Shared, backend: Option<&str>) -> Result<Reply, Command
         .flat_map(|b| b.all_servers().map(|s| (b.name.to_string(), s.snapshot())))
         .collect();
     Ok(Reply::Servers(list))
-}
-
-fn set_status(
-    shared: &Shared,
-    backend: &str,
-    server: &str,
-    st: Status,
-) -> Result<Reply, CommandError> {
-    let rt = shared.snapshot();
-    let s = find(&rt, backend, server)?;
-    let before = s.state.status();
-    s.state.set_status(st);
-    tracing::info!(
-        backend,
-        server,
-        from = before.as_str(),
-        to = st.as_str(),
-        "server state set by command"
-    );
-    Ok(Reply::Done)
 }
 
 /// Server `backend/server` of snapshot `rt`.
@@ -257,6 +252,7 @@ fn add_server(
             maxconn: None,
             backup,
             send_proxy: None,
+            health: None,
         });
         Ok(())
     })
@@ -266,7 +262,7 @@ fn del_server(shared: &Shared, backend: &str, server: &str) -> Result<Reply, Com
     let rt = shared.snapshot();
     let s = find(&rt, backend, server)?;
     let open = s.state.inflight();
-    if !matches!(s.state.status(), Status::Maint | Status::Drain) || open > 0 {
+    if !matches!(s.state.cond.admin(), Admin::Maint | Admin::Drain) || open > 0 {
         return Err(CommandError::Busy {
             backend: backend.to_string(),
             server: server.to_string(),

@@ -108,6 +108,8 @@ pub async fn connect_with<'b>(
     reuse: impl Fn(&Server) -> Option<TcpStream>,
 ) -> Result<(&'b Server, InflightGuard, TcpStream, bool), ConnectError> {
     let mut avoid: Option<Arc<ServerState>> = None;
+    // The servers that failed this connection (only filled on failures).
+    let mut failed: Vec<Arc<ServerState>> = Vec::new();
     let mut last_err = String::new();
     let mut queued_since: Option<tokio::time::Instant> = None;
     let mut attempts = 0u32;
@@ -119,8 +121,17 @@ pub async fn connect_with<'b>(
         let preferred = prefer
             .filter(|_| avoid.is_none())
             .and_then(|s| s.state.try_enter(s.maxconn).map(|g| (s, g)));
-        let Some((server, guard)) = preferred.or_else(|| take_slot(backend, ctx, avoid.as_ref()))
-        else {
+        // Every primary failed this connection: a backup is next (without
+        // backups, the primaries are tried again within `retries`).
+        let primaries_failed = !failed.is_empty()
+            && !backend.backups.is_empty()
+            && backend
+                .servers
+                .iter()
+                .all(|s| !s.eligible() || failed.iter().any(|f| Arc::ptr_eq(f, &s.state)));
+        let picked =
+            preferred.or_else(|| take_slot(backend, ctx, avoid.as_ref(), primaries_failed));
+        let Some((server, guard)) = picked else {
             if !backend.any_full() {
                 if let Some(_q) = queued_since.take() {
                     backend.counters.queue_cur.dec();
@@ -171,6 +182,7 @@ pub async fn connect_with<'b>(
                 // In tcp mode the time to connect is the latency sample (p2c_ewma).
                 let now = Instant::now();
                 backend.observe(server, now - t0, now);
+                crate::eject::connected(backend, server);
                 return Ok((server, guard, stream, false));
             }
             Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
@@ -184,7 +196,11 @@ pub async fn connect_with<'b>(
         }
         server.state.counters.connect_errors.inc();
         backend.counters.connect_errors.inc();
+        crate::eject::connect_failed(backend, server);
         tracing::debug!(backend = %backend.name, error = %last_err, "connect failed");
+        if !failed.iter().any(|f| Arc::ptr_eq(f, &server.state)) {
+            failed.push(server.state.clone());
+        }
         if attempts > backend.retries {
             return Err(ConnectError::Failed {
                 backend: backend.name.clone(),
@@ -201,10 +217,11 @@ fn take_slot<'b>(
     backend: &'b BackendRt,
     ctx: &PickCtx<'_>,
     avoid: Option<&Arc<ServerState>>,
+    primaries_failed: bool,
 ) -> Option<(&'b Server, InflightGuard)> {
     let tries = backend.servers.len() + backend.backups.len();
     for _ in 0..tries.max(1) {
-        let server = backend.pick(ctx, avoid)?;
+        let server = backend.pick(ctx, avoid, primaries_failed)?;
         if let Some(g) = server.state.try_enter(server.maxconn) {
             return Some((server, g));
         }

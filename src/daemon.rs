@@ -34,6 +34,8 @@ pub enum StartError {
     InUse { frontend: String, addr: SocketAddr },
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
+    #[error("{0}")]
+    Icmp(String),
 }
 
 /// A running daemon.
@@ -47,6 +49,8 @@ pub struct Running {
     threads: Vec<std::thread::JoinHandle<()>>,
     grace: Duration,
     budget: fdlimit::Budget,
+    /// Dropped (stopped) when the daemon stops.
+    health: Option<crate::health::Health>,
 }
 
 /// What a shutdown did.
@@ -130,7 +134,17 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         listening.push((f.name.clone(), addrs));
     }
 
+    let icmp = config.backends.iter().flat_map(|b| &b.servers).any(|s| {
+        matches!(
+            s.health.as_ref().map(|h| &h.kind),
+            Some(crate::config::health::CheckKind::Icmp)
+        )
+    });
+    if icmp {
+        crate::health::icmp::available().map_err(StartError::Icmp)?;
+    }
     let shared = Arc::new(Shared::new(config.clone()));
+    let health = crate::health::Health::start(shared.clone()).map_err(StartError::Thread)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
     let (exit_tx, exit_rx) = watch::channel(false);
@@ -215,6 +229,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         threads: handles,
         grace: config.global.grace,
         budget,
+        health: Some(health),
     })
 }
 
@@ -301,6 +316,7 @@ impl Running {
     }
 
     fn finish(&mut self) {
+        drop(self.health.take());
         let _ = self.stop_accepting.send(true);
         let _ = self.force_stop.send(true);
         let _ = self.exit.send(true);

@@ -62,6 +62,10 @@ pub struct BackendRt {
     /// Shared by this backend's servers: slot wake-ups, total in-flight.
     pub pool: Arc<Pool>,
     pub persist: Option<Persist>,
+    /// Passive ejection (`eject.rs`), slow start, and what to do when all are down.
+    pub eject: Option<crate::config::health::Eject>,
+    pub slowstart: Option<Duration>,
+    pub on_all_down: crate::config::health::OnAllDown,
     /// Source persistence entries (carried across reloads by backend name).
     pub sources: Arc<Sticky>,
 }
@@ -69,11 +73,20 @@ pub struct BackendRt {
 impl BackendRt {
     /// Pick a server: primaries first, backups only when no primary is eligible.
     /// `avoid` is a server that just failed (HAProxy's redispatch).
-    pub fn pick(&self, ctx: &PickCtx<'_>, avoid: Option<&Arc<ServerState>>) -> Option<&Server> {
-        for (list, bal) in [
+    /// With `primaries_failed`, every primary was tried and failed for this
+    /// connection: the backups are next (without health checks, that is how a
+    /// backup takes over from dead primaries).
+    pub fn pick(
+        &self,
+        ctx: &PickCtx<'_>,
+        avoid: Option<&Arc<ServerState>>,
+        primaries_failed: bool,
+    ) -> Option<&Server> {
+        let tiers = [
             (&self.servers, &self.balancer),
             (&self.backups, &self.backup_balancer),
-        ] {
+        ];
+        for (list, bal) in tiers.into_iter().skip(usize::from(primaries_failed)) {
             let mut c = *ctx;
             c.avoid = avoid.and_then(|a| list.iter().position(|s| Arc::ptr_eq(&s.state, a)));
             if let Some(i) = bal.pick(list, &c) {
@@ -99,6 +112,11 @@ impl BackendRt {
                 bal.observe(i, latency, now);
             }
         }
+    }
+
+    /// Whether the balancers read weights once per snapshot (see `Balance`).
+    pub fn weights_are_static(&self) -> bool {
+        self.balancer.static_weights()
     }
 
     /// True when some server could take the connection if one of its slots freed up.
@@ -148,10 +166,18 @@ impl Runtime {
                 for s in &b.servers {
                     let state = match old_servers.get(&(b.name.as_str(), s.name.as_str())) {
                         Some(old) if old.addr == s.addr => {
-                            old.state.set_effective_weight(s.weight);
+                            old.state.set_target_weight(s.weight);
                             old.state.clone()
                         }
-                        _ => Arc::new(ServerState::new(s.weight, pool.clone())),
+                        _ => {
+                            let st = ServerState::new(s.weight, pool.clone());
+                            if s.health.is_some() {
+                                // A checked server starts down; its first
+                                // check decides.
+                                st.set_health(false);
+                            }
+                            Arc::new(st)
+                        }
                     };
                     let server = Server {
                         name: s.name.as_str().into(),
@@ -180,6 +206,9 @@ impl Runtime {
                     counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
                     pool,
                     persist: b.persist.clone(),
+                    eject: b.eject,
+                    slowstart: b.slowstart,
+                    on_all_down: b.on_all_down,
                     // Carried over unless the table's size changed.
                     sources: {
                         let size = match &b.persist {
@@ -269,6 +298,8 @@ impl Runtime {
 pub struct Shared {
     current: ArcSwap<Runtime>,
     write_lock: std::sync::Mutex<()>,
+    /// The generation now serving, for those who follow changes (health).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -276,6 +307,7 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(Runtime::build(cfg, None, 1)),
             write_lock: std::sync::Mutex::new(()),
+            generation: tokio::sync::watch::Sender::new(1),
         }
     }
 
@@ -291,7 +323,18 @@ impl Shared {
         let new = Runtime::build(cfg, Some(&old), old.generation + 1);
         let generation = new.generation;
         self.current.store(Arc::new(new));
+        self.generation.send_replace(generation);
         generation
+    }
+
+    /// A new snapshot of the same configuration (weights in effect re-read).
+    pub fn rebuild(&self) -> u64 {
+        self.replace(self.snapshot().config.clone())
+    }
+
+    /// Follow the generations swapped in.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }
 
@@ -313,7 +356,9 @@ mod tests {
             r#"{ name = "a", address = "127.0.0.1:1" }, { name = "b", address = "127.0.0.1:2" }"#,
         ));
         let old = shared.snapshot();
-        old.backends[0].servers[0].state.set_status(Status::Drain);
+        old.backends[0].servers[0]
+            .state
+            .set_admin(crate::server::Admin::Drain);
         old.backends[0].servers[0].state.counters.conn_total.inc();
         old.backends[0].counters.retries.inc();
         // "a" keeps name and address; "b" moves; "c" is new.

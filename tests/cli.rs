@@ -143,11 +143,7 @@ fn listening(child: &mut Child, want: usize) -> Vec<SocketAddr> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::bin::free_port()
 }
 
 #[test]

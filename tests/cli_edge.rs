@@ -288,11 +288,7 @@ fn connections_cut_at_the_end_of_grace_exit_with_code_3() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::bin::free_port()
 }
 
 #[test]

@@ -78,6 +78,12 @@ pub trait Balance: Send + Sync + std::fmt::Debug {
     fn learns(&self) -> bool {
         false
     }
+
+    /// Whether the weights in effect were read once, at build time (a weight
+    /// change, slow start included, then needs a new snapshot).
+    fn static_weights(&self) -> bool {
+        false
+    }
 }
 
 /// Build the balancer for `algo` over `servers`. The only place configuration

@@ -21,7 +21,9 @@ pub struct Wrr {
 
 impl Wrr {
     pub fn new(servers: &[Server]) -> Wrr {
-        let weights: Vec<i64> = servers.iter().map(|s| i64::from(s.weight)).collect();
+        // The weights in effect (slow start ramps them; each ramp step builds
+        // a new snapshot).
+        let weights: Vec<i64> = servers.iter().map(|s| super::weight(s) as i64).collect();
         let total: i64 = weights.iter().sum();
         let mut current = vec![0i64; servers.len()];
         let mut seq = Vec::with_capacity(total as usize);
@@ -44,6 +46,10 @@ impl Wrr {
 }
 
 impl Balance for Wrr {
+    fn static_weights(&self) -> bool {
+        true
+    }
+
     fn pick(&self, servers: &[Server], ctx: &PickCtx<'_>) -> Option<usize> {
         let len = self.seq.len();
         if len == 0 {

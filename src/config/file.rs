@@ -284,7 +284,73 @@ pub struct BackendFile {
     /// "tcp" or "http": checked against every frontend that uses this backend.
     pub mode: Option<Spanned<Mode>>,
     pub persist: Option<Spanned<PersistFile>>,
+    /// Active health checks of every server (a server may override or turn off).
+    pub health: Option<Spanned<HealthFile>>,
+    /// A server coming back up ramps its weight over this long.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub slowstart: Option<Duration>,
+    /// Passive ejection from live traffic.
+    pub eject: Option<Spanned<EjectFile>>,
+    /// "reject" (default) or "fail_open".
+    pub on_all_down: Option<Spanned<String>>,
     pub servers: Spanned<Vec<ServerFile>>,
+}
+
+/// `health = { check = "http", path = "/healthz", ... }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// "tcp", "http", "script" or "icmp".
+    pub check: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// While a state is changing (rise or fall under way).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub fastinter: Option<Duration>,
+    /// While the server is down.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub downinter: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// Check this port instead of the server's.
+    pub port: Option<u16>,
+    /// Check this address instead of the server's.
+    pub address: Option<String>,
+    /// tcp: sent after connecting.
+    pub send: Option<String>,
+    /// tcp: a substring the reply must hold.
+    pub expect: Option<String>,
+    /// http (GET by default).
+    pub method: Option<String>,
+    /// http ("/" by default).
+    pub path: Option<String>,
+    /// http: the Host (default: the check's address).
+    pub host: Option<String>,
+    /// http: extra header lines, "Name: value".
+    pub headers: Option<Vec<String>>,
+    /// http: "200-399" (default), "200,204", 200, or a list of those.
+    pub expect_status: Option<toml::Value>,
+    /// http: a substring the body must hold.
+    pub expect_body: Option<String>,
+    /// script: the program and its arguments.
+    pub command: Option<Vec<String>>,
+    /// script: exit codes 2..=255 mean healthy with weight `code - 2`.
+    pub dynamic_weight: Option<bool>,
+}
+
+/// `eject = { consecutive_5xx = 5, consecutive_connect_failures = 3, ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectFile {
+    pub consecutive_5xx: Option<Spanned<u32>>,
+    pub consecutive_connect_failures: Option<Spanned<u32>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub base_time: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_time: Option<Duration>,
+    pub max_percent: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,6 +451,8 @@ pub struct ServerFile {
     pub send_proxy: Option<ProxyVersion>,
     /// Cookie persistence: the value naming this server (default: its name).
     pub cookie: Option<Spanned<String>>,
+    /// `false` (never checked) or a table overriding the backend's `health`.
+    pub health: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

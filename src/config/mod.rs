@@ -6,9 +6,11 @@
 
 mod error;
 mod file;
+pub mod health;
 pub mod routing;
 pub mod units;
 mod validate;
+mod validate_health;
 mod validate_l7;
 
 use std::net::SocketAddr;
@@ -127,6 +129,10 @@ pub struct Backend {
     /// Set when the file says which frontend mode may use this backend.
     pub mode: Option<Mode>,
     pub persist: Option<routing::Persist>,
+    /// A server coming back up ramps its weight over this long.
+    pub slowstart: Option<Duration>,
+    pub eject: Option<health::Eject>,
+    pub on_all_down: health::OnAllDown,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -223,6 +229,8 @@ pub struct ServerConfig {
     pub send_proxy: Option<ProxyVersion>,
     /// Cookie persistence: the value that names this server.
     pub cookie: String,
+    /// Its active check (the backend's, with this server's overrides), if any.
+    pub health: Option<health::HealthCheck>,
 }
 
 /// Defaults, in one place so README and code agree.

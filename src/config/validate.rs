@@ -371,7 +371,7 @@ impl Validator<'_> {
         }
     }
 
-    fn positive(&mut self, v: &Spanned<u32>, what: &str) -> u32 {
+    pub(super) fn positive(&mut self, v: &Spanned<u32>, what: &str) -> u32 {
         if *v.get_ref() == 0 {
             self.err(v, format!("{what} must be at least 1"));
         }
@@ -738,7 +738,8 @@ impl Validator<'_> {
                     format!("{ctx}: duplicate server name \"{}\"", s.name.get_ref()),
                 );
             }
-            if let Some(sc) = self.server(&ctx, s) {
+            if let Some(mut sc) = self.server(&ctx, s) {
+                sc.health = self.server_health(&ctx, b.health.as_ref(), s);
                 if servers.iter().any(|o: &ServerConfig| o.cookie == sc.cookie)
                     && let Some(c) = &s.cookie
                 {
@@ -775,6 +776,9 @@ impl Validator<'_> {
             pool_max_idle: b.pool_max_idle.unwrap_or(defaults::POOL_MAX_IDLE),
             mode: b.mode.as_ref().map(|m| *m.get_ref()),
             persist,
+            slowstart: b.slowstart.filter(|d| !d.is_zero()),
+            eject: b.eject.as_ref().and_then(|e| self.eject(&ctx, e)),
+            on_all_down: self.on_all_down(&ctx, b.on_all_down.as_ref()),
             servers,
         }
     }
@@ -953,6 +957,7 @@ impl Validator<'_> {
             backup: s.backup,
             send_proxy: s.send_proxy,
             cookie,
+            health: None,
         })
     }
 }

@@ -255,6 +255,10 @@ counter_set! {
         persist_hits: Counter,
         /// Requests whose cookie or source entry named an unusable server, balanced instead.
         persist_misses: Counter,
+        /// Ejections not made: `eject.max_percent` of the servers were out already.
+        eject_skipped: Counter,
+        /// Times every server was down and the backend started failing open.
+        fail_opens: Counter,
     }
 }
 
@@ -269,6 +273,14 @@ counter_set! {
         bytes_out: Counter,
         /// Connect attempts that failed.
         connect_errors: Counter,
+        /// Active checks run.
+        checks: Counter,
+        /// Active checks that failed.
+        checks_failed: Counter,
+        /// Times the checks took it from up to down.
+        went_down: Counter,
+        /// Times passive ejection took it out.
+        ejections: Counter,
     }
 }
 

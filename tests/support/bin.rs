@@ -28,6 +28,26 @@ impl Drop for Daemon {
     }
 }
 
+/// A port free now, for a test that must name its port before the daemon
+/// binds it. Chosen below the kernel's ephemeral range (32768 and up), so a
+/// client socket of another test cannot take it in between.
+pub fn free_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = seed | 1;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A folder for one test's files.
 pub fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fulcrum-{name}-{}", std::process::id()));

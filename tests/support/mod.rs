@@ -47,10 +47,16 @@ pub fn start(toml: &str, subs: &[(&str, String)]) -> Running {
     daemon::start(cfg).expect("daemon starts")
 }
 
-/// An address on which nothing listens (connections are refused).
+/// An address on which nothing listens (connections are refused). The port
+/// stays bound (never listening) for the rest of the test process, so no other
+/// test's socket can take it meanwhile.
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
+    addr
 }
 
 /// What a recording origin saw on one connection.

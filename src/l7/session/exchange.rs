@@ -209,7 +209,13 @@ impl<'a> Exchange<'a> {
                     attempt += 1;
                     backend.counters.retries.inc();
                 }
-                Err(e) => return Err(self.fail_upstream(backend, e).await),
+                Err(e) => {
+                    if matches!(e, Upstream::Early | Upstream::Bad | Upstream::Timeout) {
+                        // A gateway error counts as the server's 5xx.
+                        crate::eject::responded(backend, server, 502);
+                    }
+                    return Err(self.fail_upstream(backend, e).await);
+                }
             }
         }
     }
@@ -302,6 +308,7 @@ impl<'a> Exchange<'a> {
             mut sbuf,
         } = answer;
         count_status(self.front, resp.status);
+        crate::eject::responded(backend, server, resp.status);
         let mut got = 0u64;
         let mut framing = resp.framing;
         // A body that is already here in full goes out with the head, in one write.

@@ -10,6 +10,10 @@ use tokio::sync::Notify;
 use crate::config::ProxyVersion;
 use crate::stats::{ServerCounters, ServerStats};
 
+pub mod conditions;
+
+pub use conditions::{Admin, Conditions, clock_ms};
+
 /// Administrative / health status of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -58,6 +62,9 @@ pub struct ServerState {
     /// instead of dividing (see `balancers::least`).
     word: AtomicU64,
     pub counters: ServerCounters,
+    /// Admin state, health, ejection, fail-open, and the weight in effect
+    /// (`conditions.rs`), combined into `word` by `refresh`.
+    pub cond: Conditions,
     /// What this server shares with the rest of its backend.
     pool: Arc<Pool>,
 }
@@ -169,8 +176,55 @@ impl ServerState {
             id: NEXT_ID.fetch_add(1, Relaxed),
             word: AtomicU64::new(rekey(weight_bits(weight))),
             counters: ServerCounters::default(),
+            cond: Conditions::new(weight),
             pool,
         }
+    }
+
+    /// Recompute the status and the weight in effect from the conditions.
+    pub fn refresh(&self) {
+        self.set_status(self.cond.status());
+        self.set_effective_weight(self.cond.weight());
+    }
+
+    /// The operator's state (never changed by a check); returns the old one.
+    pub fn set_admin(&self, a: Admin) -> Admin {
+        let old = self.cond.set_admin(a);
+        self.refresh();
+        old
+    }
+
+    /// The checks' verdict; whether it changed.
+    pub fn set_health(&self, up: bool) -> bool {
+        let changed = self.cond.set(conditions::BIT_HEALTH_DOWN, !up);
+        self.refresh();
+        changed
+    }
+
+    /// Passive ejection; whether it changed.
+    pub fn set_ejected(&self, on: bool) -> bool {
+        let changed = self.cond.set(conditions::BIT_EJECTED, on);
+        self.refresh();
+        changed
+    }
+
+    /// The backend is failing open: health is ignored; whether it changed.
+    pub fn set_fail_open(&self, on: bool) -> bool {
+        let changed = self.cond.set(conditions::BIT_FAIL_OPEN, on);
+        self.refresh();
+        changed
+    }
+
+    /// The weight to take traffic with (configured, or a script's).
+    pub fn set_target_weight(&self, w: u32) {
+        self.cond.target.store(w, Relaxed);
+        self.refresh();
+    }
+
+    /// Slow start: per mille of the target weight in effect.
+    pub fn set_ramp(&self, per_mille: u32) {
+        self.cond.ramp.store(per_mille, Relaxed);
+        self.refresh();
     }
 
     pub fn pool(&self) -> &Pool {
