@@ -190,7 +190,7 @@ fn type_in_words(t: &str, key: Option<&str>) -> String {
 
 /// Rewrite serde's wording into ours: "unknown key" with the nearest known key,
 /// types in words.
-fn friendly(msg: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+pub(super) fn friendly(msg: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let msg = msg.trim_end();
     let key = span.and_then(|s| key_at(text, s.start));
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -730,6 +730,7 @@ impl Validator<'_> {
             );
         }
         let mut servers = Vec::new();
+        let base_health = self.backend_health(&ctx, b.health.as_ref());
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for s in b.servers.get_ref() {
             if seen.insert(s.name.get_ref(), ()).is_some() {
@@ -739,7 +740,7 @@ impl Validator<'_> {
                 );
             }
             if let Some(mut sc) = self.server(&ctx, s) {
-                sc.health = self.server_health(&ctx, b.health.as_ref(), s);
+                sc.health = self.server_health(&ctx, b.health.as_ref(), base_health.as_ref(), s);
                 if servers.iter().any(|o: &ServerConfig| o.cookie == sc.cookie)
                     && let Some(c) = &s.cookie
                 {

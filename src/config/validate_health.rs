@@ -9,53 +9,58 @@ use super::health::{CheckKind, Eject, HealthCheck, OnAllDown, defaults, parse_st
 use super::validate::Validator;
 
 impl Validator<'_> {
-    /// A server's check: the backend's `health` with the server's overrides, or
-    /// none (`health = false`, or no check anywhere).
+    /// The backend's own check (its errors reported once, here).
+    pub(super) fn backend_health(
+        &mut self,
+        ctx: &str,
+        backend: Option<&Spanned<HealthFile>>,
+    ) -> Option<HealthCheck> {
+        let b = backend?;
+        self.health_check(ctx, Some(b.span()), b.get_ref())
+    }
+
+    /// A server's check: the backend's (`base`, validated already), or the
+    /// backend's `health` with the server's overrides, or none (`health =
+    /// false`, or no check anywhere).
     pub(super) fn server_health(
         &mut self,
         ctx: &str,
         backend: Option<&Spanned<HealthFile>>,
+        base: Option<&HealthCheck>,
         s: &ServerFile,
     ) -> Option<HealthCheck> {
         let ctx = format!("{ctx}: server \"{}\"", s.name.get_ref());
-        let merged = match s.health.as_ref() {
-            None => backend?.get_ref().clone(),
-            Some(v) => {
-                match v.get_ref() {
-                    toml::Value::Boolean(false) => return None,
-                    toml::Value::Boolean(true) => match backend {
-                        Some(b) => b.get_ref().clone(),
-                        None => {
-                            self.err(v, format!("{ctx}: health = true, but the backend has no health check to use"));
-                            return None;
-                        }
-                    },
-                    table @ toml::Value::Table(_) => {
-                        let own: HealthFile = match table.clone().try_into() {
-                            Ok(h) => h,
-                            Err(e) => {
-                                self.err(
-                                    v,
-                                    format!("{ctx}: health: {}", e.message().replace('`', "\"")),
-                                );
-                                return None;
-                            }
-                        };
-                        merge(own, backend.map(|b| b.get_ref()))
-                    }
-                    _ => {
-                        self.err(v, format!("{ctx}: health must be false, true or a table"));
+        let Some(v) = s.health.as_ref() else {
+            return base.cloned();
+        };
+        let merged = match v.get_ref() {
+            toml::Value::Boolean(false) => return None,
+            toml::Value::Boolean(true) => {
+                if base.is_none() && backend.is_none() {
+                    self.err(
+                        v,
+                        format!("{ctx}: health = true, but the backend has no health check to use"),
+                    );
+                }
+                return base.cloned();
+            }
+            table @ toml::Value::Table(_) => {
+                let own: HealthFile = match table.clone().try_into() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let msg = super::validate::friendly(e.message(), "", None);
+                        self.err(v, format!("{ctx}: health: {msg}"));
                         return None;
                     }
-                }
+                };
+                merge(own, backend.map(|b| b.get_ref()))
+            }
+            _ => {
+                self.err(v, format!("{ctx}: health must be false, true or a table"));
+                return None;
             }
         };
-        let span = s
-            .health
-            .as_ref()
-            .map(|h| h.span())
-            .or(backend.map(|b| b.span()));
-        self.health_check(&ctx, span, &merged)
+        self.health_check(&ctx, Some(v.span()), &merged)
     }
 
     fn health_err(&mut self, span: Option<std::ops::Range<usize>>, msg: String) {
@@ -70,7 +75,6 @@ impl Validator<'_> {
         span: Option<std::ops::Range<usize>>,
         f: &HealthFile,
     ) -> Option<HealthCheck> {
-        let kind = self.check_kind(ctx, span.clone(), f)?;
         let interval = f.interval.unwrap_or(defaults::INTERVAL);
         let timeout = f.timeout.unwrap_or(defaults::TIMEOUT.min(interval));
         if interval.is_zero() {
@@ -105,13 +109,14 @@ impl Validator<'_> {
                 Ok(ip) => Some(ip),
                 Err(_) => {
                     self.health_err(
-                        span,
+                        span.clone(),
                         format!("{ctx}: health address \"{a}\" is not an IP address"),
                     );
                     None
                 }
             },
         };
+        let kind = self.check_kind(ctx, span, f)?;
         Some(HealthCheck {
             kind,
             interval,
@@ -166,8 +171,9 @@ impl Validator<'_> {
             self.health_err(
                 span.clone(),
                 format!(
-                    "{ctx}: {} do(es) not apply to a \"{name}\" check",
-                    foreign.join(", ")
+                    "{ctx}: {} {} not apply to a \"{name}\" check",
+                    foreign.join(", "),
+                    if foreign.len() == 1 { "does" } else { "do" }
                 ),
             );
         }
@@ -295,12 +301,12 @@ impl Validator<'_> {
             &f.consecutive_connect_failures,
             "consecutive_connect_failures",
         );
-        if consecutive_5xx.is_none() && consecutive_connect_failures.is_none() {
+        let none = consecutive_5xx.is_none() && consecutive_connect_failures.is_none();
+        if none {
             self.err(
                 e,
                 format!("{ctx}: eject needs consecutive_5xx or consecutive_connect_failures"),
             );
-            return None;
         }
         let max_percent = match &f.max_percent {
             Some(p) if *p.get_ref() == 0 || *p.get_ref() > 100 => {
@@ -314,6 +320,9 @@ impl Validator<'_> {
             None => defaults::EJECT_MAX_PERCENT,
         };
         let base_time = f.base_time.unwrap_or(defaults::EJECT_BASE);
+        if none {
+            return None;
+        }
         Some(Eject {
             consecutive_5xx,
             consecutive_connect_failures,

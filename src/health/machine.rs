@@ -43,6 +43,11 @@ impl Machine {
         self.up
     }
 
+    /// No result yet.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// Results against the current state so far (rise or fall under way).
     pub fn streak(&self) -> u32 {
         self.streak

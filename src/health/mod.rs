@@ -109,7 +109,12 @@ async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let mut checkers: HashMap<Key, Checker> = HashMap::new();
     let mut ramps: HashMap<Key, Ramp> = HashMap::new();
-    reconcile(&shared.snapshot(), &mut checkers, &sem, &events_tx);
+    let ctx = Ctx {
+        sem,
+        events: events_tx,
+        shared: shared.clone(),
+    };
+    reconcile(&shared.snapshot(), &mut checkers, &ctx);
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -118,10 +123,12 @@ async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if r.is_err() {
                     break;
                 }
-                reconcile(&shared.snapshot(), &mut checkers, &sem, &events_tx);
+                reconcile(&shared.snapshot(), &mut checkers, &ctx);
             }
             Some(Event::Up(state, backend)) = events.recv() => {
-                start_ramp(&shared.snapshot(), state, backend, &mut ramps);
+                if start_ramp(&shared.snapshot(), state, backend, &mut ramps) {
+                    shared.rebuild();
+                }
             }
             _ = tick.tick() => {
                 let rt = shared.snapshot();
@@ -144,12 +151,15 @@ async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Start, keep or stop each server's checker to match `rt`.
-fn reconcile(
-    rt: &Runtime,
-    checkers: &mut HashMap<Key, Checker>,
-    sem: &Arc<Semaphore>,
-    events: &mpsc::UnboundedSender<Event>,
-) {
+/// What every checker shares.
+#[derive(Clone)]
+struct Ctx {
+    sem: Arc<Semaphore>,
+    events: mpsc::UnboundedSender<Event>,
+    shared: Arc<Shared>,
+}
+
+fn reconcile(rt: &Runtime, checkers: &mut HashMap<Key, Checker>, ctx: &Ctx) {
     let mut seen = Vec::new();
     for (b, bc) in rt.backends.iter().zip(&rt.config.backends) {
         for s in b.all_servers() {
@@ -186,7 +196,7 @@ fn reconcile(
                 check.clone(),
                 t,
                 s.state.clone(),
-                (sem.clone(), events.clone()),
+                ctx.clone(),
                 fresh,
             ));
             checkers.insert(
@@ -209,13 +219,7 @@ fn reconcile(
 }
 
 /// One server's checks, one after the other, for as long as it has them.
-async fn check_loop(
-    check: HealthCheck,
-    t: Target,
-    state: Arc<ServerState>,
-    (sem, events): (Arc<Semaphore>, mpsc::UnboundedSender<Event>),
-    fresh: bool,
-) {
+async fn check_loop(check: HealthCheck, t: Target, state: Arc<ServerState>, ctx: Ctx, fresh: bool) {
     let mut m = if fresh {
         Machine::fresh()
     } else {
@@ -233,7 +237,7 @@ async fn check_loop(
     );
     loop {
         tokio::time::sleep(wait).await;
-        let Ok(permit) = sem.acquire().await else {
+        let Ok(permit) = ctx.sem.acquire().await else {
             return;
         };
         let t0 = Instant::now();
@@ -249,6 +253,9 @@ async fn check_loop(
         {
             state.set_target_weight(w.min(crate::config::defaults::MAX_WEIGHT));
         }
+        // Slow start is for a server coming back, not for one seen the first
+        // time (HAProxy's rule too).
+        let returning = !m.is_fresh();
         let verdict = m.record(result.is_ok(), check.rise, check.fall);
         report(&state, &result, took, m.streak(), verdict);
         match verdict {
@@ -259,10 +266,24 @@ async fn check_loop(
                 tracing::info!(backend = %t.backend, server = %t.server, check = check.kind.name(), "server DOWN: {why}");
             }
             Verdict::WentUp => {
+                // Slow start begins before the server is up: its first share
+                // is already the small one.
+                let rt = ctx.shared.snapshot();
+                if let Some(b) = rt
+                    .backend(&t.backend)
+                    .filter(|b| b.slowstart.is_some() && returning)
+                {
+                    state.set_ramp(0);
+                    if b.weights_are_static() {
+                        ctx.shared.rebuild();
+                    }
+                }
                 state.set_health(true);
                 let msg = result.as_ref().map_or("", |p| p.message.as_str());
                 tracing::info!(backend = %t.backend, server = %t.server, check = check.kind.name(), "server UP: {msg}");
-                let _ = events.send(Event::Up(state.clone(), t.backend.clone()));
+                if returning {
+                    let _ = ctx.events.send(Event::Up(state.clone(), t.backend.clone()));
+                }
             }
             Verdict::Stay => {}
         }
@@ -307,15 +328,20 @@ fn report(
 }
 
 /// A server came up: with `slowstart`, its weight ramps from almost nothing.
+/// True when its backend needs a new snapshot to see that.
 fn start_ramp(
     rt: &Runtime,
     state: Arc<ServerState>,
     backend: Arc<str>,
     ramps: &mut HashMap<Key, Ramp>,
-) {
-    let Some(over) = rt.backend(&backend).and_then(|b| b.slowstart) else {
-        return;
+) -> bool {
+    let Some(b) = rt.backend(&backend) else {
+        return false;
     };
+    let Some(over) = b.slowstart else {
+        return false;
+    };
+    let rebuild = b.weights_are_static();
     state.set_ramp(0);
     ramps.insert(
         key(&state),
@@ -326,6 +352,7 @@ fn start_ramp(
             backend,
         },
     );
+    rebuild
 }
 
 /// Move every ramp on; true when a backend with a table-built balancer saw a

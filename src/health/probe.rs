@@ -37,17 +37,22 @@ pub async fn probe(check: &HealthCheck, t: &Target) -> Result<Passed, String> {
                 tcp(t.addr, send.as_deref(), expect.as_deref()).await
             }
             CheckKind::Http { .. } => http(&check.kind, t.addr).await,
-            CheckKind::Script {
-                command,
-                dynamic_weight,
-            } => return super::script::run(command, *dynamic_weight, t, timeout).await,
             CheckKind::Icmp => super::icmp::ping(t.addr.ip()).await,
+            CheckKind::Script { .. } => Ok(()),
         }
         .map(|()| Passed {
             weight: None,
             message: "ok".into(),
         })
     };
+    if let CheckKind::Script {
+        command,
+        dynamic_weight,
+    } = &check.kind
+    {
+        // It keeps its own time: past it, its whole process group is killed.
+        return super::script::run(command, *dynamic_weight, t, timeout).await;
+    }
     match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,
         Err(_) => Err(format!(
@@ -178,8 +183,22 @@ async fn http(kind: &CheckKind, addr: SocketAddr) -> Result<(), String> {
     s.write_all(&http_request(kind, addr))
         .await
         .map_err(|e| why(&e))?;
-    let reply = read_reply(&mut s, |_| false).await?;
+    // Until the server closes, or the whole response is in (a server that
+    // ignores `connection: close` still answers in time).
+    let reply = read_reply(&mut s, response_complete).await?;
     judge_http(kind, &reply)
+}
+
+/// A whole response: its head, and its Content-Length body if it has one.
+fn response_complete(r: &[u8]) -> bool {
+    let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| r.len() >= end + 4 + n)
 }
 
 /// How long until a check runs again: the base interval with up to 10 %

@@ -355,9 +355,20 @@ impl Server {
 
     pub fn snapshot(&self) -> ServerStats {
         let c = &self.state.counters;
+        let cond = &self.state.cond;
         ServerStats {
             name: self.name.to_string(),
             status: self.state.status().as_str().to_string(),
+            admin: cond.admin().as_str().to_string(),
+            health: if cond.health_up() { "up" } else { "down" }.to_string(),
+            ejected: cond.ejected(),
+            fail_open: cond.fail_open(),
+            weight: self.state.effective_weight(),
+            last_check: cond
+                .report
+                .lock()
+                .map(|r| r.result.clone())
+                .unwrap_or_default(),
             conn_cur: u64::from(self.state.inflight()),
             base: c.values(),
         }

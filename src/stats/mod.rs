@@ -352,7 +352,20 @@ impl BackendCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
     pub name: String,
+    /// What the balancers see: "up", "down", "drain" or "maint".
     pub status: String,
+    /// The operator's state: "ready", "drain" or "maint".
+    pub admin: String,
+    /// The checks' verdict ("up" or "down"; "up" without checks).
+    pub health: String,
+    /// Passive ejection under way.
+    pub ejected: bool,
+    /// Its backend is failing open (every server down).
+    pub fail_open: bool,
+    /// The weight in effect (slow start, a script's dynamic weight).
+    pub weight: u32,
+    /// The last active check: "ok" or why it failed ("" before any).
+    pub last_check: String,
     /// Connections open to it now.
     pub conn_cur: u64,
     pub base: ServerValues,
