@@ -417,3 +417,51 @@ fn demo_on_another_file_prints_hints_that_fit_it() {
         ]
     );
 }
+
+#[test]
+fn accept_errors_are_counted_and_logged_at_most_once_a_second() {
+    if room_for_the_test().is_none() {
+        return;
+    }
+    let rt = multi_thread();
+    rt.block_on(async {
+        let o = origin(None).await;
+        // A configured maxconn far past what 64 descriptors allow: the daemon
+        // warns at start, then accept(2) fails with EMFILE under load.
+        let text = http_config(o).replace("threads = 1", "threads = 1\nmaxconn = 1000");
+        let conf = write_config("emfile", "web.toml", &text);
+        let d = run_with("ulimit -n 64 &&", &conf, 1);
+        assert!(
+            d.wait_log("global.maxconn = 1000 needs about", 5),
+            "{}",
+            d.stderr()
+        );
+        let web = d.addrs[0];
+        // Hold many connections for two seconds.
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            if let Ok(Ok(c)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(web)).await
+            {
+                held.push(c);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(held);
+        let log = d.stderr();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("accept failed"))
+            .collect();
+        assert!(!lines.is_empty(), "{log}");
+        // At most one line a second (the first at once, then about one per
+        // second of the 2.5 s), each with how many failures it stands for.
+        assert!(lines.len() <= 4, "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains("time(s) since the last report")),
+            "{lines:#?}"
+        );
+    });
+}

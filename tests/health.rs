@@ -255,9 +255,26 @@ async fn http_checks_take_a_server_down_and_bring_it_back() {
 }
 
 #[tokio::test]
-async fn zero_failures_while_a_server_is_killed_and_restarted() {
+async fn zero_failures_while_one_of_three_servers_is_killed_and_restarted() {
     bounded(30, async {
-        let (d, a, b) = two().await;
+        let (a, b, c) = (
+            Switch::start("a").await,
+            Switch::start("b").await,
+            Switch::start("c").await,
+        );
+        let text = CHECKED.replace(
+            "  { name = \"b\", address = \"{b}\" },",
+            "  { name = \"b\", address = \"{b}\" },\n  { name = \"c\", address = \"{c}\" },",
+        );
+        let subs = [
+            ("a", a.addr.to_string()),
+            ("b", b.addr.to_string()),
+            ("c", c.addr.to_string()),
+        ];
+        let d = start(&text, &subs);
+        for s in ["a", "b", "c"] {
+            wait_status(&d, "app", s, "up").await;
+        }
         let web = d.addr("web").unwrap();
         let (mut ok, mut failed) = (0, 0);
         for i in 0..150 {
@@ -276,11 +293,43 @@ async fn zero_failures_while_a_server_is_killed_and_restarted() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!((ok, failed), (150, 0));
+        assert_eq!(servers(&d, "app")["b"].went_down, 1, "b was seen down");
         wait_status(&d, "app", "b", "up").await;
         let before = b.hits();
-        names(&d, 4).await;
+        names(&d, 6).await;
         assert!(b.hits() > before, "b takes traffic again");
-        assert!(a.hits() > 0);
+        assert!(a.hits() > 0 && c.hits() > 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tcp_checks_send_and_expect() {
+    bounded(20, async {
+        let echo = Origin::start("e", Behaviour::Echo).await;
+        let silent = Origin::start("r", Behaviour::Record).await;
+        let d = start(
+            r#"
+[[frontend]]
+name = "db"
+listen = ["127.0.0.1:0"]
+default_backend = "pg"
+
+[[backend]]
+name = "pg"
+health = { check = "tcp", send = "PING\r\n", expect = "PING", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }
+servers = [{ name = "echo", address = "{e}" }, { name = "silent", address = "{r}" }]
+"#,
+            &[("e", echo.addr.to_string()), ("r", silent.addr.to_string())],
+        );
+        wait_status(&d, "pg", "echo", "up").await;
+        eventually(10, "the silent one fails on its reply", || {
+            servers(&d, "pg")["silent"].last_check == "timeout after 80ms"
+        })
+        .await;
+        assert_eq!(servers(&d, "pg")["silent"].status, "down");
+        let s = &servers(&d, "pg")["echo"];
+        assert!(s.checks >= 1 && s.check_age_ms < 5_000 && s.down_total_ms < 5_000, "{s:?}");
     })
     .await;
 }

@@ -356,6 +356,13 @@ impl Server {
     pub fn snapshot(&self) -> ServerStats {
         let c = &self.state.counters;
         let cond = &self.state.cond;
+        let now = clock_ms();
+        let report = cond.report.lock().map(|r| r.clone()).unwrap_or_default();
+        let down_now = if cond.health_up() {
+            0
+        } else {
+            now.saturating_sub(report.changed_at_ms)
+        };
         ServerStats {
             name: self.name.to_string(),
             status: self.state.status().as_str().to_string(),
@@ -364,11 +371,16 @@ impl Server {
             ejected: cond.ejected(),
             fail_open: cond.fail_open(),
             weight: self.state.effective_weight(),
-            last_check: cond
-                .report
-                .lock()
-                .map(|r| r.result.clone())
-                .unwrap_or_default(),
+            last_check: report.result.clone(),
+            check_duration_ms: report.duration_us / 1000,
+            check_age_ms: if report.at_ms == 0 {
+                0
+            } else {
+                now.saturating_sub(report.at_ms)
+            },
+            check_progress: report.progress,
+            since_change_ms: now.saturating_sub(report.changed_at_ms),
+            down_total_ms: report.down_ms + down_now,
             conn_cur: u64::from(self.state.inflight()),
             base: c.values(),
         }

@@ -366,6 +366,14 @@ pub struct ServerStats {
     pub weight: u32,
     /// The last active check: "ok" or why it failed ("" before any).
     pub last_check: String,
+    /// How long the last check took, and how long ago it ended (ms).
+    pub check_duration_ms: u64,
+    pub check_age_ms: u64,
+    /// Checks in a row against the current health (rise or fall under way).
+    pub check_progress: u32,
+    /// Since the health last changed, and the total time down (ms).
+    pub since_change_ms: u64,
+    pub down_total_ms: u64,
     /// Connections open to it now.
     pub conn_cur: u64,
     pub base: ServerValues,
