@@ -21,6 +21,8 @@ fn servers(n: usize) -> Vec<Server> {
                 maxconn: None,
                 send_proxy: None,
                 cookie: "s".into(),
+                backup: false,
+                check: None,
                 state: Arc::new(ServerState::new(w, pool.clone())),
             };
             // Some live load, so least-loaded algorithms have something to compare.

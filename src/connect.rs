@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -96,22 +96,39 @@ pub fn after_pick(backend: &BackendRt, pin: Pin<'_>, chosen: &Server, src: IpAdd
     }
 }
 
+/// A server connection, and what it took to get.
+#[derive(Debug)]
+pub struct Connected<'b> {
+    pub server: &'b Server,
+    pub guard: InflightGuard,
+    pub stream: TcpStream,
+    /// Taken from the idle pool instead of connected.
+    pub reused: bool,
+    /// Time waiting in the queue, and connecting (the attempt that worked;
+    /// zero when reused).
+    pub queued: Duration,
+    pub connect: Duration,
+    /// Attempts that failed before this one.
+    pub retries: u32,
+}
+
 /// Pick and connect, trying another server after each failure (up to `retries`
-/// extra attempts), waiting in the queue when every server is at maxconn; trying `prefer` first (a server persistence pins the client
-/// to), and offering the picked server to `reuse` (an idle keep-alive connection
-/// pool); the last element says whether the connection was reused.
+/// extra attempts), waiting in the queue when every server is at maxconn;
+/// trying `prefer` first (a server persistence pins the client to), and
+/// offering the picked server to `reuse` (an idle keep-alive connection pool).
 pub async fn connect_with<'b>(
     backend: &'b BackendRt,
     ctx: &PickCtx<'_>,
     prefer: Option<&'b Server>,
     force_stop: &mut watch::Receiver<bool>,
     reuse: impl Fn(&Server) -> Option<TcpStream>,
-) -> Result<(&'b Server, InflightGuard, TcpStream, bool), ConnectError> {
+) -> Result<Connected<'b>, ConnectError> {
     let mut avoid: Option<Arc<ServerState>> = None;
     // The servers that failed this connection (only filled on failures).
     let mut failed: Vec<Arc<ServerState>> = Vec::new();
     let mut last_err = String::new();
     let mut queued_since: Option<tokio::time::Instant> = None;
+    let mut queued = Duration::ZERO;
     let mut attempts = 0u32;
     loop {
         let notified = backend.pool.slot_freed.notified();
@@ -149,6 +166,10 @@ pub async fn connect_with<'b>(
             let since = *queued_since.get_or_insert_with(|| {
                 backend.counters.queued_total.inc();
                 backend.counters.queue_cur.inc();
+                backend
+                    .counters
+                    .queue_max
+                    .observe(backend.counters.queue_cur.get());
                 tokio::time::Instant::now()
             });
             let deadline = since + backend.timeouts.queue;
@@ -164,14 +185,32 @@ pub async fn connect_with<'b>(
                 }
             }
         };
-        if queued_since.take().is_some() {
+        if let Some(since) = queued_since.take() {
             backend.counters.queue_cur.dec();
+            queued += since.elapsed();
         }
+        picked_one(backend, server);
+        let retries = attempts;
+        let done = move |stream, reused, connect| Connected {
+            server,
+            guard,
+            stream,
+            reused,
+            queued,
+            connect,
+            retries,
+        };
         if let Some(stream) = reuse(server) {
-            return Ok((server, guard, stream, true));
+            return Ok(done(stream, true, Duration::ZERO));
         }
         if attempts > 0 {
             backend.counters.retries.inc();
+            if avoid
+                .as_ref()
+                .is_some_and(|a| !Arc::ptr_eq(a, &server.state))
+            {
+                backend.counters.redispatches.inc();
+            }
         }
         attempts += 1;
         let t0 = Instant::now();
@@ -183,7 +222,7 @@ pub async fn connect_with<'b>(
                 let now = Instant::now();
                 backend.observe(server, now - t0, now);
                 crate::eject::connected(backend, server);
-                return Ok((server, guard, stream, false));
+                return Ok(done(stream, false, now - t0));
             }
             Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
             Err(_) => {
@@ -207,8 +246,23 @@ pub async fn connect_with<'b>(
                 last: last_err,
             });
         }
+        server.state.counters.retries.inc();
         avoid = Some(server.state.clone());
     }
+}
+
+/// Count a pick: on the server (times chosen, when last), and the backend's
+/// most connections open at once.
+fn picked_one(backend: &BackendRt, server: &Server) {
+    server.state.counters.picked.inc();
+    server.state.last_pick_s.store(
+        crate::stats::collect::coarse_secs() + 1,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    backend
+        .counters
+        .conn_max
+        .observe(u64::from(backend.pool.inflight()));
 }
 
 /// Pick a server and take one of its slots. A pick can race another thread for the

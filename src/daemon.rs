@@ -19,6 +19,7 @@ use crate::fdlimit;
 use crate::listener::{self, AcceptCtx};
 use crate::runtime::Shared;
 use crate::stats::Snapshot;
+use crate::stats::access::AccessLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -36,6 +37,10 @@ pub enum StartError {
     Thread(io::Error),
     #[error("{0}")]
     Icmp(String),
+    #[error("access log: cannot open {path}: {source}")]
+    AccessLog { path: String, source: io::Error },
+    #[error("[stats] listen: cannot listen on {addr}: {source}")]
+    Stats { addr: SocketAddr, source: io::Error },
 }
 
 /// A running daemon.
@@ -51,6 +56,47 @@ pub struct Running {
     budget: fdlimit::Budget,
     /// Dropped (stopped) when the daemon stops.
     health: Option<crate::health::Health>,
+    /// The collector's thread, the stats page and the access log's writer.
+    ticker: Option<Ticker>,
+    web: Option<crate::stats::web::Web>,
+    access_log: Option<(Arc<AccessLog>, std::thread::JoinHandle<()>)>,
+}
+
+/// The collector's thread: `Shared::tick` every second until dropped.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(shared: Arc<Shared>) -> io::Result<Ticker> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("fulcrum-stats".into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut next = 1u64;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let due = start + Duration::from_secs(next);
+                    let now = std::time::Instant::now();
+                    if now < due {
+                        std::thread::park_timeout(due - now);
+                        continue;
+                    }
+                    shared.tick();
+                    // After a stall, skip to the next whole second.
+                    next = start.elapsed().as_secs() + 1;
+                }
+            })?;
+        Ok(Ticker { stop, handle })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.thread().unpark();
+        let _ = self.handle.join();
+    }
 }
 
 /// What a shutdown did.
@@ -144,6 +190,39 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         crate::health::icmp::available().map_err(StartError::Icmp)?;
     }
     let shared = Arc::new(Shared::new(config.clone()));
+    let _ = shared.facts.set(crate::runtime::Facts {
+        fd_limit: soft,
+        maxconn: u64::from(budget.maxconn),
+        threads: threads as u64,
+        histograms: config.stats.histograms,
+    });
+    let web = match config.stats.listen {
+        Some(addr) => Some(
+            crate::stats::web::Web::start(addr, &config.stats, shared.clone())
+                .map_err(|source| StartError::Stats { addr, source })?,
+        ),
+        None => None,
+    };
+    let access_log = match &config.log.access {
+        Some(target) => {
+            let (log, handle) = AccessLog::start(
+                target.clone(),
+                config.log.format,
+                config.log.query,
+                shared.global.clone(),
+            )
+            .map_err(|source| StartError::AccessLog {
+                path: match target {
+                    crate::stats::access::Target::Stdout => "stdout".into(),
+                    crate::stats::access::Target::File(p) => p.display().to_string(),
+                },
+                source,
+            })?;
+            Some((Arc::new(log), handle))
+        }
+        None => None,
+    };
+    let ticker = Ticker::start(shared.clone()).map_err(StartError::Thread)?;
     let health = crate::health::Health::start(shared.clone()).map_err(StartError::Thread)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
@@ -158,7 +237,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .collect();
     let opts = Arc::new(crate::net::ConnOpts {
         splice: config.global.splice,
-        log_connections: config.global.log_connections,
+        histograms: config.stats.histograms,
+        access_log: access_log.as_ref().map(|(l, _)| l.clone()),
         park_after: config.global.idle_park_after,
     });
 
@@ -230,6 +310,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         grace: config.global.grace,
         budget,
         health: Some(health),
+        ticker: Some(ticker),
+        web,
+        access_log,
     })
 }
 
@@ -268,9 +351,21 @@ impl Running {
         crate::command::execute(&self.shared, cmd)
     }
 
-    /// Current counters.
+    /// Current counters, rates and percentiles.
     pub fn stats(&self) -> Snapshot {
-        self.shared.snapshot().stats()
+        self.shared.stats()
+    }
+
+    /// Where the stats page listens (port 0 resolved), when it is on.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(crate::stats::web::Web::addr)
+    }
+
+    /// Reopen the access log's file (SIGUSR1, after logrotate).
+    pub fn reopen_logs(&self) {
+        if let Some((log, _)) = &self.access_log {
+            log.reopen();
+        }
     }
 
     /// Stop accepting, wait up to the grace period for open connections, close the
@@ -317,11 +412,21 @@ impl Running {
 
     fn finish(&mut self) {
         drop(self.health.take());
+        drop(self.web.take());
+        if let Some(t) = self.ticker.take() {
+            t.stop();
+        }
         let _ = self.stop_accepting.send(true);
         let _ = self.force_stop.send(true);
         let _ = self.exit.send(true);
         for h in self.threads.drain(..) {
             let _ = h.join();
+        }
+        // The traffic threads are gone (and their senders with them): the
+        // writer drains what is left and ends.
+        if let Some((log, handle)) = self.access_log.take() {
+            log.close();
+            let _ = handle.join();
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::balancers::{self, Balance, PickCtx};
 use crate::config::routing::{Acl, Persist, Rule};
 use crate::config::{BackendTimeouts, Config, Mode};
 use crate::server::{Pool, Server, ServerState};
-use crate::stats::{BackendCounters, FrontendCounters, Snapshot};
+use crate::stats::collect::Collector;
+use crate::stats::{BackendCounters, FrontendCounters, GlobalCounters, GlobalStats, Snapshot};
 use crate::table::Sticky;
 
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct FrontendRt {
     pub path: crate::config::routing::PathOptions,
     /// Per-source limits (`limits.rs`).
     pub source_limits: Option<Arc<crate::limits::Limiter>>,
+    /// http: the header field carrying each request's id (`[log] request_id`).
+    pub request_id: Option<Arc<str>>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -186,6 +189,8 @@ impl Runtime {
                         maxconn: s.maxconn,
                         send_proxy: s.send_proxy,
                         cookie: s.cookie.as_str().into(),
+                        backup: s.backup,
+                        check: s.health.as_ref().map(|h| (h.rise, h.fall)),
                         state,
                     };
                     if s.backup {
@@ -248,6 +253,7 @@ impl Runtime {
                     .source_limits
                     .clone()
                     .map(|l| Arc::new(crate::limits::Limiter::new(l))),
+                request_id: cfg.log.request_id.as_deref().map(Arc::from),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),
@@ -274,23 +280,64 @@ impl Runtime {
         self.backends.iter().find(|b| &*b.name == name)
     }
 
+    /// The counters and state of every frontend, backend and server (the
+    /// collector's rates and percentiles are added by `Shared::stats`).
     pub fn stats(&self) -> Snapshot {
+        let cfg = &self.config;
         Snapshot {
+            global: Default::default(),
             frontends: self
                 .frontends
                 .iter()
-                .map(|f| f.counters.snapshot(&f.name))
+                .map(|f| {
+                    let mut s = f.counters.snapshot(&f.name);
+                    s.mode = match f.mode {
+                        Mode::Tcp => "tcp",
+                        Mode::Http => "http",
+                    };
+                    s.conn_limit = cfg
+                        .frontends
+                        .iter()
+                        .find(|c| *c.name == *f.name)
+                        .and_then(|c| c.maxconn)
+                        .map_or(0, u64::from);
+                    s
+                })
                 .collect(),
             backends: self
                 .backends
                 .iter()
                 .map(|b| {
                     let servers = b.all_servers().map(Server::snapshot).collect();
-                    b.counters.snapshot(&b.name, servers)
+                    let mut s = b.counters.snapshot(&b.name, servers);
+                    s.balance = cfg
+                        .backends
+                        .iter()
+                        .find(|c| *c.name == *b.name)
+                        .map_or("", |c| c.algorithm.name());
+                    s
                 })
                 .collect(),
         }
     }
+
+    /// Every server's latency buckets, by live-state id.
+    pub fn recorders(&self) -> HashMap<u64, &crate::stats::latency::Recorder> {
+        self.backends
+            .iter()
+            .flat_map(|b| b.all_servers())
+            .map(|s| (s.state.id, &s.state.latency))
+            .collect()
+    }
+}
+
+/// What the process knows of itself, for the stats (set once at start).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts {
+    pub fd_limit: u64,
+    pub maxconn: u64,
+    pub threads: u64,
+    pub histograms: bool,
 }
 
 /// The handle every task holds: readers never block; writers are serialised.
@@ -300,6 +347,12 @@ pub struct Shared {
     write_lock: std::sync::Mutex<()>,
     /// The generation now serving, for those who follow changes (health).
     generation: tokio::sync::watch::Sender<u64>,
+    /// The process's own counters (reloads, access log).
+    pub global: Arc<GlobalCounters>,
+    /// Rates, histories and latency windows (ticked by the stats thread).
+    pub collector: Collector,
+    pub facts: std::sync::OnceLock<Facts>,
+    started: (std::time::Instant, std::time::SystemTime),
 }
 
 impl Shared {
@@ -308,7 +361,44 @@ impl Shared {
             current: ArcSwap::from_pointee(Runtime::build(cfg, None, 1)),
             write_lock: std::sync::Mutex::new(()),
             generation: tokio::sync::watch::Sender::new(1),
+            global: Arc::default(),
+            collector: Collector::default(),
+            facts: std::sync::OnceLock::new(),
+            started: (std::time::Instant::now(), std::time::SystemTime::now()),
         }
+    }
+
+    /// Every counter, with the process's facts, the collector's rates and
+    /// (with histograms on) the latency percentiles.
+    pub fn stats(&self) -> Snapshot {
+        let rt = self.snapshot();
+        let mut snap = rt.stats();
+        let facts = self.facts.get().copied().unwrap_or_default();
+        snap.global = GlobalStats {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            started_at: self
+                .started
+                .1
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            uptime_s: self.started.0.elapsed().as_secs(),
+            generation: rt.generation,
+            fd_limit: facts.fd_limit,
+            maxconn: facts.maxconn,
+            threads: facts.threads,
+            conn_cur: snap.frontends.iter().map(|f| f.conn_cur).sum(),
+            base: self.global.values(),
+        };
+        self.collector.fill(&mut snap, facts.histograms);
+        snap
+    }
+
+    /// One collector step (the stats thread calls it every second).
+    pub fn tick(&self) {
+        let rt = self.snapshot();
+        let snap = rt.stats();
+        self.collector.tick(&snap, &rt.recorders());
     }
 
     /// The current snapshot, for one connection.

@@ -266,7 +266,7 @@ async fn the_http_example_parks_idle_connections() {
             fulcrum::config::parse(path, &localize_addrs("config/examples/http.toml", &addrs))
                 .unwrap();
         assert_eq!(cfg.global.idle_park_after, Some(Duration::from_millis(100)));
-        let d = fulcrum::daemon::start(cfg).unwrap();
+        let d = fulcrum::daemon::start(support::quiet(cfg, "")).unwrap();
         let mut c = TcpStream::connect(d.addr("www").unwrap()).await.unwrap();
         assert_eq!(roundtrip(&mut c, &req("/a")).await.unwrap().status, 200);
         let parked = || d.stats().frontend("www").unwrap().http_idle_parked;

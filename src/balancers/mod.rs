@@ -194,6 +194,8 @@ pub(crate) mod testing {
                 maxconn: None,
                 send_proxy: None,
                 cookie: name.into(),
+                backup: false,
+                check: None,
                 state: Arc::new(ServerState::new(w, pool.clone())),
             })
             .collect()

@@ -16,6 +16,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub global: GlobalFile,
     #[serde(default)]
+    pub stats: StatsFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
     pub frontend: Vec<FrontendFile>,
     #[serde(default)]
     pub backend: Vec<BackendFile>,
@@ -28,13 +32,41 @@ pub struct GlobalFile {
     pub threading: Option<Threading>,
     pub maxconn: Option<Spanned<u32>>,
     pub log_level: Option<Spanned<String>>,
-    #[serde(default)]
-    pub log_connections: bool,
+    /// Replaced by `[log] access`; accepted with a warning.
+    pub log_connections: Option<Spanned<bool>>,
     pub splice: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub grace: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub idle_park_after: Option<Duration>,
+}
+
+/// `[stats]`: the web page, JSON, Prometheus and CSV.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsFile {
+    pub listen: Option<Spanned<String>>,
+    pub auth: Option<Spanned<AuthFile>>,
+    pub admin: Option<Spanned<bool>>,
+    pub histograms: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub user: Spanned<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+}
+
+/// `[log]`: the access log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub access: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub query: Option<bool>,
+    pub request_id: Option<Spanned<String>>,
 }
 
 /// How worker threads are laid out (see README, "Threading model").

@@ -12,6 +12,7 @@ pub mod units;
 mod validate;
 mod validate_health;
 mod validate_l7;
+mod validate_obs;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +27,8 @@ pub struct Config {
     /// The file it came from (for messages).
     pub file: String,
     pub global: Global,
+    pub stats: Stats,
+    pub log: Log,
     pub frontends: Vec<Frontend>,
     pub backends: Vec<Backend>,
     /// What `check` and `run` point out without refusing the file.
@@ -41,8 +44,6 @@ pub struct Global {
     pub maxconn: Option<u32>,
     /// tracing filter directive (`RUST_LOG` overrides it).
     pub log_level: String,
-    /// One log line per finished connection.
-    pub log_connections: bool,
     /// Forward tcp-mode bytes with splice(2) (default) or by copying.
     pub splice: bool,
     /// How long open connections may run after a stop signal.
@@ -50,6 +51,66 @@ pub struct Global {
     /// http: an idle client connection leaves the runtime for the thread's park
     /// after this long (README, "Idle connections"); `None` = never.
     pub idle_park_after: Option<Duration>,
+}
+
+/// `[stats]`: where the stats page listens, who may see it, what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Off unless set.
+    pub listen: Option<SocketAddr>,
+    pub auth: Option<Auth>,
+    /// The page may drain, disable and enable servers.
+    pub admin: bool,
+    /// Per-server latency buckets (default on).
+    pub histograms: bool,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            listen: None,
+            auth: None,
+            admin: false,
+            histograms: true,
+        }
+    }
+}
+
+/// Basic authentication for the stats page; the password is read from a
+/// file or an environment variable at load time, never written in the config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Auth {{ user: {:?}, password: <hidden> }}", self.user)
+    }
+}
+
+/// `[log]`: the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// `None`: off.
+    pub access: Option<crate::stats::access::Target>,
+    pub format: crate::stats::access::Format,
+    /// Log the query string with the path.
+    pub query: bool,
+    /// http: the header field that carries each request's id to the server.
+    pub request_id: Option<String>,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            access: Some(crate::stats::access::Target::Stdout),
+            format: crate::stats::access::Format::Text,
+            query: false,
+            request_id: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

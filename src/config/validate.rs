@@ -235,7 +235,7 @@ pub(super) fn friendly(msg: &str, text: &str, span: Option<std::ops::Range<usize
 pub(super) struct Validator<'a> {
     pub(super) loc: Locator<'a>,
     /// The config file's path (error files are relative to it).
-    file: &'a str,
+    pub(super) file: &'a str,
     pub(super) errors: Vec<ConfigError>,
     pub(super) warnings: Vec<ConfigError>,
 }
@@ -277,13 +277,20 @@ impl Validator<'_> {
             threading: g.threading.unwrap_or_default(),
             maxconn,
             log_level,
-            log_connections: g.log_connections,
             splice: g.splice.unwrap_or(true),
             grace: g.grace.unwrap_or(defaults::GRACE),
             idle_park_after: Some(g.idle_park_after.unwrap_or(defaults::IDLE_PARK_AFTER))
                 .filter(|d| !d.is_zero()),
         };
 
+        if let Some(lc) = &g.log_connections {
+            self.warn(
+                lc,
+                "log_connections is replaced by the access log ([log] access, on by default); it is ignored",
+            );
+        }
+        let stats = self.stats(&raw.stats);
+        let log = self.log(&raw.log);
         let backends: Vec<Backend> = raw.backend.iter().map(|b| self.backend(b)).collect();
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for b in &raw.backend {
@@ -365,6 +372,8 @@ impl Validator<'_> {
         Config {
             file: file.to_string(),
             global,
+            stats,
+            log,
             frontends,
             backends,
             warnings: std::mem::take(&mut self.warnings),

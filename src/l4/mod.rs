@@ -4,7 +4,7 @@
 //! count and log. Knows nothing of HTTP.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 
@@ -12,8 +12,10 @@ use crate::balancers::PickCtx;
 use crate::connect;
 use crate::net::pump::{self, Activity, DirError, End, PumpOpts, Tally};
 use crate::net::{Accepted, Conn, copy, proxy_protocol};
-use crate::runtime::{BackendRt, FrontendRt};
+use crate::runtime::BackendRt;
 use crate::server::Server;
+use crate::stats::access::{Record, Short};
+use crate::stats::latency::Phase;
 
 /// Serve one accepted client connection of a tcp frontend.
 pub async fn serve(a: Accepted, conn: Conn) {
@@ -28,74 +30,121 @@ pub async fn serve(a: Accepted, conn: Conn) {
     let ctx = PickCtx::tcp(src.ip(), dst, now, crate::net::rand::fastrand_u64());
     // Source persistence works in tcp mode too: the remembered server first.
     let pin = connect::source_pin(backend, src.ip(), now);
-    let (server, _guard, upstream, _) = match connect::connect_with(
-        backend,
-        &ctx,
-        pin.server,
-        &mut force_stop,
-        |_| None,
-    )
-    .await
+    let c = match connect::connect_with(backend, &ctx, pin.server, &mut force_stop, |_| None).await
     {
-        Ok(v) => v,
+        Ok(c) => c,
         Err(e) => {
             e.count(backend);
             tracing::debug!(frontend = %front.name, client = %src, error = %e, "connection not forwarded");
-            if conn.opts.log_connections {
-                log_conn(front, backend, src, "-", (0, 0), started, e.as_str());
-            }
+            let done = Done {
+                server: None,
+                bytes: (0, 0),
+                end: e.as_str(),
+                timing: None,
+            };
+            finish(&conn, backend, src, started, done);
             return;
         }
     };
+    let (server, upstream) = (c.server, &c.stream);
     connect::after_pick(backend, pin, server, src.ip(), now);
 
     backend.counters.conn_total.inc();
     server.state.counters.conn_total.inc();
     let (up, down) = pump::tallies(front, backend, server);
-    let end = match preamble(&upstream, server, (src, dst), &a.early, &up).await {
+    let end = match preamble(upstream, server, (src, dst), &a.early, &up).await {
         Ok(()) => {
             let popts = PumpOpts {
                 splice: conn.opts.splice,
                 idle: front.client_timeout.min(backend.timeouts.server),
             };
-            pump::run(client, &upstream, &popts, &up, &down, &mut force_stop).await
+            pump::run(client, upstream, &popts, &up, &down, &mut force_stop).await
         }
         Err(_) => {
             crate::net::io::reset(client);
             End::ServerError
         }
     };
-    if end == End::IdleTimeout {
-        front.counters.idle_timeouts.inc();
+    match end {
+        End::IdleTimeout => front.counters.idle_timeouts.inc(),
+        End::ClientError => {
+            backend.counters.client_aborts.inc();
+            server.state.counters.client_aborts.inc();
+        }
+        End::ServerError => {
+            backend.counters.server_aborts.inc();
+            server.state.counters.server_aborts.inc();
+        }
+        _ => {}
     }
-    if conn.opts.log_connections {
-        let bytes = (up.total(), down.total());
-        log_conn(
-            front,
-            backend,
-            src,
-            &server.name,
-            bytes,
-            started,
-            end.as_str(),
-        );
+    let done = Done {
+        server: Some(server),
+        bytes: (up.total(), down.total()),
+        end: end.as_str(),
+        timing: Some((c.queued, c.connect, c.retries)),
+    };
+    finish(&conn, backend, src, started, done);
+}
+
+/// How a tcp connection ended.
+struct Done<'a> {
+    server: Option<&'a Server>,
+    /// (client to server, server to client).
+    bytes: (u64, u64),
+    end: &'static str,
+    /// Queue wait, connect time, retries (when a server connection was made).
+    timing: Option<(Duration, Duration, u32)>,
+}
+
+/// The termination state (`l7::session::trace`) of a tcp end.
+fn term(end: &str) -> [u8; 2] {
+    match end {
+        "closed" => *b"--",
+        "client_error" => *b"CD",
+        "server_error" => *b"SD",
+        "idle_timeout" => *b"cD",
+        "shutdown" => *b"KD",
+        "no_server" => *b"RC",
+        "connect_failed" => *b"SC",
+        "queue_timeout" => *b"sQ",
+        _ => *b"??",
     }
 }
 
-fn log_conn(
-    front: &FrontendRt,
-    backend: &BackendRt,
-    client: SocketAddr,
-    server: &str,
-    (bytes_in, bytes_out): (u64, u64),
-    started: Instant,
-    end: &str,
-) {
-    tracing::info!(
-        target: "fulcrum::conn",
-        client = %client, frontend = %front.name, backend = %backend.name, server = %server,
-        bytes_in, bytes_out, ms = started.elapsed().as_millis() as u64, end, "conn"
-    );
+/// The server's latency buckets and the access log line of a finished connection.
+fn finish(conn: &Conn, backend: &BackendRt, client: SocketAddr, started: Instant, d: Done<'_>) {
+    let total = started.elapsed();
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    if conn.opts.histograms
+        && let (Some(s), Some((queued, connect, _))) = (d.server, d.timing)
+    {
+        let rec = &s.state.latency;
+        rec.record(Phase::Queue, queued);
+        rec.record(Phase::Connect, connect);
+        rec.record(Phase::Total, total);
+    }
+    let Some(log) = &conn.opts.access_log else {
+        return;
+    };
+    let mut r = Record {
+        at: Some(SystemTime::now() - total),
+        client: Some(client),
+        tcp: true,
+        frontend: Short::new(&conn.front().name),
+        backend: Short::new(&backend.name),
+        bytes_in: d.bytes.0,
+        bytes_out: d.bytes.1,
+        queue_us: d.timing.map(|t| us(t.0)),
+        connect_us: d.timing.map(|t| us(t.1)),
+        total_us: us(total),
+        retries: d.timing.map_or(0, |t| t.2),
+        term: term(d.end),
+        ..Record::default()
+    };
+    if let Some(s) = d.server {
+        r.server.set(&s.name);
+    }
+    log.log(r);
 }
 
 /// Write the PROXY header (if the server wants one) and any client bytes that

@@ -120,13 +120,7 @@ pub async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
 }
 
 pub fn count_status(front: &FrontendRt, status: u16) {
-    if let Some(c) = front
-        .counters
-        .http_responses
-        .get(usize::from(status / 100).wrapping_sub(1))
-    {
-        c.inc();
-    }
+    front.counters.http_responses.count(status);
 }
 
 /// The answer to a HEAD has its length but never its body: on a kept-alive

@@ -123,6 +123,9 @@ pub struct Req {
     /// The normalised target, when it is not the one forwarded
     /// (`path_normalize = "match-only"`).
     pub route_path: Option<Box<str>>,
+    /// The length of the client's head, and the request id sent upstream (0: none).
+    pub head_len: usize,
+    pub request_id: u64,
 }
 
 impl Req {
@@ -143,6 +146,12 @@ impl Req {
         }
     }
 
+    /// The method, as forwarded.
+    pub fn method(&self) -> &str {
+        let end = self.upstream_head.iter().position(|&b| b == b' ');
+        std::str::from_utf8(&self.upstream_head[..end.unwrap_or(0)]).unwrap_or("")
+    }
+
     fn text(&self, r: std::ops::Range<usize>) -> &str {
         // Both ranges were copied from `&str`s at char boundaries.
         self.upstream_head
@@ -154,11 +163,14 @@ impl Req {
 
 /// Which forwarding fields a frontend adds to requests.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     /// `X-Forwarded-For` (appended to the client's) and `X-Forwarded-Proto`.
     pub x_forwarded: bool,
     /// RFC 7239 `Forwarded`.
     pub forwarded: bool,
+    /// The request id's field name and value (`[log] request_id`): the
+    /// client's own field of that name is replaced.
+    pub request_id: Option<(&'a str, u64)>,
 }
 
 /// The request to send upstream, with the rules' `ops` and the persistence
@@ -167,7 +179,7 @@ pub fn request(
     head: &codec::Head<'_>,
     headers: &[httparse::Header<'_>],
     peer: SocketAddr,
-    front: Forwarding,
+    front: Forwarding<'_>,
     ops: Ops<'_>,
     edit: CookieEdit<'_>,
 ) -> Req {
@@ -230,6 +242,8 @@ pub fn request(
             .filter(|a| a.bytes().any(|b| b.is_ascii_uppercase()))
             .map(|a| a.to_ascii_lowercase().into_boxed_str()),
         route_path: None,
+        head_len: head.len,
+        request_id: front.request_id.map_or(0, |(_, id)| id),
     }
 }
 
@@ -243,7 +257,7 @@ fn copy_fields<'h>(
     head: &codec::Head<'_>,
     headers: &[httparse::Header<'h>],
     named: &Named<'_>,
-    (front, ops, edit): (Forwarding, Ops<'_>, CookieEdit<'_>),
+    (front, ops, edit): (Forwarding<'_>, Ops<'_>, CookieEdit<'_>),
 ) -> (Option<&'h [u8]>, bool) {
     let mut xff = None;
     let mut framing_due = true;
@@ -268,6 +282,12 @@ fn copy_fields<'h>(
         if !ops.is_empty() && removed(n, ops) {
             continue;
         }
+        if front
+            .request_id
+            .is_some_and(|(name, _)| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
         if edit != CookieEdit::Keep && n.eq_ignore_ascii_case("cookie") {
             let mark = out.len();
             out.extend_from_slice(b"cookie: ");
@@ -285,7 +305,10 @@ fn copy_fields<'h>(
 
 /// X-Forwarded-For (after the client's own, if any) and -Proto, and RFC 7239
 /// Forwarded, as the frontend asks.
-fn push_forwarding(out: &mut Vec<u8>, front: Forwarding, peer: SocketAddr, xff: Option<&[u8]>) {
+fn push_forwarding(out: &mut Vec<u8>, front: Forwarding<'_>, peer: SocketAddr, xff: Option<&[u8]>) {
+    if let Some((name, id)) = front.request_id {
+        let _ = write!(out, "{name}: {id:016x}\r\n");
+    }
     if front.x_forwarded {
         out.extend_from_slice(b"x-forwarded-for: ");
         if let Some(prev) = xff {

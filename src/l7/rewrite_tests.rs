@@ -17,6 +17,7 @@ fn forward(raw: &[u8]) -> Req {
     let fwd = Forwarding {
         x_forwarded: true,
         forwarded: false,
+        request_id: None,
     };
     request(
         &head,
@@ -316,6 +317,7 @@ fn parse_serialise_reparse_gives_the_same_message() {
         let fwd = Forwarding {
             x_forwarded: true,
             forwarded: true,
+            request_id: None,
         };
         let req = request(
             &head,
@@ -366,4 +368,33 @@ fn codings_round_trip_in_order() {
     l.add("chunked").unwrap();
     let names: Vec<_> = l.codings.iter().map(Coding::name).collect();
     assert_eq!(names, ["deflate", "x-compress"]);
+}
+
+#[test]
+fn the_request_id_replaces_the_clients_own() {
+    let raw = b"GET /a HTTP/1.1\r\nHost: h\r\nX-Request-Id: forged\r\nAccept: */*\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let head = codec::parse_request(raw, &mut headers, &codec::Limits::default())
+        .unwrap()
+        .unwrap();
+    let n = headers.iter().position(|h| h.name.is_empty()).unwrap();
+    let fwd = Forwarding {
+        x_forwarded: false,
+        forwarded: false,
+        request_id: Some(("x-request-id", 0xabc)),
+    };
+    let req = request(
+        &head,
+        &headers[..n],
+        PEER.parse().unwrap(),
+        fwd,
+        Ops::NONE,
+        CookieEdit::Keep,
+    );
+    let out = text(&req.upstream_head);
+    assert!(!out.contains("forged"), "{out}");
+    assert!(out.contains("x-request-id: 0000000000000abc\r\n"), "{out}");
+    assert_eq!(out.matches("x-request-id").count(), 1, "{out}");
+    assert_eq!(req.request_id, 0xabc);
+    assert_eq!(req.method(), "GET");
 }

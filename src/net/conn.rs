@@ -11,7 +11,10 @@ use crate::runtime::Runtime;
 #[derive(Debug, Clone)]
 pub struct ConnOpts {
     pub splice: bool,
-    pub log_connections: bool,
+    /// Latency buckets per server (`[stats] histograms`).
+    pub histograms: bool,
+    /// The access log, when on (`[log] access`).
+    pub access_log: Option<Arc<crate::stats::access::AccessLog>>,
     /// http: park idle client connections after this long (`global.idle_park_after`).
     pub park_after: Option<std::time::Duration>,
 }

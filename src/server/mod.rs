@@ -62,6 +62,10 @@ pub struct ServerState {
     /// instead of dividing (see `balancers::least`).
     word: AtomicU64,
     pub counters: ServerCounters,
+    /// Latency buckets (`stats::latency`), filled when histograms are on.
+    pub latency: crate::stats::latency::Recorder,
+    /// When it was last picked: the collector's coarse clock + 1 (0 = never).
+    pub last_pick_s: AtomicU64,
     /// Admin state, health, ejection, fail-open, and the weight in effect
     /// (`conditions.rs`), combined into `word` by `refresh`.
     pub cond: Conditions,
@@ -176,6 +180,8 @@ impl ServerState {
             id: NEXT_ID.fetch_add(1, Relaxed),
             word: AtomicU64::new(rekey(weight_bits(weight))),
             counters: ServerCounters::default(),
+            latency: Default::default(),
+            last_pick_s: AtomicU64::new(0),
             cond: Conditions::new(weight),
             pool,
         }
@@ -285,13 +291,15 @@ impl ServerState {
     /// released when the guard drops, on every exit path.
     pub fn try_enter(self: &Arc<Self>, maxconn: Option<u32>) -> Option<InflightGuard> {
         let limit = maxconn.unwrap_or(u32::MAX).min(INFLIGHT_MAX);
-        let taken = self.update(|w| {
-            let n = ((w & INFLIGHT_MASK) >> INFLIGHT_SHIFT) as u32;
-            (n < limit).then(|| rekey(w + INFLIGHT_ONE))
-        });
-        if !taken {
-            return None;
-        }
+        let before = self
+            .word
+            .fetch_update(Relaxed, Relaxed, |w| {
+                let n = ((w & INFLIGHT_MASK) >> INFLIGHT_SHIFT) as u32;
+                (n < limit).then(|| rekey(w + INFLIGHT_ONE))
+            })
+            .ok()?;
+        let open = Load(before).inflight() + 1;
+        self.counters.conn_max.observe(u64::from(open));
         self.pool.inflight.fetch_add(1, Relaxed);
         Some(InflightGuard(Arc::clone(self)))
     }
@@ -327,6 +335,10 @@ pub struct Server {
     pub send_proxy: Option<ProxyVersion>,
     /// Cookie persistence: the value naming this server.
     pub cookie: Arc<str>,
+    /// Takes traffic only when no primary can.
+    pub backup: bool,
+    /// Active checks' rise and fall, when it is checked.
+    pub check: Option<(u32, u32)>,
     pub state: Arc<ServerState>,
 }
 
@@ -363,14 +375,24 @@ impl Server {
         } else {
             now.saturating_sub(report.changed_at_ms)
         };
+        let last_pick = self.state.last_pick_s.load(Relaxed);
         ServerStats {
             name: self.name.to_string(),
+            id: self.state.id,
+            addr: self.addr.to_string(),
+            backup: self.backup,
             status: self.state.status().as_str().to_string(),
             admin: cond.admin().as_str().to_string(),
             health: if cond.health_up() { "up" } else { "down" }.to_string(),
             ejected: cond.ejected(),
             fail_open: cond.fail_open(),
             weight: self.state.effective_weight(),
+            weight_configured: cond.target.load(Relaxed),
+            throttle_pct: cond.ramp.load(Relaxed).min(conditions::RAMP_FULL) / 10,
+            conn_limit: self.maxconn.map_or(0, u64::from),
+            checked: self.check.is_some(),
+            rise: self.check.map_or(0, |c| c.0),
+            fall: self.check.map_or(0, |c| c.1),
             last_check: report.result.clone(),
             check_duration_ms: report.duration_us / 1000,
             check_age_ms: if report.at_ms == 0 {
@@ -381,8 +403,12 @@ impl Server {
             check_progress: report.progress,
             since_change_ms: now.saturating_sub(report.changed_at_ms),
             down_total_ms: report.down_ms + down_now,
+            last_pick_s: (last_pick > 0)
+                .then(|| crate::stats::collect::coarse_secs().saturating_sub(last_pick - 1)),
             conn_cur: u64::from(self.state.inflight()),
             base: c.values(),
+            http_responses: c.http_responses.values(),
+            ..ServerStats::default()
         }
     }
 }

@@ -34,7 +34,16 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 /// relative to that file).
 pub fn start_named(name: &str, toml: &str) -> Running {
     let cfg = fulcrum::config::parse(name, toml).unwrap_or_else(|e| panic!("{e}"));
-    daemon::start(cfg).expect("daemon starts")
+    daemon::start(quiet(cfg, toml)).expect("daemon starts")
+}
+
+/// The access log goes to stdout by default: a test that does not configure
+/// `[log]` keeps the test output clean.
+pub fn quiet(mut cfg: fulcrum::config::Config, toml: &str) -> fulcrum::config::Config {
+    if !toml.contains("[log]") {
+        cfg.log.access = None;
+    }
+    cfg
 }
 
 /// Start the daemon on config text (after `{name}` substitutions).
@@ -44,7 +53,7 @@ pub fn start(toml: &str, subs: &[(&str, String)]) -> Running {
         text = text.replace(&format!("{{{k}}}"), v);
     }
     let cfg = fulcrum::config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
-    daemon::start(cfg).expect("daemon starts")
+    daemon::start(quiet(cfg, &text)).expect("daemon starts")
 }
 
 /// An address on which nothing listens (connections are refused). The port

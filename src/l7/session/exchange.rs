@@ -4,14 +4,15 @@
 //! response head, replaying when safe), `respond` (head and body back, the
 //! server connection kept for reuse when clean).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
 use super::body::{Body, relay};
-use super::route::{self, Parsed, Routed};
+use super::route::{self, Parsed, Routed, Said};
+use super::trace::{Line, Trace};
 use super::upstream::{Answer, Upstream};
 use super::{Exchange, Stop};
 use crate::balancers::PickCtx;
@@ -35,7 +36,8 @@ struct Forwarded<'r> {
 }
 
 impl<'a> Exchange<'a> {
-    /// Serve one request from `cbuf` (and the client): the whole exchange.
+    /// Serve one request from `cbuf` (and the client): the whole exchange,
+    /// then its latencies and log line (`trace.rs`).
     pub(super) async fn run(
         &self,
         cbuf: &mut Vec<u8>,
@@ -50,19 +52,33 @@ impl<'a> Exchange<'a> {
         let started = Instant::now();
         let routed = match routed {
             Parsed::Forward(r) => r,
-            Parsed::Answer {
-                msg,
-                status,
-                close,
-                path,
-            } => return self.answer(&msg, status, close, &path).await,
+            Parsed::Answer(said) => {
+                let mut t = Trace::new(started, said.head_len);
+                let stop = self.answer(&said, &mut t).await;
+                let line = Line {
+                    method: &said.method,
+                    host: &said.host,
+                    target: &said.path,
+                };
+                self.finish(&t, &line);
+                return stop;
+            }
         };
         routed.backend.counters.http_requests.inc();
-        let fwd = match self.forward(&routed, cbuf, started, force_stop).await {
-            Ok(f) => f,
-            Err(stop) => return stop,
+        let mut t = Trace::new(started, routed.req.head_len);
+        t.backend = Some(routed.backend);
+        t.request_id = routed.req.request_id;
+        let stop = match self.forward(&routed, cbuf, &mut t, force_stop).await {
+            Ok(fwd) => self.respond(&routed, fwd, cbuf, &mut t, force_stop).await,
+            Err(stop) => stop,
         };
-        self.respond(&routed, fwd, cbuf, started, force_stop).await
+        let line = Line {
+            method: routed.req.method(),
+            host: routed.req.host().unwrap_or_default(),
+            target: routed.req.path(),
+        };
+        self.finish(&t, &line);
+        stop
     }
 
     /// Phase 1: the request head — the first byte within the keep-alive
@@ -100,6 +116,7 @@ impl<'a> Exchange<'a> {
                     if started || first {
                         front.counters.http_request_timeouts.inc();
                         error_reply(self.client, front, 408).await;
+                        self.log_refused(cbuf, 408, *b"cR");
                     }
                     return Err(Stop::Close);
                 }
@@ -123,22 +140,31 @@ impl<'a> Exchange<'a> {
         });
         tracing::debug!(frontend = %front.name, error = %e, "request rejected");
         error_reply(self.client, front, e.status()).await;
+        self.log_refused(input, e.status(), *b"PR");
         Stop::Linger
     }
 
-    /// Phase 2 (when fulcrum answers itself): deny, redirect, 429.
-    async fn answer(&self, msg: &[u8], status: u16, close: bool, path: &str) -> Stop {
-        if self.opts.log_connections {
-            tracing::info!(
-                target: "fulcrum::http",
-                client = %self.peer.client, frontend = %self.front.name, backend = "-", server = "-",
-                status, path = %path, bytes_out = 0u64, ms = 0u64, complete = true, "request"
-            );
+    /// The log line of a request refused before it was parsed.
+    fn log_refused(&self, input: &[u8], status: u16, term: [u8; 2]) {
+        if self.opts.access_log.is_none() {
+            return;
         }
-        if self.write(msg).await.is_err() {
+        let mut t = Trace::new(Instant::now(), input.len());
+        t.status = status;
+        t.term = term;
+        self.finish(&t, &Line::of_raw(input));
+    }
+
+    /// Phase 2 (when fulcrum answers itself): deny, redirect, 429.
+    async fn answer(&self, said: &Said, t: &mut Trace<'_>) -> Stop {
+        t.status = said.status;
+        t.term = said.term;
+        if self.write(&said.msg).await.is_err() {
+            t.end(b'C', b'D');
             return Stop::Close;
         }
-        if close { Stop::Linger } else { Stop::Next }
+        t.bytes_out = said.msg.len() as u64;
+        if said.close { Stop::Linger } else { Stop::Next }
     }
 
     /// Phase 3: pick, connect (or reuse a kept-alive connection), send, and
@@ -150,9 +176,10 @@ impl<'a> Exchange<'a> {
         &self,
         routed: &'r Routed<'a>,
         cbuf: &mut Vec<u8>,
-        started: Instant,
+        t: &mut Trace<'r>,
         force_stop: &mut watch::Receiver<bool>,
     ) -> Result<Forwarded<'r>, Stop> {
+        let started = t.started;
         let Routed { req, backend, .. } = routed;
         let (path, query) = match req.path().split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -173,20 +200,25 @@ impl<'a> Exchange<'a> {
         };
         let mut attempt = 0u32;
         loop {
-            let (server, guard, upstream, reused) =
-                match connect::connect_with(backend, &ctx, routed.pin.server, force_stop, reuse)
-                    .await
-                {
-                    Ok(v) => v,
-                    Err(e) => return Err(self.fail_connect(backend, &e).await),
-                };
-            if reused {
+            let c = match connect::connect_with(backend, &ctx, routed.pin.server, force_stop, reuse)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Err(self.fail_connect(backend, &e, t).await),
+            };
+            let server = c.server;
+            t.server = Some(server);
+            t.retries += c.retries;
+            *t.queued.get_or_insert(Duration::ZERO) += c.queued;
+            t.connect = Some(c.connect);
+            if c.reused {
                 backend.counters.http_reused.inc();
+                server.state.counters.reused.inc();
             } else {
                 backend.counters.conn_total.inc();
                 server.state.counters.conn_total.inc();
             }
-            let replayable = bodyless && (reused || req.idempotent) && attempt < backend.retries;
+            let replayable = bodyless && (c.reused || req.idempotent) && attempt < backend.retries;
             let cookie =
                 route::after_pick(backend, server, routed.pin, attempt == 0, self.peer.client);
             let edits = RespEdits {
@@ -194,61 +226,91 @@ impl<'a> Exchange<'a> {
                 cookie,
             };
             match self
-                .send_and_read_head(&upstream, backend, req, cbuf, edits)
+                .send_and_read_head(&c.stream, backend, req, cbuf, edits)
                 .await
             {
                 Ok(answer) => {
+                    t.first_byte = Some(started.elapsed());
+                    t.bytes_in += answer.sent;
                     return Ok(Forwarded {
                         server,
-                        _guard: guard,
-                        upstream,
+                        _guard: c.guard,
+                        upstream: c.stream,
                         answer,
                     });
                 }
                 Err(Upstream::Early) if replayable => {
                     attempt += 1;
+                    t.retries += 1;
                     backend.counters.retries.inc();
+                    server.state.counters.retries.inc();
                 }
                 Err(e) => {
                     if matches!(e, Upstream::Early | Upstream::Bad | Upstream::Timeout) {
                         // A gateway error counts as the server's 5xx.
                         crate::eject::responded(backend, server, 502);
                     }
-                    return Err(self.fail_upstream(backend, e).await);
+                    return Err(self.fail_upstream(backend, server, e, t).await);
                 }
             }
         }
     }
 
     /// No server connection: 503.
-    async fn fail_connect(&self, backend: &BackendRt, e: &connect::ConnectError) -> Stop {
-        match e {
-            connect::ConnectError::QueueTimeout(_) => backend.counters.queue_timeouts.inc(),
-            _ => backend.counters.no_server.inc(),
-        }
+    async fn fail_connect(
+        &self,
+        backend: &BackendRt,
+        e: &connect::ConnectError,
+        t: &mut Trace<'_>,
+    ) -> Stop {
+        e.count(backend);
+        t.term = match e {
+            connect::ConnectError::QueueTimeout(_) => *b"sQ",
+            connect::ConnectError::NoServer(_) => *b"RC",
+            connect::ConnectError::Failed { .. } => *b"SC",
+            connect::ConnectError::Stopped => *b"KQ",
+        };
+        t.status = 503;
         error_reply(self.client, self.front, 503).await;
         Stop::Linger
     }
 
     /// The exchange with the server failed: 502, 504, or 400 for a client's
     /// malformed body.
-    async fn fail_upstream(&self, backend: &BackendRt, e: Upstream) -> Stop {
-        let status = match e {
-            Upstream::ClientGone => return Stop::Close,
+    async fn fail_upstream(
+        &self,
+        backend: &BackendRt,
+        server: &Server,
+        e: Upstream,
+        t: &mut Trace<'_>,
+    ) -> Stop {
+        let (status, term) = match e {
+            Upstream::ClientGone => {
+                backend.counters.client_aborts.inc();
+                server.state.counters.client_aborts.inc();
+                t.end(b'C', b'R');
+                return Stop::Close;
+            }
             Upstream::Early | Upstream::Bad => {
                 backend.counters.http_bad_responses.inc();
-                502
+                (502, *b"SH")
             }
             Upstream::Timeout => {
                 backend.counters.http_server_timeouts.inc();
-                504
+                (504, *b"sH")
             }
             Upstream::BodyFraming => {
                 let class = HeadError::BadTransferEncoding.class();
                 self.front.counters.http_rejected[class].inc();
-                400
+                (400, *b"PD")
             }
         };
+        if status != 400 {
+            backend.counters.http_responses.count(status);
+            server.state.counters.http_responses.count(status);
+        }
+        t.status = status;
+        t.term = term;
         error_reply(self.client, self.front, status).await;
         Stop::Linger
     }
@@ -281,6 +343,17 @@ impl<'a> Exchange<'a> {
         self.front.counters.bytes_out.add(total);
         backend.counters.bytes_out.add(total);
         server.state.counters.bytes_out.add(total);
+        match result {
+            Err(super::body::RelayError::Source) => {
+                backend.counters.server_aborts.inc();
+                server.state.counters.server_aborts.inc();
+            }
+            Err(super::body::RelayError::Destination) => {
+                backend.counters.client_aborts.inc();
+                server.state.counters.client_aborts.inc();
+            }
+            _ => {}
+        }
         result
     }
 
@@ -291,9 +364,10 @@ impl<'a> Exchange<'a> {
         routed: &Routed<'a>,
         fwd: Forwarded<'_>,
         cbuf: &mut Vec<u8>,
-        started: Instant,
+        t: &mut Trace<'_>,
         force_stop: &mut watch::Receiver<bool>,
     ) -> Stop {
+        let started = t.started;
         let backend = routed.backend;
         let Forwarded {
             server,
@@ -306,8 +380,12 @@ impl<'a> Exchange<'a> {
             out: mut out_head,
             close,
             mut sbuf,
+            ..
         } = answer;
         count_status(self.front, resp.status);
+        backend.counters.http_responses.count(resp.status);
+        server.state.counters.http_responses.count(resp.status);
+        t.status = resp.status;
         crate::eject::responded(backend, server, resp.status);
         let mut got = 0u64;
         let mut framing = resp.framing;
@@ -323,8 +401,12 @@ impl<'a> Exchange<'a> {
             framing = RespFraming::None;
         }
         if self.write(&out_head).await.is_err() {
+            t.end(b'C', b'H');
+            backend.counters.client_aborts.inc();
+            server.state.counters.client_aborts.inc();
             return Stop::Close;
         }
+        t.bytes_out = (out_head.len() as u64).saturating_sub(got);
         if resp.status == 101 {
             // Boxed: a rare path whose state would otherwise size every exchange.
             let ends = (&upstream, backend, server);
@@ -333,15 +415,16 @@ impl<'a> Exchange<'a> {
         let result = self
             .body_back((&upstream, backend, server), &mut sbuf, framing, &mut got)
             .await;
-        if self.opts.log_connections {
-            tracing::info!(
-                target: "fulcrum::http",
-                client = %self.peer.client, frontend = %self.front.name, backend = %backend.name,
-                server = %server.name, status = resp.status, path = %routed.req.path(), bytes_out = got,
-                ms = started.elapsed().as_millis() as u64, complete = result.is_ok(), "request"
+        t.bytes_out += got;
+        if let Err(e) = result {
+            t.end(
+                if matches!(e, super::body::RelayError::Destination) {
+                    b'C'
+                } else {
+                    b'S'
+                },
+                b'D',
             );
-        }
-        if result.is_err() {
             // The response was cut: the client cannot tell where it ends otherwise.
             io::reset(self.client);
             return Stop::Close;

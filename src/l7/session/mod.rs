@@ -17,6 +17,7 @@
 mod body;
 mod exchange;
 mod route;
+mod trace;
 mod upstream;
 
 use std::io;

@@ -43,12 +43,20 @@ pub struct Routed<'r> {
 pub enum Parsed<'r> {
     Forward(Routed<'r>),
     /// fulcrum answers itself (deny, redirect, 429).
-    Answer {
-        msg: Vec<u8>,
-        status: u16,
-        close: bool,
-        path: String,
-    },
+    Answer(Said),
+}
+
+/// An answer fulcrum gives itself, and what the access log says of it.
+pub struct Said {
+    pub msg: Vec<u8>,
+    pub status: u16,
+    pub close: bool,
+    /// The termination state (`trace.rs`): `PR` refused, `LR` redirected.
+    pub term: [u8; 2],
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub head_len: usize,
 }
 
 /// Parse and route a request head at the start of `cbuf`, consuming it; `None`
@@ -117,12 +125,21 @@ fn answer<'r>(
     if head.method == "HEAD" {
         strip_body(&mut msg);
     }
-    Parsed::Answer {
+    let term = if (300..400).contains(&status) {
+        *b"LR"
+    } else {
+        *b"PR"
+    };
+    Parsed::Answer(Said {
         msg,
         status,
         close,
+        term,
+        method: head.method.to_string(),
+        host: head.authority.unwrap_or_default().to_string(),
         path: head.path.to_string(),
-    }
+        head_len: head.len,
+    })
 }
 
 /// The 429 for a request over its source's `req_rate_per_source`, if it is.
@@ -185,6 +202,10 @@ fn route<'r>(
     let fwd = Forwarding {
         x_forwarded: front.x_forwarded,
         forwarded: front.forwarded,
+        request_id: front
+            .request_id
+            .as_deref()
+            .map(|name| (name, crate::net::rand::fastrand_u64() | 1)),
     };
     let mut req = rewrite::request(head, headers, peer.client, fwd, d.request_ops, edit);
     req.route_path = match_only.map(String::into_boxed_str);
@@ -326,7 +347,7 @@ servers = [{{ name = "s", address = "127.0.0.1:2" }}]
     fn head_of(p: &Parsed<'_>) -> String {
         match p {
             Parsed::Forward(r) => String::from_utf8_lossy(&r.req.upstream_head).into_owned(),
-            Parsed::Answer { msg, .. } => String::from_utf8_lossy(msg).into_owned(),
+            Parsed::Answer(said) => String::from_utf8_lossy(&said.msg).into_owned(),
         }
     }
 
@@ -375,7 +396,14 @@ servers = [{{ name = "s", address = "127.0.0.1:2" }}]
             text.starts_with("HTTP/1.1 403 Forbidden\r\n") && text.ends_with("403 Forbidden\n"),
             "{text}"
         );
-        assert!(matches!(p, Parsed::Answer { close: false, .. }));
+        assert!(matches!(
+            p,
+            Parsed::Answer(Said {
+                close: false,
+                term: [b'P', b'R'],
+                ..
+            })
+        ));
         // HEAD: the length, no body.
         let (r, _) = step(&rt, b"HEAD /admin HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(head_of(&r.unwrap().unwrap()).ends_with("\r\n\r\n"));
@@ -393,11 +421,11 @@ servers = [{{ name = "s", address = "127.0.0.1:2" }}]
         );
         assert!(matches!(
             p,
-            Parsed::Answer {
+            Parsed::Answer(Said {
                 status: 429,
                 close: true,
                 ..
-            }
+            })
         ));
     }
 }

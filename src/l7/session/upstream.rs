@@ -33,6 +33,8 @@ pub struct Answer {
     pub out: Vec<u8>,
     pub close: bool,
     pub sbuf: Buf,
+    /// Request body bytes sent.
+    pub sent: u64,
 }
 
 impl Exchange<'_> {
@@ -49,7 +51,7 @@ impl Exchange<'_> {
         io::write_all(upstream, &req.upstream_head, server_limit, |_| {})
             .await
             .map_err(|_| Upstream::Early)?;
-        self.send_body(upstream, backend, req, cbuf).await?;
+        let sent = self.send_body(upstream, backend, req, cbuf).await?;
         if cbuf.is_empty() {
             // Nothing more from the client for now: its buffer goes back to the
             // thread's spares while the server works.
@@ -75,6 +77,7 @@ impl Exchange<'_> {
                         out,
                         close,
                         sbuf,
+                        sent,
                     });
                 }
                 Step::More => {}
@@ -97,9 +100,9 @@ impl Exchange<'_> {
         backend: &BackendRt,
         req: &Req,
         cbuf: &mut Vec<u8>,
-    ) -> Result<(), Upstream> {
+    ) -> Result<u64, Upstream> {
         let body = match req.framing {
-            Framing::None => return Ok(()),
+            Framing::None => return Ok(0),
             Framing::Length(n) => Body::Length(n),
             Framing::Chunked => Body::Chunked,
         };
@@ -122,7 +125,7 @@ impl Exchange<'_> {
         .await;
         self.front.counters.bytes_in.add(sent);
         backend.counters.bytes_in.add(sent);
-        r.map_err(|e| match e {
+        r.map(|()| sent).map_err(|e| match e {
             RelayError::Source => Upstream::ClientGone,
             RelayError::Destination => Upstream::Bad,
             RelayError::Framing => Upstream::BodyFraming,
