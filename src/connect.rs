@@ -24,7 +24,13 @@ pub enum ConnectError {
     #[error("backend \"{0}\": no server slot freed within the queue timeout")]
     QueueTimeout(Arc<str>),
     #[error("backend \"{backend}\": every connect attempt failed, last: {last}")]
-    Failed { backend: Arc<str>, last: String },
+    Failed {
+        backend: Arc<str>,
+        last: String,
+        /// The last server tried, and how many attempts there were.
+        server: Option<Arc<str>>,
+        attempts: u32,
+    },
     #[error("the daemon is stopping")]
     Stopped,
 }
@@ -130,6 +136,7 @@ pub async fn connect_with<'b>(
     let mut queued_since: Option<tokio::time::Instant> = None;
     let mut queued = Duration::ZERO;
     let mut attempts = 0u32;
+    let mut last_server: Option<Arc<str>> = None;
     loop {
         let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
@@ -159,6 +166,8 @@ pub async fn connect_with<'b>(
                     ConnectError::Failed {
                         backend: backend.name.clone(),
                         last: last_err,
+                        server: last_server,
+                        attempts,
                     }
                 });
             }
@@ -240,10 +249,13 @@ pub async fn connect_with<'b>(
         if !failed.iter().any(|f| Arc::ptr_eq(f, &server.state)) {
             failed.push(server.state.clone());
         }
+        last_server = Some(server.name.clone());
         if attempts > backend.retries {
             return Err(ConnectError::Failed {
                 backend: backend.name.clone(),
                 last: last_err,
+                server: last_server,
+                attempts,
             });
         }
         server.state.counters.retries.inc();

@@ -368,6 +368,11 @@ impl Running {
         }
     }
 
+    /// The access log, for whoever handles SIGUSR1 after `shutdown` took this.
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.as_ref().map(|(l, _)| l.clone())
+    }
+
     /// Stop accepting, wait up to the grace period for open connections, close the
     /// rest, and stop every thread.
     pub async fn shutdown(self) -> Stopped {

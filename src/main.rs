@@ -31,7 +31,7 @@ const EXIT_CUT: u8 = 3;
     after_help = "Exit codes: 0 stopped cleanly, 1 configuration or start error, 2 usage error, \
                   3 stopped with connections cut at the end of the grace period.\n\
                   Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); \
-                  SIGHUP and SIGUSR1 are logged and ignored."
+                  SIGUSR1 reopens the access log file (for logrotate); SIGHUP is logged and ignored."
 )]
 struct Cli {
     /// Config file: `fulcrum -c FILE` is `fulcrum run -c FILE`.
@@ -247,11 +247,15 @@ fn run(cfg: Config, hints: Hints) -> Result<u8> {
             .map(|f| f.name.clone())
             .collect();
         let running = daemon::start(cfg)?;
+        signals.log = running.access_log();
         let fronts: Vec<(String, Vec<SocketAddr>)> = running.listening().to_vec();
         for (name, addrs) in &fronts {
             for a in addrs {
                 println!("frontend {name} listening on {a}");
             }
+        }
+        if let Some(a) = running.stats_addr() {
+            println!("stats page on http://{a}/");
         }
         print_hints(hints, &fronts, &http);
         signals.stop().await;
@@ -294,14 +298,16 @@ fn print_hints(hints: Hints, fronts: &[(String, Vec<SocketAddr>)], http: &[Strin
 
 /// The signals the daemon handles. Installed before anything is announced, so
 /// a signal sent as soon as the listeners are printed never takes its default
-/// (fatal) action. SIGHUP and SIGUSR1 are logged and ignored: SIGHUP will
-/// reload once reloading exists (and `systemctl reload` sends it), SIGUSR1
-/// reopens log files and fulcrum writes none yet.
+/// (fatal) action. SIGUSR1 reopens the access log's file; SIGHUP is logged
+/// and ignored (it will reload once reloading exists: `systemctl reload`
+/// sends it).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    /// The access log, once the daemon runs.
+    log: Option<std::sync::Arc<fulcrum::stats::access::AccessLog>>,
 }
 
 impl Signals {
@@ -312,6 +318,7 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
             usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
+            log: None,
         })
     }
 
@@ -324,9 +331,13 @@ impl Signals {
                 _ = self.hup.recv() => {
                     tracing::warn!("SIGHUP received: reloading is not supported yet; ignored (the daemon keeps running)");
                 }
-                _ = self.usr1.recv() => {
-                    tracing::info!("SIGUSR1 received: no log file to reopen (logs go to stderr); ignored");
-                }
+                _ = self.usr1.recv() => match &self.log {
+                    Some(log) => {
+                        tracing::info!("SIGUSR1 received: reopening the access log");
+                        log.reopen();
+                    }
+                    None => tracing::info!("SIGUSR1 received: no access log to reopen; ignored"),
+                },
             }
         }
     }

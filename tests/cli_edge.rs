@@ -224,24 +224,61 @@ fn held_connection(d: &Daemon) -> std::net::TcpStream {
 }
 
 #[test]
-fn sighup_and_sigusr1_are_logged_and_ignored() {
-    let conf = write_config(
-        "hup",
-        "tcp.toml",
-        &tcp_config(closing_origin(), "127.0.0.1:0", "1s"),
+fn sighup_is_ignored_and_sigusr1_reopens_the_access_log() {
+    let dir = test_dir("hup");
+    let log = dir.join("access.log");
+    let text = format!(
+        "{}\n[log]\naccess = \"access.log\"\n",
+        tcp_config(closing_origin(), "127.0.0.1:0", "1s")
     );
+    let conf = write_config("hup", "tcp.toml", &text);
     let mut d = run_with("", &conf, 1);
     use rustix::process::Signal;
     d.signal(Signal::HUP);
     assert!(d.wait_log("SIGHUP received", 5), "{}", d.stderr());
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // One connection, closed by the client at once: one line when it ends.
+    let one_connection =
+        || drop(std::net::TcpStream::connect(d.addrs[0]).expect("still listening"));
+    one_connection();
+    assert!(wait(5, || lines(&log) == 1), "{}", d.stderr());
+    // logrotate moves the file, then signals.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
     d.signal(Signal::USR1);
-    assert!(d.wait_log("SIGUSR1 received", 5), "{}", d.stderr());
+    assert!(
+        d.wait_log("SIGUSR1 received: reopening the access log", 5),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.wait_log("access log reopened", 5), "{}", d.stderr());
+    one_connection();
+    assert!(
+        wait(5, || lines(&log) == 1),
+        "the new file gets the new line"
+    );
+    assert_eq!(lines(&rotated), 1, "the old one keeps its own");
     // Still serving.
     assert!(d.child.try_wait().unwrap().is_none());
-    drop(std::net::TcpStream::connect(d.addrs[0]).expect("still listening"));
-    std::thread::sleep(Duration::from_millis(100));
     d.signal(Signal::TERM);
     assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
+}
+
+/// Poll `cond` for up to `secs`.
+fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]

@@ -450,3 +450,60 @@ async fn admin_actions_are_refused_unless_enabled() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_observability_example_serves_its_page_and_writes_its_log() {
+    bounded(30, async {
+        let a = HttpOrigin::start("a", "").await;
+        let b = HttpOrigin::start("b", "").await;
+        let dir = tempdir();
+        std::fs::write(dir.join("stats.pass"), "example-password\n").unwrap();
+        let text = localize_addrs("config/examples/observability.toml", &[a.addr, b.addr])
+            .replace("127.0.0.1:8404", "127.0.0.1:0");
+        let d = start_named(dir.join("observability.toml").to_str().unwrap(), &text);
+        eventually(10, "both checked up", || {
+            d.stats().backends[0]
+                .servers
+                .iter()
+                .all(|s| s.status == "up")
+        })
+        .await;
+        let www = d.addr("www").unwrap();
+        for i in 0..6 {
+            assert_eq!(get(www, &format!("/p{i}?q=1"), "").await.status, 200);
+        }
+        // ops:example-password
+        let auth = "Authorization: Basic b3BzOmV4YW1wbGUtcGFzc3dvcmQ=\r\n";
+        assert_eq!(page(&d, "/metrics", "").await.status, 401);
+        let v = json_auth(&d, auth).await;
+        assert_eq!(v["frontends"][0]["counters"]["http_requests"], 6);
+        assert!(
+            page(&d, "/", auth)
+                .await
+                .text()
+                .contains("const ADMIN = true;")
+        );
+        let log = dir.join("access.log");
+        let lines = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        };
+        eventually(5, "six json lines", || lines().len() == 6).await;
+        for l in lines() {
+            assert!(l["path"].as_str().unwrap().starts_with("/p"));
+            assert!(!l["path"].as_str().unwrap().contains('?'), "no query: {l}");
+            assert_eq!(l["request_id"].as_str().unwrap().len(), 16);
+        }
+        let with_id = |o: &HttpOrigin| {
+            o.heads()
+                .iter()
+                .filter(|h| h.contains("x-request-id: "))
+                .count()
+        };
+        assert_eq!(with_id(&a) + with_id(&b), 6, "every request carried its id");
+    })
+    .await;
+}

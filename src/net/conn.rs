@@ -52,7 +52,8 @@ impl Conn {
     ) -> Conn {
         let counters = &rt.frontends[fe].counters;
         counters.conn_total.inc();
-        counters.conn_cur.inc();
+        let open = counters.conn_cur.inc();
+        counters.conn_max.observe(open);
         Conn {
             rt,
             fe,

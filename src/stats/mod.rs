@@ -32,9 +32,10 @@ impl Counter {
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
+    /// Up by one; returns the new value.
     #[inline]
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
+    pub fn inc(&self) -> u64 {
+        self.0.fetch_add(1, Relaxed) + 1
     }
     #[inline]
     pub fn dec(&self) {

@@ -257,11 +257,11 @@ impl<'a> Exchange<'a> {
     }
 
     /// No server connection: 503.
-    async fn fail_connect(
+    async fn fail_connect<'r>(
         &self,
-        backend: &BackendRt,
+        backend: &'r BackendRt,
         e: &connect::ConnectError,
-        t: &mut Trace<'_>,
+        t: &mut Trace<'r>,
     ) -> Stop {
         e.count(backend);
         t.term = match e {
@@ -270,6 +270,15 @@ impl<'a> Exchange<'a> {
             connect::ConnectError::Failed { .. } => *b"SC",
             connect::ConnectError::Stopped => *b"KQ",
         };
+        if let connect::ConnectError::Failed {
+            server: Some(name),
+            attempts,
+            ..
+        } = e
+        {
+            t.server = backend.all_servers().find(|s| s.name == *name);
+            t.retries = attempts.saturating_sub(1);
+        }
         t.status = 503;
         error_reply(self.client, self.front, 503).await;
         Stop::Linger

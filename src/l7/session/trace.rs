@@ -91,12 +91,13 @@ impl Exchange<'_> {
     /// to the access log.
     pub(super) fn finish(&self, t: &Trace<'_>, line: &Line<'_>) {
         let total = t.started.elapsed();
+        // Only exchanges that reached a server count in its latency.
         if self.opts.histograms
-            && let Some(s) = t.server
+            && let (Some(s), Some(connect)) = (t.server, t.connect)
         {
             let rec = &s.state.latency;
             rec.record(Phase::Queue, t.queued.unwrap_or_default());
-            rec.record(Phase::Connect, t.connect.unwrap_or_default());
+            rec.record(Phase::Connect, connect);
             if let Some(fb) = t.first_byte {
                 rec.record(Phase::FirstByte, fb);
             }
