@@ -209,9 +209,7 @@ pub async fn connect_with<'b>(
             connect,
             retries,
         };
-        if let Some(stream) = reuse(server) {
-            return Ok(done(stream, true, Duration::ZERO));
-        }
+        // A retry counts whether it connects or takes a kept-alive connection.
         if attempts > 0 {
             backend.counters.retries.inc();
             if avoid
@@ -220,6 +218,9 @@ pub async fn connect_with<'b>(
             {
                 backend.counters.redispatches.inc();
             }
+        }
+        if let Some(stream) = reuse(server) {
+            return Ok(done(stream, true, Duration::ZERO));
         }
         attempts += 1;
         let t0 = Instant::now();

@@ -507,3 +507,43 @@ async fn the_observability_example_serves_its_page_and_writes_its_log() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_retry_counts_when_it_lands_on_a_kept_alive_connection() {
+    bounded(30, async {
+        let b = HttpOrigin::start("b", "").await;
+        let dead = dead_addr().await;
+        let cfg = r#"
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+balance = "rr"
+servers = [{ name = "b", address = "{b}" }, { name = "dead", address = "{dead}" }]
+"#;
+        let d = start(
+            cfg,
+            &[("b", b.addr.to_string()), ("dead", dead.to_string())],
+        );
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        // First b (its connection then kept), then dead: refused, retried on b's kept connection.
+        for i in 0..2 {
+            let r = roundtrip(
+                &mut c,
+                format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert_eq!(r.unwrap().status, 200);
+        }
+        let be = d.stats();
+        let be = be.backend("app").unwrap();
+        assert_eq!((be.connect_errors, be.retries, be.redispatches), (1, 1, 1));
+        assert_eq!(be.server("b").unwrap().reused, 1);
+        assert_eq!(be.server("dead").unwrap().retries, 1);
+    })
+    .await;
+}
