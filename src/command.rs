@@ -101,7 +101,7 @@ pub enum CommandError {
 /// Run `cmd` against the daemon's shared state.
 pub fn execute(shared: &Shared, cmd: Command) -> Result<Reply, CommandError> {
     match cmd {
-        Command::ShowStat => Ok(Reply::Stats(shared.snapshot().stats())),
+        Command::ShowStat => Ok(Reply::Stats(shared.stats())),
         Command::ShowServers { backend } => show_servers(shared, backend.as_deref()),
         Command::SetState {
             backend,
@@ -160,7 +160,11 @@ pub fn execute(shared: &Shared, cmd: Command) -> Result<Reply, CommandError> {
             backup,
         } => add_server(shared, backend, server, addr, (weight, backup)),
         Command::DelServer { backend, server } => del_server(shared, &backend, &server),
-        Command::Reload(cfg) => Ok(Reply::Generation(shared.replace(Arc::new(*cfg)))),
+        Command::Reload(cfg) => {
+            let generation = shared.replace(Arc::new(*cfg));
+            shared.global.reloads.inc();
+            Ok(Reply::Generation(generation))
+        }
     }
 }
 

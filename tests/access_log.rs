@@ -14,11 +14,8 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fulcrum-access-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(test: &str) -> TempDir {
+    TempDir::new(&format!("access-{test}"))
 }
 
 fn lines(p: &Path) -> Vec<String> {
@@ -102,7 +99,7 @@ name = "bad"
 servers = [{ name = "g", address = "{bad}" }]
 "#;
 
-async fn http_daemon(test: &str, extra_log: &str) -> (Running, HttpOrigin, PathBuf) {
+async fn http_daemon(test: &str, extra_log: &str) -> (Running, HttpOrigin, PathBuf, TempDir) {
     let a = HttpOrigin::start("a", "").await;
     let bad = HttpOrigin::replying(b"HTTP/1.1 2x0 nope\r\n\r\n", Duration::ZERO).await;
     let dead = dead_addr().await;
@@ -116,13 +113,14 @@ async fn http_daemon(test: &str, extra_log: &str) -> (Running, HttpOrigin, PathB
             &format!("request_id = \"X-Request-Id\"\n{extra_log}"),
         );
     let running = start_named(d.join("fulcrum.toml").to_str().unwrap(), &text);
-    (running, a, d.join("access.log"))
+    let log = d.join("access.log");
+    (running, a, log, d)
 }
 
 #[tokio::test]
 async fn every_request_has_its_line_including_fulcrums_own_answers() {
     bounded(30, async {
-        let (d, a, log) = http_daemon("text", "").await;
+        let (d, a, log, _dir) = http_daemon("text", "").await;
         let web = d.addr("web").unwrap();
         let mut c = TcpStream::connect(web).await.unwrap();
         let me = c.local_addr().unwrap().to_string();
@@ -259,7 +257,7 @@ async fn every_request_has_its_line_including_fulcrums_own_answers() {
 #[tokio::test]
 async fn json_lines_parse_back_with_the_query_when_asked() {
     bounded(30, async {
-        let (d, _a, log) = http_daemon("json", "format = \"json\"\nquery = true").await;
+        let (d, _a, log, _dir) = http_daemon("json", "format = \"json\"\nquery = true").await;
         let web = d.addr("web").unwrap();
         assert_eq!(get(web, "/q?x=1&y=\"2\"", "").await.status, 200);
         assert_eq!(get(web, "/admin", "").await.status, 403);

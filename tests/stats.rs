@@ -340,14 +340,8 @@ async fn the_csv_reads_like_haproxys() {
     .await;
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fulcrum-stats-{}-{}",
-        std::process::id(),
-        fulcrum::net::rand::fastrand_u64()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir() -> TempDir {
+    TempDir::new("stats")
 }
 
 fn which(tool: &str) -> Option<std::path::PathBuf> {
@@ -544,6 +538,37 @@ servers = [{ name = "b", address = "{b}" }, { name = "dead", address = "{dead}" 
         assert_eq!((be.connect_errors, be.retries, be.redispatches), (1, 1, 1));
         assert_eq!(be.server("b").unwrap().reused, 1);
         assert_eq!(be.server("dead").unwrap().retries, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_shows_in_the_process_counters() {
+    bounded(30, async {
+        let (d, a, b) = two().await;
+        let v = json(&d, "/stats.json").await;
+        assert_eq!(
+            (
+                v["process"]["generation"].clone(),
+                v["process"]["counters"]["reloads"].clone()
+            ),
+            (1.into(), 0.into())
+        );
+        let text = TWO
+            .replace("{a}", &a.addr.to_string())
+            .replace("{b}", &b.addr.to_string());
+        let cfg = fulcrum::config::parse("test.toml", &text).unwrap();
+        d.command(fulcrum::command::Command::Reload(Box::new(cfg)))
+            .unwrap();
+        let v = json(&d, "/stats.json").await;
+        assert_eq!(v["process"]["generation"], 2);
+        assert_eq!(v["process"]["counters"]["reloads"], 1);
+        assert!(
+            page(&d, "/metrics", "")
+                .await
+                .text()
+                .contains("fulcrum_process_reloads_total 1\n")
+        );
     })
     .await;
 }

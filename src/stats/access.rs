@@ -494,6 +494,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        // No writer: the queue fills and stays full.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let counters = Arc::new(GlobalCounters::default());
+        let log = AccessLog {
+            tx,
+            query: false,
+            reopen: Arc::default(),
+            closing: Arc::default(),
+            counters: counters.clone(),
+            writer: std::thread::current(),
+        };
+        for _ in 0..5 {
+            log.log(sample());
+        }
+        assert_eq!(counters.log_dropped.get(), 3);
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
     fn dates_are_rfc3339_utc() {
         let mut s = String::new();
         rfc3339(SystemTime::UNIX_EPOCH, &mut s);

@@ -30,6 +30,31 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A directory under the system's temp dir, removed (with what is in it) when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(test: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "fulcrum-{test}-{}-{}",
+            std::process::id(),
+            fulcrum::net::rand::fastrand_u64()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Start the daemon on config text that stands for file `name` (paths in it are
 /// relative to that file).
 pub fn start_named(name: &str, toml: &str) -> Running {
