@@ -53,12 +53,20 @@ pub enum Command {
         server: String,
         weight: u32,
     },
+    /// Move a server (port 0 keeps its port); its live state starts anew.
+    SetAddr {
+        backend: String,
+        server: String,
+        addr: SocketAddr,
+    },
     AddServer {
         backend: String,
         server: String,
         addr: SocketAddr,
         weight: u32,
         backup: bool,
+        /// Checked like the backend's other servers.
+        check: bool,
     },
     /// Refused unless the server is in maintenance (or draining) with no
     /// connection open.
@@ -88,6 +96,8 @@ pub enum CommandError {
     BadWeight(u32),
     #[error("backend \"{backend}\" already has a server \"{server}\"")]
     Exists { backend: String, server: String },
+    #[error("backend \"{0}\" has no health check to give a new server")]
+    NoCheck(String),
     #[error(
         "server \"{backend}/{server}\" is not removable: put it in maint (or drain it) and wait until its connections end ({open} open)"
     )]
@@ -152,13 +162,29 @@ pub fn execute(shared: &Shared, cmd: Command) -> Result<Reply, CommandError> {
                 Ok(())
             })
         }
+        Command::SetAddr {
+            backend,
+            server,
+            addr,
+        } => edit(shared, |cfg| {
+            let s = server_mut(cfg, &backend, &server)?;
+            let port = if addr.port() == 0 {
+                s.addr.port()
+            } else {
+                addr.port()
+            };
+            s.addr = SocketAddr::new(addr.ip(), port);
+            tracing::info!(backend, server, addr = %s.addr, "server address set by command");
+            Ok(())
+        }),
         Command::AddServer {
             backend,
             server,
             addr,
             weight,
             backup,
-        } => add_server(shared, backend, server, addr, (weight, backup)),
+            check,
+        } => add_server(shared, backend, server, addr, (weight, backup, check)),
         Command::DelServer { backend, server } => del_server(shared, &backend, &server),
         Command::Reload(cfg) => {
             let generation = shared.replace(Arc::new(*cfg));
@@ -234,7 +260,7 @@ fn add_server(
     backend: String,
     server: String,
     addr: SocketAddr,
-    (weight, backup): (u32, bool),
+    (weight, backup, check): (u32, bool, bool),
 ) -> Result<Reply, CommandError> {
     if weight > crate::config::defaults::MAX_WEIGHT {
         return Err(CommandError::BadWeight(weight));
@@ -248,6 +274,16 @@ fn add_server(
         if b.servers.iter().any(|s| s.name == server) {
             return Err(CommandError::Exists { backend, server });
         }
+        let health = match check {
+            false => None,
+            true => Some(
+                b.servers
+                    .iter()
+                    .find_map(|s| s.health.clone())
+                    .ok_or_else(|| CommandError::NoCheck(backend.clone()))?,
+            ),
+        };
+        tracing::info!(backend, server, %addr, weight, backup, check, "server added by command");
         b.servers.push(ServerConfig {
             cookie: server.clone(),
             name: server,
@@ -256,7 +292,7 @@ fn add_server(
             maxconn: None,
             backup,
             send_proxy: None,
-            health: None,
+            health,
         });
         Ok(())
     })

@@ -41,6 +41,8 @@ pub enum StartError {
     AccessLog { path: String, source: io::Error },
     #[error("[stats] listen: cannot listen on {addr}: {source}")]
     Stats { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A running daemon.
@@ -60,6 +62,8 @@ pub struct Running {
     ticker: Option<Ticker>,
     web: Option<crate::stats::web::Web>,
     access_log: Option<(Arc<AccessLog>, std::thread::JoinHandle<()>)>,
+    admin: Option<crate::admin::AdminSocket>,
+    ctl: Arc<crate::admin::Ctl>,
 }
 
 /// The collector's thread: `Shared::tick` every second until dropped.
@@ -108,7 +112,7 @@ pub struct Stopped {
 
 /// Bind and start serving `config`. Raises the file-descriptor limit first and
 /// sizes `maxconn` and the idle pools from it (`fdlimit.rs`).
-pub fn start(config: Config) -> Result<Running, StartError> {
+pub fn start(mut config: Config) -> Result<Running, StartError> {
     let (soft_before, soft, hard) = fdlimit::raise();
     let budget = fdlimit::plan(&config, soft_before, soft, hard);
     tracing::info!(
@@ -124,6 +128,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     if let Some(w) = fdlimit::maxconn_warning(&config, hard) {
         tracing::warn!("{w}");
     }
+    // Runtime changes kept from an earlier run (admin socket), on top of the file.
+    let overrides = load_overrides(&mut config);
     let config = Arc::new(config);
     let threads = config.global.threads.max(1);
     let per_core = config.global.threading == Threading::PerCore && threads > 1;
@@ -223,6 +229,24 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let ticker = Ticker::start(shared.clone()).map_err(StartError::Thread)?;
+    let ctl = Arc::new(crate::admin::Ctl {
+        shared: shared.clone(),
+        config_file: Some(std::path::PathBuf::from(&config.file)),
+        state_file: config
+            .admin
+            .socket
+            .as_ref()
+            .and(config.admin.state_file.clone()),
+        overrides: std::sync::Mutex::new(overrides),
+    });
+    ctl.apply_states();
+    let admin = match config.admin.socket {
+        Some(_) => Some(crate::admin::AdminSocket::start(
+            &config.admin,
+            ctl.clone(),
+        )?),
+        None => None,
+    };
     let health = crate::health::Health::start(shared.clone()).map_err(StartError::Thread)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
@@ -313,7 +337,36 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         ticker: Some(ticker),
         web,
         access_log,
+        admin,
+        ctl,
     })
+}
+
+/// The state file's runtime changes applied to `config` (only with an admin
+/// socket: it is what makes them). A bad file is reported and ignored.
+fn load_overrides(config: &mut Config) -> crate::admin::state::Overrides {
+    let path = match (&config.admin.socket, &config.admin.state_file) {
+        (Some(_), Some(p)) => p.clone(),
+        _ => return Default::default(),
+    };
+    let mut ov = match crate::admin::state::Overrides::load(&path) {
+        Ok(ov) => ov,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return Default::default();
+        }
+    };
+    for note in ov.apply(config) {
+        tracing::info!("state file: {note}");
+    }
+    if !ov.servers.is_empty() {
+        tracing::info!(
+            changes = ov.servers.len(),
+            file = %path.display(),
+            "runtime changes from the state file applied on top of the config"
+        );
+    }
+    ov
 }
 
 impl Running {
@@ -354,6 +407,16 @@ impl Running {
     /// Current counters, rates and percentiles.
     pub fn stats(&self) -> Snapshot {
         self.shared.stats()
+    }
+
+    /// Read the config file again and apply it (SIGHUP, the admin `reload`).
+    pub fn reload(&self) -> Result<String, String> {
+        self.ctl.reload()
+    }
+
+    /// The admin socket's paths, when it is on.
+    pub fn admin_paths(&self) -> &[std::path::PathBuf] {
+        self.admin.as_ref().map_or(&[], |a| a.paths())
     }
 
     /// Where the stats page listens (port 0 resolved), when it is on.
@@ -418,6 +481,7 @@ impl Running {
     fn finish(&mut self) {
         drop(self.health.take());
         drop(self.web.take());
+        drop(self.admin.take());
         if let Some(t) = self.ticker.take() {
             t.stop();
         }

@@ -15,6 +15,7 @@
 // Nothing on the network path may panic on input: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod balancers;
 pub mod command;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod net;
 pub mod origin;
 pub mod runtime;
 pub mod server;
+pub mod sessions;
 pub mod shutdown;
 pub mod stats;
 pub mod table;

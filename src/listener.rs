@@ -94,7 +94,17 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         .ok()
         .filter(|a| !a.ip().is_unspecified());
     let mut errors = AcceptErrors::default();
+    let mut paused = ctx.shared.frontend_gate(&ctx.frontend);
     loop {
+        // `disable frontend`: stop accepting (new clients wait in the backlog)
+        // until `enable frontend`.
+        if *paused.borrow_and_update() {
+            tokio::select! {
+                r = paused.wait_for(|p| !*p) => if r.is_err() { break },
+                true = crate::shutdown::fired(&mut stop) => break,
+            }
+            continue;
+        }
         // This listener's frontend in the current snapshot; gone = stop.
         let Some(counters) = ctx
             .shared
@@ -114,6 +124,9 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             true = crate::shutdown::fired(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
+            biased;
+            true = crate::shutdown::fired(&mut stop) => break,
+            Ok(()) = paused.changed() => continue,
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
@@ -125,7 +138,6 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     continue;
                 }
             },
-            true = crate::shutdown::fired(&mut stop) => break,
         };
         spawn_connection(&ctx, stream, peer, local, permits);
     }
@@ -196,12 +208,12 @@ fn spawn_connection(
         return;
     };
     let conn = Conn::new(
-        rt,
-        fe,
+        (rt, fe),
         ctx.opts.clone(),
         (ctx.force_stop.clone(), ctx.stop_accepting.clone()),
         ctx.tracker.clone(),
         permits,
+        (ctx.shared.sessions.clone(), peer),
     );
     tokio::spawn(async move {
         let mut conn = conn;
@@ -242,6 +254,9 @@ async fn pipeline(
     } else {
         (peer, local, Vec::new())
     };
+    if client != peer {
+        conn.session.set_client(client);
+    }
     let rate_limited = conn.admit_source(client.ip(), local.port()).ok()?;
     Some(Accepted {
         stream: Stream::Tcp(stream),

@@ -76,6 +76,23 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+    /// Send a command to a running daemon's admin socket and print the answer
+    /// (exit 1 on an error answer); with no command, an interactive session.
+    Admin {
+        /// The admin socket (default: the `[admin] socket` of the config file).
+        #[arg(short, long, value_name = "SOCKET")]
+        socket: Option<PathBuf>,
+        /// Config file to find the socket in.
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "/etc/fulcrum/fulcrum.toml"
+        )]
+        config: PathBuf,
+        /// The command, like `show servers state` or `set server app/a state drain`.
+        command: Vec<String>,
+    },
     /// Start one test origin per server of the demo config (four, built in) and
     /// the daemon in front of them, and print what to try.
     Demo {
@@ -83,6 +100,62 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// `fulcrum admin`: one command (its answer printed; exit 1 when it is an
+/// error), or an interactive session when there is none.
+fn admin_client(
+    socket: Option<PathBuf>,
+    config: &std::path::Path,
+    command: &[String],
+) -> Result<u8> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let socket = match socket {
+        Some(s) => s,
+        None => {
+            let cfg = config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cfg.admin.socket.with_context(|| {
+                format!(
+                    "{}: no [admin] socket configured (or give one with -s SOCKET)",
+                    config.display()
+                )
+            })?
+        }
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(&socket)
+        .with_context(|| format!("cannot connect to the admin socket {}", socket.display()))?;
+    if !command.is_empty() {
+        s.write_all(format!("{}\n", command.join(" ")).as_bytes())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        print!("{answer}");
+        let error = answer.lines().any(|l| l.starts_with("error: "));
+        return Ok(if error { EXIT_CONFIG } else { EXIT_OK });
+    }
+    // Interactive: the socket's prompt mode, lines from stdin, answers printed
+    // as they come, until `quit` or the end of input.
+    s.write_all(b"prompt\n")?;
+    let mut reader = s.try_clone()?;
+    let printer = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut out = std::io::stdout();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+        }
+    });
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if s.write_all(format!("{line}\n").as_bytes()).is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"quit\n");
+    let _ = printer.join();
+    Ok(EXIT_OK)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,6 +185,11 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<u8> {
     match cmd {
+        Cmd::Admin {
+            socket,
+            config,
+            command,
+        } => admin_client(socket, &config, &command),
         Cmd::Run { config } => {
             let Some(cfg) = load(&config) else {
                 return Ok(EXIT_CONFIG);

@@ -353,6 +353,11 @@ pub struct Shared {
     pub collector: Collector,
     pub facts: std::sync::OnceLock<Facts>,
     started: (std::time::Instant, std::time::SystemTime),
+    /// The open client connections (`sessions.rs`).
+    pub sessions: Arc<crate::sessions::Sessions>,
+    /// Per frontend name: accepting is paused (`disable frontend`); kept
+    /// across reloads.
+    gates: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
 }
 
 impl Shared {
@@ -365,7 +370,31 @@ impl Shared {
             collector: Collector::default(),
             facts: std::sync::OnceLock::new(),
             started: (std::time::Instant::now(), std::time::SystemTime::now()),
+            sessions: Arc::default(),
+            gates: std::sync::Mutex::default(),
         }
+    }
+
+    /// Follow whether frontend `name` is paused (accepting nothing).
+    pub fn frontend_gate(&self, name: &str) -> tokio::sync::watch::Receiver<bool> {
+        let mut g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(name.to_string())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(false))
+            .subscribe()
+    }
+
+    /// Pause or resume accepting on frontend `name`; whether it changed.
+    pub fn set_frontend_paused(&self, name: &str, paused: bool) -> bool {
+        let mut g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = g
+            .entry(name.to_string())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(false));
+        tx.send_if_modified(|p| std::mem::replace(p, paused) != paused)
+    }
+
+    pub fn frontend_paused(&self, name: &str) -> bool {
+        let g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(name).is_some_and(|tx| *tx.borrow())
     }
 
     /// Every counter, with the process's facts, the collector's rates and

@@ -75,6 +75,7 @@ async fn weights_states_and_membership_change_the_next_picks() {
             addr: o[2].addr,
             weight: 1,
             backup: false,
+            check: false,
         })
         .unwrap();
         assert_eq!(

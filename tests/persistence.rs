@@ -207,6 +207,7 @@ async fn source_persistence_sticks_then_expires_and_survives_a_reload() {
             addr: s.sticky[2].addr,
             weight: 1,
             backup: false,
+            check: false,
         })
         .unwrap();
         assert_eq!(servers_of(&s.d, "sticky").len(), 4);

@@ -20,6 +20,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: LogFile,
     #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
     pub frontend: Vec<FrontendFile>,
     #[serde(default)]
     pub backend: Vec<BackendFile>,
@@ -57,6 +59,17 @@ pub struct AuthFile {
     pub user: Spanned<String>,
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the runtime admin socket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub socket: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub read_only_socket: Option<Spanned<String>>,
+    pub state_file: Option<Spanned<String>>,
 }
 
 /// `[log]`: the access log.

@@ -29,6 +29,7 @@ pub struct Config {
     pub global: Global,
     pub stats: Stats,
     pub log: Log,
+    pub admin: Admin,
     pub frontends: Vec<Frontend>,
     pub backends: Vec<Backend>,
     /// What `check` and `run` point out without refusing the file.
@@ -88,6 +89,21 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Auth {{ user: {:?}, password: <hidden> }}", self.user)
     }
+}
+
+/// `[admin]`: the admin socket and where runtime changes are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// Off unless set.
+    pub socket: Option<std::path::PathBuf>,
+    /// The socket files' permissions (default 0o600) and group.
+    pub mode: u32,
+    pub group: Option<String>,
+    /// A second socket that answers only `show` commands.
+    pub read_only_socket: Option<std::path::PathBuf>,
+    /// Runtime changes, re-applied on reload and restart (default
+    /// `<config>.state`; `None` with `state_file = "off"`).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// `[log]`: the access log.

@@ -291,6 +291,7 @@ impl Validator<'_> {
         }
         let stats = self.stats(&raw.stats);
         let log = self.log(&raw.log);
+        let admin = self.admin(&raw.admin);
         let backends: Vec<Backend> = raw.backend.iter().map(|b| self.backend(b)).collect();
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for b in &raw.backend {
@@ -374,6 +375,7 @@ impl Validator<'_> {
             global,
             stats,
             log,
+            admin,
             frontends,
             backends,
             warnings: std::mem::take(&mut self.warnings),

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::file::{AuthFile, LogFile, StatsFile};
+use super::file::{AdminFile, AuthFile, LogFile, StatsFile};
 use super::validate::Validator;
-use super::{Auth, Log, Stats};
+use super::{Admin, Auth, Log, Stats};
 use crate::stats::access::{Format, Target};
 
 impl Validator<'_> {
@@ -155,6 +155,65 @@ impl Validator<'_> {
             }
         }
         log
+    }
+
+    pub(super) fn admin(&mut self, raw: &AdminFile) -> Admin {
+        let mut a = Admin {
+            socket: raw.socket.as_ref().map(|p| self.relative(p.get_ref())),
+            mode: 0o600,
+            group: raw.group.as_ref().map(|g| g.get_ref().clone()),
+            read_only_socket: raw
+                .read_only_socket
+                .as_ref()
+                .map(|p| self.relative(p.get_ref())),
+            state_file: Some(PathBuf::from(format!("{}.state", self.file))),
+        };
+        if let Some(m) = &raw.mode {
+            match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+                Ok(v) if v <= 0o777 => a.mode = v,
+                _ => self.err(
+                    m,
+                    format!(
+                        "[admin] mode: \"{}\" is not an octal file mode like \"0600\"",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(f) = &raw.state_file {
+            a.state_file = match f.get_ref().as_str() {
+                "off" => None,
+                "" => {
+                    self.err(f, "[admin] state_file: expected a file path or \"off\"");
+                    None
+                }
+                p => Some(self.relative(p)),
+            };
+        }
+        for (key, p) in [
+            ("socket", &raw.socket),
+            ("read_only_socket", &raw.read_only_socket),
+        ] {
+            if let Some(p) = p
+                && p.get_ref().len() > 100
+            {
+                self.err(
+                    p,
+                    format!("[admin] {key}: a socket path is at most 100 bytes long"),
+                );
+            }
+        }
+        if a.socket.is_none()
+            && (raw.mode.is_some() || raw.group.is_some() || raw.read_only_socket.is_some())
+            && let Some(m) = raw
+                .mode
+                .as_ref()
+                .or(raw.group.as_ref())
+                .or(raw.read_only_socket.as_ref())
+        {
+            self.warn(m, "[admin] socket is not set: the admin socket is off");
+        }
+        a
     }
 
     /// A path relative to the config file's directory.

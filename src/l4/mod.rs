@@ -52,13 +52,18 @@ pub async fn serve(a: Accepted, conn: Conn) {
     backend.counters.conn_total.inc();
     server.state.counters.conn_total.inc();
     let (up, down) = pump::tallies(front, backend, server);
+    conn.session.serving(server.state.id);
     let end = match preamble(upstream, server, (src, dst), &a.early, &up).await {
         Ok(()) => {
             let popts = PumpOpts {
                 splice: conn.opts.splice,
                 idle: front.client_timeout.min(backend.timeouts.server),
             };
-            pump::run(client, upstream, &popts, &up, &down, &mut force_stop).await
+            // `shutdown sessions` ends it like the daemon's forced stop.
+            tokio::select! {
+                end = pump::run(client, upstream, &popts, &up, &down, &mut force_stop) => end,
+                () = conn.session.killed() => End::Shutdown,
+            }
         }
         Err(_) => {
             crate::net::io::reset(client);

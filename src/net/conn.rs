@@ -35,6 +35,9 @@ pub struct Conn {
     pub soft_stop: watch::Receiver<bool>,
     /// Counted against its source's `conn_per_source` while it lives.
     limit: Option<crate::limits::ConnGuard>,
+    /// Its entry in the open sessions (`show sessions`, `shutdown sessions`).
+    pub session: Arc<crate::sessions::Session>,
+    sessions: Arc<crate::sessions::Sessions>,
     _tracker: mpsc::Sender<()>,
     _permits: Permits,
 }
@@ -43,13 +46,14 @@ impl Conn {
     /// A new connection of frontend `fe` of snapshot `rt` (counted open until
     /// dropped).
     pub fn new(
-        rt: Arc<Runtime>,
-        fe: usize,
+        (rt, fe): (Arc<Runtime>, usize),
         opts: Arc<ConnOpts>,
         stops: (watch::Receiver<bool>, watch::Receiver<bool>),
         tracker: mpsc::Sender<()>,
         permits: Permits,
+        (sessions, client): (Arc<crate::sessions::Sessions>, std::net::SocketAddr),
     ) -> Conn {
+        let session = sessions.open(client, rt.frontends[fe].name.clone());
         let counters = &rt.frontends[fe].counters;
         counters.conn_total.inc();
         let open = counters.conn_cur.inc();
@@ -61,6 +65,8 @@ impl Conn {
             force_stop: stops.0,
             soft_stop: stops.1,
             limit: None,
+            session,
+            sessions,
             _tracker: tracker,
             _permits: permits,
         }
@@ -106,5 +112,6 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.front().counters.conn_cur.dec();
+        self.sessions.close(self.session.id);
     }
 }

@@ -208,6 +208,7 @@ impl<'a> Exchange<'a> {
             };
             let server = c.server;
             t.server = Some(server);
+            self.session.serving(server.state.id);
             t.retries += c.retries;
             *t.queued.get_or_insert(Duration::ZERO) += c.queued;
             t.connect = Some(c.connect);

@@ -54,6 +54,7 @@ struct Exchange<'a> {
     backends: &'a [BackendRt],
     opts: &'a ConnOpts,
     soft_stop: &'a watch::Receiver<bool>,
+    session: &'a crate::sessions::Session,
 }
 
 impl Exchange<'_> {
@@ -235,6 +236,7 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut co
             backends: &rt.backends,
             opts: &conn.opts,
             soft_stop: &conn.soft_stop,
+            session: &conn.session,
         };
         // Not boxed: the task is allocated once per connection with room for
         // the exchange, instead of a box per request; an idle connection gives
@@ -243,7 +245,10 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut co
             biased;
             s = ex.run(&mut cbuf, idle.first, &mut force_stop) => s,
             () = &mut stopped => Stop::Close,
+            // `shutdown sessions server`: only while that server serves it.
+            () = conn.session.killed() => Stop::Close,
         };
+        conn.session.serving(0);
         idle.first = false;
         match stop {
             Stop::Next => {}
