@@ -502,3 +502,76 @@ fn accept_errors_are_counted_and_logged_at_most_once_a_second() {
         );
     });
 }
+
+/// `fulcrum admin` with the given arguments (and `stdin`): exit code and stdout.
+fn fulcrum_admin(args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(support::bin::BIN)
+        .arg("admin")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+#[test]
+fn fulcrum_admin_drives_the_real_binary_and_changes_survive_its_restart() {
+    let text = format!(
+        "{}\n[admin]\nsocket = \"admin.sock\"\n",
+        tcp_config(closing_origin(), "127.0.0.1:0", "1s")
+    );
+    let conf = write_config("admin-bin", "fulcrum.toml", &text);
+    let c = conf.to_str().unwrap();
+    let mut d = run_with("", &conf, 1);
+    let (code, out) = fulcrum_admin(&["-c", c, "show", "info"], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("Name: fulcrum\n"), "{out}");
+    let (code, out) = fulcrum_admin(&["-c", c, "set", "server", "be/o", "weight", "9"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "be/o: weight 9\n"));
+    let sock = conf.with_file_name("admin.sock");
+    let (code, out) = fulcrum_admin(
+        &["-s", sock.to_str().unwrap(), "set server be/zz state drain"],
+        "",
+    );
+    assert_eq!(code, Some(1), "an error answer exits 1: {out}");
+    assert!(
+        out.starts_with("error: backend \"be\" has no server \"zz\""),
+        "{out}"
+    );
+    // Interactive: commands from stdin, a prompt after each answer.
+    let (code, out) = fulcrum_admin(&["-c", c], "show backend\nshow config diff\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("> # name\nbe\n> ~ be/o: weight 9 instead of 1\n> "),
+        "{out}"
+    );
+
+    // Restarted, the weight is still 9.
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
+    assert!(!sock.exists(), "the socket file is removed at exit");
+    let _d = run_with("", &conf, 1);
+    let (_, out) = fulcrum_admin(&["-c", c, "show servers state"], "");
+    assert!(out.contains(" up ready up 9/9 "), "{out}");
+    // No socket configured: a clear message, exit 1.
+    let plain = write_config(
+        "admin-bin",
+        "plain.toml",
+        &tcp_config(closing_origin(), "127.0.0.1:0", "1s"),
+    );
+    let (code, out) = fulcrum_admin(&["-c", plain.to_str().unwrap(), "show info"], "");
+    assert_eq!(code, Some(1));
+    assert!(out.contains("no [admin] socket configured"), "{out}");
+}
