@@ -195,7 +195,7 @@ async fn shutdown_sessions_and_disable_frontend() {
         let (_, _on_b) = hello_open(fe).await;
         let sessions = admin(d, "show sessions").await;
         assert!(
-            sessions.starts_with("# id client frontend age server\n"),
+            sessions.starts_with("# id client frontend age state server\n"),
             "{sessions}"
         );
         assert!(
@@ -203,7 +203,7 @@ async fn shutdown_sessions_and_disable_frontend() {
             "{sessions}"
         );
         assert!(
-            sessions.contains(" be/a\n") && sessions.contains(" be/b\n"),
+            sessions.contains(" active be/a\n") && sessions.contains(" active be/b\n"),
             "{sessions}"
         );
 

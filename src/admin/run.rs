@@ -603,15 +603,18 @@ impl Ctl {
                     .map(move |s| (s.state.id, format!("{}/{}", b.name, s.name)))
             })
             .collect();
-        let mut out = String::from("# id client frontend age server\n");
+        let mut out = String::from("# id client frontend age state server\n");
         for s in self.shared.sessions.list() {
-            let server = match s.server() {
-                0 => "-".to_string(),
-                id => names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+            let (state, server) = match s.server() {
+                0 => ("idle", "-".to_string()),
+                id => (
+                    "active",
+                    names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+                ),
             };
             let _ = writeln!(
                 out,
-                "{} {} {} {}s {server}",
+                "{} {} {} {}s {state} {server}",
                 s.id,
                 s.client(),
                 s.frontend,
