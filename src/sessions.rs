@@ -155,6 +155,7 @@ mod tests {
         assert_eq!(reg.list().iter().map(|s| s.id).collect::<Vec<_>>(), [b.id]);
         // The kill was stored: the task sees it when it next waits.
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
