@@ -16,23 +16,14 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, Threading};
 use crate::fdlimit;
-use crate::listener::{self, AcceptCtx};
 use crate::runtime::Shared;
 use crate::stats::Snapshot;
 use crate::stats::access::AccessLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("frontend \"{frontend}\": cannot listen on {addr}: {source}")]
-    Bind {
-        frontend: String,
-        addr: SocketAddr,
-        source: io::Error,
-    },
-    #[error(
-        "frontend \"{frontend}\": address {addr} is already in use by another process (another fulcrum on the same config?)"
-    )]
-    InUse { frontend: String, addr: SocketAddr },
+    #[error(transparent)]
+    Listen(#[from] crate::listeners::BindError),
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
     #[error("{0}")]
@@ -47,7 +38,7 @@ pub enum StartError {
 
 /// A running daemon.
 pub struct Running {
-    listening: Vec<(String, Vec<SocketAddr>)>,
+    listeners: Arc<crate::listeners::Listeners>,
     shared: Arc<Shared>,
     stop_accepting: watch::Sender<bool>,
     force_stop: watch::Sender<bool>,
@@ -137,54 +128,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
 
     // Bind everything up front, in the caller's thread: errors surface here, and
     // port 0 is resolved once and then shared by the per-thread sockets.
-    let mut listening = Vec::new();
-    // bound[t] = the sockets thread t accepts on: (frontend index, listener).
-    let mut bound: Vec<Vec<(usize, std::net::TcpListener)>> =
-        (0..sockets_per_addr).map(|_| Vec::new()).collect();
-    // One instance per address: refuse to share a port with a running process.
-    for f in &config.frontends {
-        for &addr in f.listen.iter().filter(|a| a.port() != 0) {
-            match listener::probe(addr) {
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    return Err(StartError::InUse {
-                        frontend: f.name.clone(),
-                        addr,
-                    });
-                }
-                Err(source) => {
-                    return Err(StartError::Bind {
-                        frontend: f.name.clone(),
-                        addr,
-                        source,
-                    });
-                }
-                Ok(()) => {}
-            }
-        }
-    }
-    for (fi, f) in config.frontends.iter().enumerate() {
-        let mut addrs = Vec::new();
-        for &want in &f.listen {
-            let mut addr = want;
-            for slot in bound.iter_mut() {
-                let l = listener::bind(addr, f.backlog, per_core).map_err(|source| {
-                    StartError::Bind {
-                        frontend: f.name.clone(),
-                        addr,
-                        source,
-                    }
-                })?;
-                addr = l.local_addr().map_err(|source| StartError::Bind {
-                    frontend: f.name.clone(),
-                    addr,
-                    source,
-                })?;
-                slot.push((fi, l));
-            }
-            addrs.push(addr);
-        }
-        listening.push((f.name.clone(), addrs));
-    }
+    let bound = crate::listeners::bind(&config, per_core, sockets_per_addr, |_, _| false)?;
 
     let icmp = config.backends.iter().flat_map(|b| &b.servers).any(|s| {
         matches!(
@@ -238,6 +182,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
             .as_ref()
             .and(config.admin.state_file.clone()),
         overrides: std::sync::Mutex::new(overrides),
+        listeners: std::sync::OnceLock::new(),
     });
     ctl.apply_states();
     let admin = match config.admin.socket {
@@ -254,11 +199,6 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     let (tracker, drained) = mpsc::channel::<()>(1);
     let global_limit = Some(Arc::new(Semaphore::new(budget.maxconn as usize)));
     let pool_cap = budget.pool_per_thread;
-    let frontend_limits: Vec<Option<Arc<Semaphore>>> = config
-        .frontends
-        .iter()
-        .map(|f| f.maxconn.map(|n| Arc::new(Semaphore::new(n as usize))))
-        .collect();
     let opts = Arc::new(crate::net::ConnOpts {
         splice: config.global.splice,
         histograms: config.stats.histograms,
@@ -266,25 +206,14 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         park_after: config.global.idle_park_after,
     });
 
-    let make_ctx = |fi: usize| AcceptCtx {
-        shared: shared.clone(),
-        frontend: config.frontends[fi].name.as_str().into(),
-        global_limit: global_limit.clone(),
-        frontend_limit: frontend_limits[fi].clone(),
-        stop_accepting: stop_rx.clone(),
-        force_stop: force_rx.clone(),
-        tracker: tracker.clone(),
-        opts: opts.clone(),
-    };
-
+    // The worker threads, each running its runtime until the exit signal;
+    // the listeners' accept loops are spawned onto them through their handles.
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
-    for (t, sockets) in bound.into_iter().enumerate() {
-        let jobs: Vec<(std::net::TcpListener, AcceptCtx)> = sockets
-            .into_iter()
-            .map(|(fi, l)| (l, make_ctx(fi)))
-            .collect();
+    for t in 0..sockets_per_addr {
         let mut exit = exit_rx.clone();
         let workers = if per_core { 1 } else { threads };
+        let handle_tx = handle_tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("fulcrum-{t}"))
             .spawn(move || {
@@ -305,26 +234,46 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
                     Ok(rt) => rt,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot build the runtime");
+                        drop(handle_tx);
                         return;
                     }
                 };
+                // Sent, then let go: the collecting side ends once every
+                // worker has answered (or failed).
+                let _ = handle_tx.send((t, rt.handle().clone()));
+                drop(handle_tx);
                 rt.block_on(async move {
-                    for (l, ctx) in jobs {
-                        match tokio::net::TcpListener::from_std(l) {
-                            Ok(l) => {
-                                tokio::spawn(listener::accept_loop(l, ctx));
-                            }
-                            Err(e) => tracing::error!(error = %e, "cannot register listener"),
-                        }
-                    }
                     let _ = exit.wait_for(|e| *e).await;
                 });
             })
             .map_err(StartError::Thread)?;
         handles.push(h);
     }
+    drop(handle_tx);
+    let mut workers: Vec<(usize, tokio::runtime::Handle)> = handle_rx.iter().collect();
+    if workers.len() != sockets_per_addr {
+        return Err(StartError::Thread(io::Error::other(
+            "a worker runtime did not start",
+        )));
+    }
+    workers.sort_by_key(|(t, _)| *t);
+    let listeners = Arc::new(crate::listeners::Listeners::new(
+        per_core,
+        workers.into_iter().map(|(_, h)| h).collect(),
+        crate::listeners::Base {
+            shared: shared.clone(),
+            global_limit,
+            stop_accepting: stop_rx.clone(),
+            force_stop: force_rx.clone(),
+            opts,
+        },
+        tracker,
+        &config,
+    ));
+    listeners.start(bound);
+    let _ = ctl.listeners.set(listeners.clone());
     Ok(Running {
-        listening,
+        listeners,
         shared,
         stop_accepting: stop_tx,
         force_stop: force_tx,
@@ -371,11 +320,11 @@ fn load_overrides(config: &mut Config) -> crate::admin::state::Overrides {
 
 impl Running {
     /// The addresses frontend `name` listens on (port 0 resolved).
-    pub fn addrs(&self, name: &str) -> &[SocketAddr] {
-        self.listening
-            .iter()
+    pub fn addrs(&self, name: &str) -> Vec<SocketAddr> {
+        self.listening()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map_or(&[], |(_, a)| a.as_slice())
+            .map_or_else(Vec::new, |(_, a)| a)
     }
 
     /// The first address of frontend `name`.
@@ -383,8 +332,9 @@ impl Running {
         self.addrs(name).first().copied()
     }
 
-    pub fn listening(&self) -> &[(String, Vec<SocketAddr>)] {
-        &self.listening
+    /// Every frontend's bound addresses (as of the configuration serving now).
+    pub fn listening(&self) -> Vec<(String, Vec<SocketAddr>)> {
+        self.listeners.listening(&self.shared.snapshot().config)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -412,6 +362,11 @@ impl Running {
     /// Read the config file again and apply it (SIGHUP, the admin `reload`).
     pub fn reload(&self) -> Result<String, String> {
         self.ctl.reload()
+    }
+
+    /// What the admin socket drives (the signal handler reloads through it).
+    pub fn ctl(&self) -> Arc<crate::admin::Ctl> {
+        self.ctl.clone()
     }
 
     /// The admin socket's paths, when it is on.
@@ -446,6 +401,7 @@ impl Running {
     /// signal): the remaining connections are closed at once.
     pub async fn shutdown_or(mut self, cut: impl std::future::Future<Output = ()>) -> Stopped {
         let _ = self.stop_accepting.send(true);
+        self.listeners.close();
         let drained = tokio::select! {
             r = tokio::time::timeout(self.grace, self.drained.recv()) => r.is_ok(),
             () = cut => {
@@ -479,6 +435,7 @@ impl Running {
     }
 
     fn finish(&mut self) {
+        self.listeners.close();
         drop(self.health.take());
         drop(self.web.take());
         drop(self.admin.take());

@@ -29,6 +29,7 @@ pub mod l4;
 pub mod l7;
 pub mod limits;
 pub mod listener;
+pub mod listeners;
 pub mod net;
 pub mod origin;
 pub mod runtime;

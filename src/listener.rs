@@ -62,6 +62,8 @@ pub struct AcceptCtx {
     pub global_limit: Option<Arc<Semaphore>>,
     pub frontend_limit: Option<Arc<Semaphore>>,
     pub stop_accepting: watch::Receiver<bool>,
+    /// This listener alone stops (a reload removed it).
+    pub removed: watch::Receiver<bool>,
     pub force_stop: watch::Receiver<bool>,
     /// Dropped by every connection task when it ends: shutdown waits for all of them.
     pub tracker: mpsc::Sender<()>,
@@ -87,6 +89,7 @@ async fn admit(
 /// drop the listener, so new connections are refused.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     let mut stop = ctx.stop_accepting.clone();
+    let mut removed = ctx.removed.clone();
     // A listener bound to one address gives every accepted socket that local
     // address: no getsockname(2) per connection (a wildcard one needs it).
     let local = listener
@@ -102,6 +105,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             tokio::select! {
                 r = paused.wait_for(|p| !*p) => if r.is_err() { break },
                 true = crate::shutdown::fired(&mut stop) => break,
+                true = crate::shutdown::fired(&mut removed) => break,
             }
             continue;
         }
@@ -122,10 +126,12 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         let permits = tokio::select! {
             p = admitted => p,
             true = crate::shutdown::fired(&mut stop) => break,
+            true = crate::shutdown::fired(&mut removed) => break,
         };
         let (stream, peer) = tokio::select! {
             biased;
             true = crate::shutdown::fired(&mut stop) => break,
+            true = crate::shutdown::fired(&mut removed) => break,
             Ok(()) = paused.changed() => continue,
             r = listener.accept() => match r {
                 Ok(v) => v,
@@ -213,7 +219,7 @@ fn spawn_connection(
         (ctx.force_stop.clone(), ctx.stop_accepting.clone()),
         ctx.tracker.clone(),
         permits,
-        (ctx.shared.sessions.clone(), peer),
+        (ctx.shared.clone(), peer),
     );
     tokio::spawn(async move {
         let mut conn = conn;

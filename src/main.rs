@@ -31,7 +31,7 @@ const EXIT_CUT: u8 = 3;
     after_help = "Exit codes: 0 stopped cleanly, 1 configuration or start error, 2 usage error, \
                   3 stopped with connections cut at the end of the grace period.\n\
                   Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); \
-                  SIGUSR1 reopens the access log file (for logrotate); SIGHUP is logged and ignored."
+                  SIGHUP reloads the config file; SIGUSR1 reopens the access log file (for logrotate)."
 )]
 struct Cli {
     /// Config file: `fulcrum -c FILE` is `fulcrum run -c FILE`.
@@ -75,6 +75,16 @@ enum Cmd {
         /// HTTP status to answer with.
         #[arg(long, default_value_t = 200)]
         status: u16,
+    },
+    /// Reload a running daemon's configuration through its admin socket and
+    /// print the outcome (exit 1 when the file was refused).
+    Reload {
+        /// Config file (its `[admin] socket` is used).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The admin socket, if not the config's.
+        #[arg(short, long, value_name = "SOCKET")]
+        socket: Option<PathBuf>,
     },
     /// Send a command to a running daemon's admin socket and print the answer
     /// (exit 1 on an error answer); with no command, an interactive session.
@@ -158,6 +168,35 @@ fn admin_client(
     Ok(EXIT_OK)
 }
 
+/// Tell systemd (`Type=notify`) about the daemon's state, when it runs us:
+/// a datagram to `$NOTIFY_SOCKET` (a path, or an abstract name after `@`).
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        }
+        None => sock.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds (what systemd's RELOADING=1 wants).
+fn monotonic_usec() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     config::units::parse_duration(s)
 }
@@ -190,6 +229,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
             config,
             command,
         } => admin_client(socket, &config, &command),
+        Cmd::Reload { config, socket } => admin_client(socket, &config, &["reload".to_string()]),
         Cmd::Run { config } => {
             let Some(cfg) = load(&config) else {
                 return Ok(EXIT_CONFIG);
@@ -326,6 +366,7 @@ fn run(cfg: Config, hints: Hints) -> Result<u8> {
             .collect();
         let running = daemon::start(cfg)?;
         signals.log = running.access_log();
+        signals.reload = Some(running.ctl());
         let fronts: Vec<(String, Vec<SocketAddr>)> = running.listening().to_vec();
         for (name, addrs) in &fronts {
             for a in addrs {
@@ -336,7 +377,9 @@ fn run(cfg: Config, hints: Hints) -> Result<u8> {
             println!("stats page on http://{a}/");
         }
         print_hints(hints, &fronts, &http);
+        sd_notify("READY=1");
         signals.stop().await;
+        sd_notify("STOPPING=1");
         tracing::info!(
             open = running.open_connections(),
             "stopping: no new connections, open ones may finish"
@@ -376,9 +419,8 @@ fn print_hints(hints: Hints, fronts: &[(String, Vec<SocketAddr>)], http: &[Strin
 
 /// The signals the daemon handles. Installed before anything is announced, so
 /// a signal sent as soon as the listeners are printed never takes its default
-/// (fatal) action. SIGUSR1 reopens the access log's file; SIGHUP is logged
-/// and ignored (it will reload once reloading exists: `systemctl reload`
-/// sends it).
+/// (fatal) action. SIGHUP reloads the config file (`systemctl reload` sends
+/// it); SIGUSR1 reopens the access log's file.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -386,6 +428,8 @@ struct Signals {
     usr1: tokio::signal::unix::Signal,
     /// The access log, once the daemon runs.
     log: Option<std::sync::Arc<fulcrum::stats::access::AccessLog>>,
+    /// What reloads the config file, once the daemon runs.
+    reload: Option<std::sync::Arc<fulcrum::admin::Ctl>>,
 }
 
 impl Signals {
@@ -397,6 +441,7 @@ impl Signals {
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
             usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
             log: None,
+            reload: None,
         })
     }
 
@@ -406,9 +451,18 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => {
-                    tracing::warn!("SIGHUP received: reloading is not supported yet; ignored (the daemon keeps running)");
-                }
+                _ = self.hup.recv() => match &self.reload {
+                    Some(ctl) => {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                        match ctl.reload() {
+                            Ok(done) => tracing::info!("{}", done.trim_end()),
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                        sd_notify("READY=1");
+                    }
+                    None => tracing::info!("SIGHUP received before the daemon runs; ignored"),
+                },
                 _ = self.usr1.recv() => match &self.log {
                     Some(log) => {
                         tracing::info!("SIGUSR1 received: reopening the access log");

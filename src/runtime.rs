@@ -68,6 +68,7 @@ pub struct BackendRt {
     /// Passive ejection (`eject.rs`), slow start, and what to do when all are down.
     pub eject: Option<crate::config::health::Eject>,
     pub slowstart: Option<Duration>,
+    pub drain_timeout: Duration,
     pub on_all_down: crate::config::health::OnAllDown,
     /// Source persistence entries (carried across reloads by backend name).
     pub sources: Arc<Sticky>,
@@ -213,6 +214,7 @@ impl Runtime {
                     persist: b.persist.clone(),
                     eject: b.eject,
                     slowstart: b.slowstart,
+                    drain_timeout: b.drain_timeout,
                     on_all_down: b.on_all_down,
                     // Carried over unless the table's size changed.
                     sources: {
@@ -347,6 +349,8 @@ pub struct Shared {
     write_lock: std::sync::Mutex<()>,
     /// The generation now serving, for those who follow changes (health).
     generation: tokio::sync::watch::Sender<u64>,
+    /// The same, for a request path to compare with one relaxed load.
+    generation_now: std::sync::atomic::AtomicU64,
     /// The process's own counters (reloads, access log).
     pub global: Arc<GlobalCounters>,
     /// Rates, histories and latency windows (ticked by the stats thread).
@@ -358,6 +362,19 @@ pub struct Shared {
     /// Per frontend name: accepting is paused (`disable frontend`); kept
     /// across reloads.
     gates: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    /// The last reload: when (Unix seconds), and its generation or its error.
+    last_reload: std::sync::Mutex<Option<(u64, Result<u64, String>)>>,
+    /// Servers a reload removed while they still carried connections.
+    retired: std::sync::Mutex<Vec<Retired>>,
+}
+
+/// A server a reload removed, draining: in the stats (status "drain",
+/// `removed`) until its last connection ends, cut at `deadline`.
+#[derive(Debug)]
+struct Retired {
+    backend: Arc<str>,
+    server: Server,
+    deadline: std::time::Instant,
 }
 
 impl Shared {
@@ -366,13 +383,74 @@ impl Shared {
             current: ArcSwap::from_pointee(Runtime::build(cfg, None, 1)),
             write_lock: std::sync::Mutex::new(()),
             generation: tokio::sync::watch::Sender::new(1),
+            generation_now: std::sync::atomic::AtomicU64::new(1),
             global: Arc::default(),
             collector: Collector::default(),
             facts: std::sync::OnceLock::new(),
             started: (std::time::Instant::now(), std::time::SystemTime::now()),
             sessions: Arc::default(),
             gates: std::sync::Mutex::default(),
+            last_reload: std::sync::Mutex::default(),
+            retired: std::sync::Mutex::default(),
         }
+    }
+
+    /// Drained servers leave; those past their backend's `drain_timeout` have
+    /// their connections closed (counted in `drain_cut`) and leave. Called by
+    /// the stats thread every second.
+    pub fn sweep_retired(&self) {
+        let now = std::time::Instant::now();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|r| {
+            let open = r.server.state.inflight();
+            if open == 0 {
+                tracing::info!(backend = %r.backend, server = %r.server.name, "removed server drained; it leaves the stats");
+                return false;
+            }
+            if now < r.deadline {
+                return true;
+            }
+            let cut = self.sessions.kill_server(r.server.state.id);
+            self.global.drain_cut.add(cut as u64);
+            tracing::warn!(backend = %r.backend, server = %r.server.name, connections = cut, "removed server still busy at its drain_timeout: its connections are closed");
+            false
+        });
+    }
+
+    /// Keep the servers that `old` has and `new` does not, while busy.
+    fn retire(&self, old: &Runtime, new: &Runtime) {
+        let now = std::time::Instant::now();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // Back in the new configuration: no longer draining as removed.
+        retired.retain(|r| {
+            new.backend(&r.backend)
+                .is_none_or(|b| b.all_servers().all(|s| s.name != r.server.name))
+        });
+        for b in &old.backends {
+            let kept = new.backend(&b.name);
+            let timeout = kept.map_or(b.drain_timeout, |k| k.drain_timeout);
+            for s in b.all_servers() {
+                let still =
+                    kept.is_some_and(|k| k.all_servers().any(|n| Arc::ptr_eq(&n.state, &s.state)));
+                if still || s.state.inflight() == 0 {
+                    continue;
+                }
+                tracing::info!(backend = %b.name, server = %s.name, connections = s.state.inflight(), timeout = ?timeout, "server removed by a reload: draining");
+                retired.push(Retired {
+                    backend: b.name.clone(),
+                    server: s.clone(),
+                    deadline: now + timeout,
+                });
+            }
+        }
+    }
+
+    /// Record a reload's outcome (its generation, or its error's first line).
+    pub fn note_reload(&self, outcome: Result<u64, String>) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, outcome));
     }
 
     /// Follow whether frontend `name` is paused (accepting nothing).
@@ -402,6 +480,7 @@ impl Shared {
     pub fn stats(&self) -> Snapshot {
         let rt = self.snapshot();
         let mut snap = rt.stats();
+        self.add_retired(&mut snap);
         let facts = self.facts.get().copied().unwrap_or_default();
         snap.global = GlobalStats {
             version: env!("CARGO_PKG_VERSION"),
@@ -417,17 +496,43 @@ impl Shared {
             maxconn: facts.maxconn,
             threads: facts.threads,
             conn_cur: snap.frontends.iter().map(|f| f.conn_cur).sum(),
+            last_reload: self
+                .last_reload
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
             base: self.global.values(),
         };
         self.collector.fill(&mut snap, facts.histograms);
         snap
     }
 
+    /// The draining removed servers, under their backend when it still exists.
+    fn add_retired(&self, snap: &mut Snapshot) {
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for r in retired.iter() {
+            if let Some(b) = snap.backends.iter_mut().find(|b| *b.name == *r.backend) {
+                let mut s = r.server.snapshot();
+                s.status = "drain".into();
+                s.removed = true;
+                b.servers.push(s);
+            }
+        }
+    }
+
     /// One collector step (the stats thread calls it every second).
     pub fn tick(&self) {
+        self.sweep_retired();
         let rt = self.snapshot();
         let snap = rt.stats();
         self.collector.tick(&snap, &rt.recorders());
+    }
+
+    /// The generation serving now (compare with a snapshot's `generation`).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation_now
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current snapshot, for one connection.
@@ -440,8 +545,11 @@ impl Shared {
         let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load_full();
         let new = Runtime::build(cfg, Some(&old), old.generation + 1);
+        self.retire(&old, &new);
         let generation = new.generation;
         self.current.store(Arc::new(new));
+        self.generation_now
+            .store(generation, std::sync::atomic::Ordering::Release);
         self.generation.send_replace(generation);
         generation
     }

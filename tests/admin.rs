@@ -554,6 +554,25 @@ async fn the_admin_example_drains_a_server_through_its_socket() {
         );
         let ro = admin_at(&d.admin_paths()[1], "show servers state app").await;
         assert!(ro.contains(" drain drain up "), "{ro}");
+        // A reload of the example (a's weight changed): the drain stays.
+        let file = dir.join("admin.toml");
+        std::fs::write(&file, text.replace("weight = 2", "weight = 3")).unwrap();
+        let r = admin(&d, "reload").await;
+        assert!(r.starts_with("reloaded: generation 2"), "{r}");
+        let app = d.shared().snapshot();
+        let app = app.backend("app").unwrap();
+        assert_eq!(app.drain_timeout, std::time::Duration::from_secs(30));
+        let ro = admin_at(&d.admin_paths()[1], "show servers state app").await;
+        assert!(ro.contains(" drain drain up "), "{ro}");
+        let st = d.stats();
+        assert_eq!(
+            st.backend("app")
+                .unwrap()
+                .server("a")
+                .unwrap()
+                .weight_configured,
+            3
+        );
     })
     .await;
 }

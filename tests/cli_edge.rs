@@ -224,7 +224,7 @@ fn held_connection(d: &Daemon) -> std::net::TcpStream {
 }
 
 #[test]
-fn sighup_is_ignored_and_sigusr1_reopens_the_access_log() {
+fn sigusr1_reopens_the_access_log() {
     let dir = test_dir("hup");
     let log = dir.join("access.log");
     let text = format!(
@@ -234,8 +234,6 @@ fn sighup_is_ignored_and_sigusr1_reopens_the_access_log() {
     let conf = write_config("hup", "tcp.toml", &text);
     let mut d = run_with("", &conf, 1);
     use rustix::process::Signal;
-    d.signal(Signal::HUP);
-    assert!(d.wait_log("SIGHUP received", 5), "{}", d.stderr());
     let lines = |p: &std::path::Path| {
         std::fs::read_to_string(p)
             .unwrap_or_default()
@@ -267,6 +265,90 @@ fn sighup_is_ignored_and_sigusr1_reopens_the_access_log() {
     assert!(d.child.try_wait().unwrap().is_none());
     d.signal(Signal::TERM);
     assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
+}
+
+/// A TCP origin in a thread that writes `word` to each connection and closes it.
+fn greeting_origin(word: &'static str) -> SocketAddr {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            let _ = s.write_all(word.as_bytes());
+        }
+    });
+    addr
+}
+
+/// What a connection to `addr` reads until the far end closes.
+fn read_all(addr: SocketAddr) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn sighup_reloads_the_file_and_tells_systemd() {
+    let (one, two) = (greeting_origin("one"), greeting_origin("two"));
+    let dir = test_dir("sighup");
+    // systemd's end of NOTIFY_SOCKET.
+    let notify_path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let conf = write_config("sighup", "tcp.toml", &tcp_config(one, "127.0.0.1:0", "1s"));
+    let mut d = run_with(
+        &format!("export NOTIFY_SOCKET='{}';", notify_path.display()),
+        &conf,
+        1,
+    );
+    assert_eq!(next(), "READY=1", "ready once the listeners are bound");
+    assert_eq!(read_all(d.addrs[0]), "one");
+
+    use rustix::process::Signal;
+    std::fs::write(&conf, tcp_config(two, "127.0.0.1:0", "1s")).unwrap();
+    d.signal(Signal::HUP);
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1");
+    assert!(d.wait_log("reloaded: generation 2", 5), "{}", d.stderr());
+    assert_eq!(
+        read_all(d.addrs[0]),
+        "two",
+        "the same socket, the new server"
+    );
+
+    // A broken file: named with its line, and the running config stays.
+    std::fs::write(&conf, "[[frontend]]\nname = \"fe\"\nlisten = 7\n").unwrap();
+    d.signal(Signal::HUP);
+    assert!(
+        d.wait_log("reload refused, the running configuration stays", 5),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("tcp.toml:3"), "{}", d.stderr());
+    assert!(next().starts_with("RELOADING=1"));
+    assert_eq!(
+        next(),
+        "READY=1",
+        "a refused reload leaves the service running"
+    );
+    assert_eq!(read_all(d.addrs[0]), "two");
+    d.signal(Signal::TERM);
+    assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
+    assert!(next().starts_with("STOPPING=1"));
 }
 
 /// Poll `cond` for up to `secs`.
@@ -505,9 +587,15 @@ fn accept_errors_are_counted_and_logged_at_most_once_a_second() {
 
 /// `fulcrum admin` with the given arguments (and `stdin`): exit code and stdout.
 fn fulcrum_admin(args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    fulcrum_cmd("admin", args, stdin)
+}
+
+/// `fulcrum SUBCOMMAND` with the given arguments (and `stdin`): exit code and
+/// stdout followed by stderr.
+fn fulcrum_cmd(sub: &str, args: &[&str], stdin: &str) -> (Option<i32>, String) {
     use std::io::Write as _;
     let mut child = std::process::Command::new(support::bin::BIN)
-        .arg("admin")
+        .arg(sub)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -574,4 +662,33 @@ fn fulcrum_admin_drives_the_real_binary_and_changes_survive_its_restart() {
     let (code, out) = fulcrum_admin(&["-c", plain.to_str().unwrap(), "show info"], "");
     assert_eq!(code, Some(1));
     assert!(out.contains("no [admin] socket configured"), "{out}");
+}
+
+#[test]
+fn fulcrum_reload_reloads_the_running_daemon_through_its_admin_socket() {
+    let (one, two) = (greeting_origin("one"), greeting_origin("two"));
+    let admin = "\n[admin]\nsocket = \"admin.sock\"\n";
+    let v1 = tcp_config(one, "127.0.0.1:0", "1s") + admin;
+    let conf = write_config("reload-bin", "fulcrum.toml", &v1);
+    let c = conf.to_str().unwrap();
+    let mut d = run_with("", &conf, 1);
+    assert_eq!(read_all(d.addrs[0]), "one");
+    std::fs::write(&conf, tcp_config(two, "127.0.0.1:0", "1s") + admin).unwrap();
+    let (code, out) = fulcrum_cmd("reload", &["-c", c], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("reloaded: generation 2"), "{out}");
+    assert_eq!(read_all(d.addrs[0]), "two");
+    // Refused: exit 1, the errors printed, the old config serving.
+    std::fs::write(
+        &conf,
+        v1.replace("default_backend = \"be\"", "default_backend = \"nope\""),
+    )
+    .unwrap();
+    let (code, out) = fulcrum_cmd("reload", &["-c", c], "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("fulcrum.toml:"), "{out}");
+    assert!(out.contains("nope"), "{out}");
+    assert_eq!(read_all(d.addrs[0]), "two");
+    d.signal(rustix::process::Signal::TERM);
+    assert_eq!(d.wait_exit(10).and_then(|s| s.code()), Some(0));
 }

@@ -44,6 +44,8 @@ pub struct Ctl {
     pub state_file: Option<PathBuf>,
     /// The runtime changes, as in the state file.
     pub overrides: Mutex<Overrides>,
+    /// The daemon's listeners, which a reload reconciles (set once started).
+    pub listeners: std::sync::OnceLock<Arc<crate::listeners::Listeners>>,
 }
 
 impl Ctl {
@@ -171,6 +173,16 @@ impl Ctl {
     /// Read the config file again, put the runtime changes on top, and swap
     /// it in; on any error nothing changes (and the error says why).
     pub fn reload(&self) -> Result<String, String> {
+        let r = self.reload_inner();
+        let summary = match &r {
+            Ok(_) => Ok(self.shared.snapshot().generation),
+            Err(e) => Err(e.lines().next().unwrap_or_default().to_string()),
+        };
+        self.shared.note_reload(summary);
+        r
+    }
+
+    fn reload_inner(&self) -> Result<String, String> {
         let Some(path) = &self.config_file else {
             return Err("the daemon runs without a config file".into());
         };
@@ -185,30 +197,33 @@ impl Ctl {
             ))
         })?;
         let running = self.shared.snapshot();
-        let listens = |c: &crate::config::Config| {
-            c.frontends
-                .iter()
-                .map(|f| (f.name.clone(), f.listen.clone()))
-                .collect::<Vec<_>>()
+        let mut notes = keep_process_settings(&mut cfg, &running.config);
+        // New listeners are bound before anything changes: a busy port
+        // refuses the whole reload.
+        let plan = match self.listeners.get() {
+            Some(l) => Some(l.plan(&cfg).map_err(|e| {
+                failed(format!(
+                    "reload refused, the running configuration stays: {e}"
+                ))
+            })?),
+            None => None,
         };
-        if listens(&cfg) != listens(&running.config) {
-            return Err(failed(
-                "reload refused: frontends or their listen addresses changed, which needs a restart for now; the running configuration stays".into(),
-            ));
-        }
-        let notes = self.overrides().apply(&mut cfg);
-        for n in &notes {
-            tracing::info!("reload: {n}");
-        }
+        notes.extend(self.overrides().apply(&mut cfg));
         let warnings = cfg.warnings.len();
         let generation = match execute(&self.shared, Command::Reload(Box::new(cfg))) {
             Ok(crate::command::Reply::Generation(g)) => g,
             Ok(_) => 0,
             Err(e) => return Err(failed(e.to_string())),
         };
+        if let (Some(l), Some(plan)) = (self.listeners.get(), plan) {
+            notes.extend(l.apply(plan, &self.shared.snapshot().config));
+        }
         self.apply_states();
         if let Some(p) = &self.state_file {
             let _ = self.overrides().save(p);
+        }
+        for n in &notes {
+            tracing::info!("reload: {n}");
         }
         tracing::info!(generation, file = %path.display(), "configuration reloaded");
         let mut out = format!("reloaded: generation {generation}");
@@ -504,6 +519,21 @@ impl Ctl {
         kv("Generation", &g.generation);
         kv("Reloads", &g.reloads);
         kv("Reloads_failed", &g.reloads_failed);
+        let last = match &g.last_reload {
+            None => "none".to_string(),
+            Some((at, r)) => {
+                let mut when = String::new();
+                crate::stats::access::rfc3339(
+                    std::time::UNIX_EPOCH + Duration::from_secs(*at),
+                    &mut when,
+                );
+                match r {
+                    Ok(generation) => format!("{when} ok (generation {generation})"),
+                    Err(e) => format!("{when} refused: {e}"),
+                }
+            }
+        };
+        kv("Last_reload", &last);
         kv("CurrConns", &g.conn_cur);
         kv("Maxconn", &g.maxconn);
         kv("Fd_limit", &g.fd_limit);
@@ -517,6 +547,7 @@ impl Ctl {
         );
         kv("Log_lines", &g.log_lines);
         kv("Log_dropped", &g.log_dropped);
+        kv("Drain_cut", &g.drain_cut);
         kv("Runtime_changes", &self.overrides().servers.len());
         out
     }
@@ -623,6 +654,54 @@ impl Ctl {
         }
         out
     }
+}
+
+/// What a running process cannot change (threads, limits sized at start, the
+/// stats page, the access log, the admin socket, the fd budget): the new
+/// configuration keeps the running values, and each difference is named.
+fn keep_process_settings(
+    new: &mut crate::config::Config,
+    old: &crate::config::Config,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut keep = |what: &str, differs: bool| {
+        if differs {
+            notes.push(format!(
+                "{what} changed: it needs a restart; the running value stays"
+            ));
+        }
+    };
+    let (g, og) = (&new.global, &old.global);
+    keep("global.threads", g.threads != og.threads);
+    keep("global.threading", g.threading != og.threading);
+    keep("global.maxconn", g.maxconn != og.maxconn);
+    keep("global.log_level", g.log_level != og.log_level);
+    keep("global.splice", g.splice != og.splice);
+    keep("global.grace", g.grace != og.grace);
+    keep(
+        "global.idle_park_after",
+        g.idle_park_after != og.idle_park_after,
+    );
+    keep("[stats]", new.stats != old.stats);
+    keep("[log]", new.log != old.log);
+    keep("[admin]", new.admin != old.admin);
+    for f in &new.frontends {
+        if let Some(of) = old.frontends.iter().find(|o| o.name == f.name) {
+            keep(
+                &format!("frontend \"{}\" maxconn", f.name),
+                f.maxconn != of.maxconn,
+            );
+            keep(
+                &format!("frontend \"{}\" backlog", f.name),
+                f.backlog != of.backlog,
+            );
+        }
+    }
+    new.global = old.global.clone();
+    new.stats = old.stats.clone();
+    new.log = old.log.clone();
+    new.admin = old.admin.clone();
+    notes
 }
 
 /// Bytes as lines of 32, each with its offset, printable ASCII as is and the

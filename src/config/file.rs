@@ -334,6 +334,9 @@ pub struct BackendFile {
     /// A server coming back up ramps its weight over this long.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub slowstart: Option<Duration>,
+    /// A server a reload removes keeps its connections this long at most.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub drain_timeout: Option<Duration>,
     /// Passive ejection from live traffic.
     pub eject: Option<Spanned<EjectFile>>,
     /// "reject" (default) or "fail_open".

@@ -208,6 +208,9 @@ pub struct Backend {
     pub persist: Option<routing::Persist>,
     /// A server coming back up ramps its weight over this long.
     pub slowstart: Option<Duration>,
+    /// A server a reload removes keeps its open connections this long at
+    /// most, then they are closed.
+    pub drain_timeout: Duration,
     pub eject: Option<health::Eject>,
     pub on_all_down: health::OnAllDown,
     pub servers: Vec<ServerConfig>,
@@ -326,6 +329,7 @@ pub mod defaults {
     pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
     pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
     pub const WEIGHT: u32 = 1;
     pub const MAX_WEIGHT: u32 = 256;

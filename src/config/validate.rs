@@ -789,6 +789,7 @@ impl Validator<'_> {
             mode: b.mode.as_ref().map(|m| *m.get_ref()),
             persist,
             slowstart: b.slowstart.filter(|d| !d.is_zero()),
+            drain_timeout: b.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
             eject: b.eject.as_ref().and_then(|e| self.eject(&ctx, e)),
             on_all_down: self.on_all_down(&ctx, b.on_all_down.as_ref()),
             servers,

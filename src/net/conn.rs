@@ -29,6 +29,8 @@ pub type Permits = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
 pub struct Conn {
     pub rt: Arc<Runtime>,
     pub fe: usize,
+    /// Where newer snapshots come from (http: each request uses the newest).
+    pub shared: Arc<crate::runtime::Shared>,
     pub opts: Arc<ConnOpts>,
     pub force_stop: watch::Receiver<bool>,
     /// The graceful stop (accepting ends): idle keep-alive connections close.
@@ -51,8 +53,9 @@ impl Conn {
         stops: (watch::Receiver<bool>, watch::Receiver<bool>),
         tracker: mpsc::Sender<()>,
         permits: Permits,
-        (sessions, client): (Arc<crate::sessions::Sessions>, std::net::SocketAddr),
+        (shared, client): (Arc<crate::runtime::Shared>, std::net::SocketAddr),
     ) -> Conn {
+        let sessions = shared.sessions.clone();
         let session = sessions.open(client, rt.frontends[fe].name.clone());
         let counters = &rt.frontends[fe].counters;
         counters.conn_total.inc();
@@ -61,6 +64,7 @@ impl Conn {
         Conn {
             rt,
             fe,
+            shared,
             opts,
             force_stop: stops.0,
             soft_stop: stops.1,

@@ -263,5 +263,7 @@ counter_set! {
         log_dropped: Counter,
         /// Access-log lines written.
         log_lines: Counter,
+        /// Connections closed because a server removed by a reload was still serving them at its backend's `drain_timeout`.
+        drain_cut: Counter,
     }
 }

@@ -88,6 +88,9 @@ pub struct GlobalStats {
     pub threads: u64,
     /// Client connections open now, over every frontend.
     pub conn_cur: u64,
+    /// The last reload: when (Unix seconds), and the generation it made or
+    /// why it was refused.
+    pub last_reload: Option<(u64, Result<u64, String>)>,
     pub base: GlobalValues,
 }
 
@@ -263,6 +266,8 @@ pub struct ServerStats {
     pub down_total_ms: u64,
     /// Seconds since it was last picked (`None`: never).
     pub last_pick_s: Option<u64>,
+    /// Removed by a reload, still draining its connections.
+    pub removed: bool,
     /// Connections open to it now.
     pub conn_cur: u64,
     pub base: ServerValues,
@@ -283,6 +288,7 @@ impl ServerStats {
     /// Why it takes no traffic, in words (empty when it does).
     pub fn reason(&self) -> String {
         match self.status.as_str() {
+            "drain" if self.removed => "removed by a reload: draining its connections".into(),
             "maint" => "maintenance (set by the operator)".into(),
             "drain" => "draining (set by the operator)".into(),
             "down" if self.ejected => "ejected: too many failures in live traffic".into(),

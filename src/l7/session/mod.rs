@@ -171,8 +171,7 @@ fn park_or_keep(client: TcpStream, idle: Idle, conn: Conn) -> Option<(TcpStream,
 
 async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
     // Borrowed from its own handle, so `conn` can go to the park and come back.
-    let rt = conn.rt.clone();
-    let front = &rt.frontends[conn.fe];
+    let mut rt = conn.rt.clone();
     let mut force_stop = conn.force_stop.clone();
     let mut stop_rx = conn.force_stop.clone();
     let stopped = crate::shutdown::stopped(&mut stop_rx);
@@ -186,6 +185,18 @@ async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut co
     // A request was served: the keep-alive deadline starts at the next wait.
     let mut served = false;
     loop {
+        // A reload since the last request: this one follows the new rules
+        // (one atomic load when nothing changed). A frontend gone from the
+        // configuration serves no further request.
+        if conn.shared.generation() != rt.generation {
+            let now = conn.shared.snapshot();
+            let Some(fe) = now.frontend_index(&rt.frontends[conn.fe].name) else {
+                return;
+            };
+            (conn.rt, conn.fe) = (now.clone(), fe);
+            rt = now;
+        }
+        let front = &rt.frontends[conn.fe];
         if cbuf.is_empty() {
             // Wait for the next request. After `idle_park_after` of silence
             // the connection is parked (park.rs) and this task ends, so an

@@ -32,6 +32,10 @@ pub fn render(snap: &Snapshot, collector: &Collector, history: usize) -> Value {
         "maxconn": g.maxconn,
         "conn_cur": g.conn_cur,
         "tick": collector.ticks(),
+        "last_reload": g.last_reload.as_ref().map(|(at, r)| match r {
+            Ok(generation) => json!({ "at": at, "ok": true, "generation": generation }),
+            Err(e) => json!({ "at": at, "ok": false, "error": e }),
+        }),
     });
     let mut counters = Map::new();
     g.base.visit(|f, v| {
@@ -176,6 +180,7 @@ fn server(s: &ServerStats) -> Value {
         "admin": s.admin,
         "health": s.health,
         "ejected": s.ejected,
+        "removed": s.removed,
         "fail_open": s.fail_open,
         "reason": s.reason(),
         "weight": s.weight,
