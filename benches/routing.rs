@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         headers: &headers,
         src: "203.0.113.9".parse().expect("an address"),
         dst_port: 80,
+        tls: None,
     };
     let mut g = c.benchmark_group("route");
     g.measurement_time(Duration::from_secs(2))

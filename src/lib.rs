@@ -38,3 +38,4 @@ pub mod sessions;
 pub mod shutdown;
 pub mod stats;
 pub mod table;
+pub mod tls;

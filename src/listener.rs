@@ -235,8 +235,9 @@ fn spawn_connection(
 }
 
 /// The accept pipeline, the same for both modes: the PROXY header (when the
-/// frontend expects one), then the per-source limits on the real source; TLS
-/// will come next here. `None`: the connection ends (counted).
+/// frontend expects one), the per-source limits on the real source, then the
+/// TLS handshake (when the frontend terminates TLS). `None`: the connection
+/// ends (counted).
 async fn pipeline(
     stream: TcpStream,
     peer: SocketAddr,
@@ -264,8 +265,34 @@ async fn pipeline(
         conn.session.set_client(client);
     }
     let rate_limited = conn.admit_source(client.ip(), local.port()).ok()?;
+    let front = conn.front();
+    let (stream, early) = match &front.tls {
+        None => (Stream::Tcp(stream), early),
+        Some(tls) => {
+            let c = &front.counters;
+            let limit = tls.handshake_timeout;
+            match crate::net::tls::accept(stream, tls.config.clone(), &early, limit).await {
+                Ok(t) => {
+                    c.tls_handshakes.inc();
+                    if t.info.resumed {
+                        c.tls_resumed.inc();
+                    }
+                    (Stream::Tls(Box::new(t)), Vec::new())
+                }
+                Err(e) => {
+                    match e {
+                        crate::net::tls::HandshakeError::Timeout => c.tls_handshake_timeouts.inc(),
+                        crate::net::tls::HandshakeError::Closed => {}
+                        _ => c.tls_handshake_errors.inc(),
+                    }
+                    tracing::debug!(frontend = %front.name, client = %client, error = %e, "TLS handshake failed");
+                    return None;
+                }
+            }
+        }
+    };
     Some(Accepted {
-        stream: Stream::Tcp(stream),
+        stream,
         client,
         local,
         early,

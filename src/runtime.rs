@@ -48,6 +48,9 @@ pub struct FrontendRt {
     pub source_limits: Option<Arc<crate::limits::Limiter>>,
     /// http: the header field carrying each request's id (`[log] request_id`).
     pub request_id: Option<Arc<str>>,
+    /// TLS termination (certificates are the configuration's: a reload
+    /// serves new ones to the next handshake).
+    pub tls: Option<Arc<crate::tls::FrontendTls>>,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -256,6 +259,7 @@ impl Runtime {
                     .clone()
                     .map(|l| Arc::new(crate::limits::Limiter::new(l))),
                 request_id: cfg.log.request_id.as_deref().map(Arc::from),
+                tls: f.tls.clone(),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

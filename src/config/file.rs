@@ -138,6 +138,35 @@ pub struct FrontendFile {
     pub limits: Option<Spanned<LimitsFile>>,
     /// A condition (ACL names) that exempts a source from `limits`.
     pub limits_unless: Option<Spanned<String>>,
+    /// Terminate TLS on every address of this frontend.
+    pub tls: Option<Spanned<TlsFile>>,
+}
+
+/// `tls = { certs = [{ cert = "site.pem", key = "site.key" }], ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certs: Spanned<Vec<Spanned<CertFile>>>,
+    /// The `cert` path served without SNI or for an unknown name (default:
+    /// the first), or "none" to refuse those handshakes.
+    pub default_cert: Option<Spanned<String>>,
+    /// "1.2" (default) or "1.3".
+    pub min_version: Option<Spanned<String>>,
+    /// Protocols offered by ALPN (default `["http/1.1"]` in http mode, none in tcp).
+    pub alpn: Option<Spanned<Vec<String>>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub handshake_timeout: Option<Duration>,
+    /// PEM CA certificates that client certificates must chain to (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// "required" (default with client_ca) or "optional".
+    pub client_auth: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `limits = { conn_per_source = 20, conn_rate_per_source = "10/s", ... }`.
@@ -191,6 +220,13 @@ pub struct AclFile {
     pub cookie: Option<String>,
     pub src: Option<List<String>>,
     pub dst_port: Option<List<u16>>,
+    /// The TLS server name the client asked for (SNI).
+    pub sni: Option<List<String>>,
+    pub sni_suffix: Option<List<String>>,
+    /// The connection is TLS (`true`) or plain (`false`).
+    pub tls: Option<bool>,
+    /// A client certificate was verified (mTLS).
+    pub tls_client_verified: Option<bool>,
     /// header/query/cookie: the value equals one of these.
     pub equals: Option<List<String>>,
     /// header: the value starts with this.

@@ -13,6 +13,7 @@ mod validate;
 mod validate_health;
 mod validate_l7;
 mod validate_obs;
+mod validate_tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -156,6 +157,8 @@ pub struct Frontend {
     pub path: routing::PathOptions,
     /// Per-source limits (see `limits.rs`).
     pub source_limits: Option<routing::SourceLimits>,
+    /// TLS termination (`tls.rs`).
+    pub tls: Option<std::sync::Arc<crate::tls::FrontendTls>>,
 }
 
 /// Header-count and size limits (HAProxy-like defaults).
@@ -329,6 +332,7 @@ pub mod defaults {
     pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
     pub const IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
     pub const WEIGHT: u32 = 1;

@@ -176,6 +176,14 @@ pub enum Matcher {
     },
     Src(Vec<Cidr>),
     DstPort(Vec<u16>),
+    /// The TLS client asked for one of these names (SNI), case-insensitive.
+    Sni(Vec<String>),
+    /// ... for one of these domains or a name under one.
+    SniSuffix(Vec<String>),
+    /// The connection is (`true`) or is not TLS.
+    Tls(bool),
+    /// A client certificate was verified (mTLS), or not.
+    TlsClientVerified(bool),
 }
 
 /// The test applied to a header, query parameter or cookie value.

@@ -521,6 +521,7 @@ impl Validator<'_> {
             rules,
             path: self.path_options(&ctx, f, mode),
             source_limits,
+            tls: f.tls.as_ref().and_then(|t| self.tls(&ctx, t, mode)),
         };
         Some((fe, refs))
     }

@@ -83,6 +83,10 @@ impl Validator<'_> {
             ("cookie", a.cookie.is_some()),
             ("src", a.src.is_some()),
             ("dst_port", a.dst_port.is_some()),
+            ("sni", a.sni.is_some()),
+            ("sni_suffix", a.sni_suffix.is_some()),
+            ("tls", a.tls.is_some()),
+            ("tls_client_verified", a.tls_client_verified.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -94,7 +98,7 @@ impl Validator<'_> {
         let fetch = match fetches.as_slice() {
             [one] => *one,
             [] => {
-                self.err(at, format!("{ctx}: needs one of path, path_prefix, path_suffix, path_regex, host, host_suffix, host_regex, method, header, query, cookie, src, dst_port"));
+                self.err(at, format!("{ctx}: needs one of path, path_prefix, path_suffix, path_regex, host, host_suffix, host_regex, method, header, query, cookie, src, dst_port, sni, sni_suffix, tls, tls_client_verified"));
                 return None;
             }
             many => {
@@ -221,6 +225,24 @@ impl Validator<'_> {
                 }
                 Matcher::Src(v)
             }
+            "sni" | "sni_suffix" => {
+                let list = a.sni.as_ref().or(a.sni_suffix.as_ref())?;
+                let v: Vec<String> = list
+                    .0
+                    .iter()
+                    .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                    .collect();
+                if v.is_empty() {
+                    self.err(at, format!("{ctx}: {fetch} lists no name"));
+                }
+                if fetch == "sni" {
+                    Matcher::Sni(v)
+                } else {
+                    Matcher::SniSuffix(v)
+                }
+            }
+            "tls" => Matcher::Tls(a.tls?),
+            "tls_client_verified" => Matcher::TlsClientVerified(a.tls_client_verified?),
             _ => {
                 let v = a.dst_port.as_ref()?.0.clone();
                 if v.is_empty() {

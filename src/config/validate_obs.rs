@@ -217,7 +217,7 @@ impl Validator<'_> {
     }
 
     /// A path relative to the config file's directory.
-    fn relative(&self, p: &str) -> PathBuf {
+    pub(super) fn relative(&self, p: &str) -> PathBuf {
         Path::new(self.file)
             .parent()
             .unwrap_or(Path::new("."))

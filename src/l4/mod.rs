@@ -23,7 +23,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
     let mut force_stop = conn.force_stop.clone();
     let front = conn.front();
     let backend = &conn.rt.backends[front.backend];
-    let client = a.stream.tcp();
+    let client = &a.stream;
     let (src, dst) = (a.client, a.local);
 
     let now = Instant::now();

@@ -17,6 +17,8 @@ pub struct ReqView<'a> {
     pub headers: &'a [httparse::Header<'a>],
     pub src: IpAddr,
     pub dst_port: u16,
+    /// What the TLS handshake settled (`None`: plain TCP).
+    pub tls: Option<&'a crate::net::tls::TlsInfo>,
 }
 
 impl ReqView<'_> {
@@ -91,6 +93,19 @@ pub fn matches(m: &Matcher, r: &ReqView<'_>) -> bool {
         Matcher::Cookie { name, test } => r.cookie(name).is_some_and(|v| test_value(test, v)),
         Matcher::Src(blocks) => blocks.iter().any(|b| b.contains(r.src)),
         Matcher::DstPort(ports) => ports.contains(&r.dst_port),
+        Matcher::Sni(names) => r
+            .tls
+            .and_then(|t| t.sni.as_deref())
+            .is_some_and(|s| names.iter().any(|n| n.eq_ignore_ascii_case(s))),
+        Matcher::SniSuffix(suffixes) => r.tls.and_then(|t| t.sni.as_deref()).is_some_and(|s| {
+            suffixes.iter().any(|v| {
+                let v = v.trim_start_matches('.');
+                s.eq_ignore_ascii_case(v)
+                    || (ends_with_nocase(s, v) && s.as_bytes()[s.len() - v.len() - 1] == b'.')
+            })
+        }),
+        Matcher::Tls(want) => r.tls.is_some() == *want,
+        Matcher::TlsClientVerified(want) => r.tls.is_some_and(|t| t.client_verified) == *want,
     }
 }
 
@@ -152,6 +167,7 @@ mod tests {
             headers,
             src: "10.1.2.3".parse().unwrap(),
             dst_port: 8080,
+            tls: None,
         }
     }
 

@@ -2,8 +2,6 @@
 //! 429s and 408s, with the frontend's error files, and the reason phrase of
 //! every status. Each one is counted by class in `http_responses`.
 
-use tokio::net::TcpStream;
-
 use crate::runtime::FrontendRt;
 
 /// The reason phrase fulcrum writes for a status: RFC 9110's, and the common
@@ -114,7 +112,11 @@ pub fn canned(
 }
 
 /// Send a small error response and close (the request body, if any, was not read).
-pub async fn error_reply(client: &TcpStream, front: &FrontendRt, status: u16) {
+pub async fn error_reply<C: crate::net::io::Io + ?Sized>(
+    client: &C,
+    front: &FrontendRt,
+    status: u16,
+) {
     let msg = canned(front, status, "", None, true);
     let _ = crate::net::io::write_all(client, &msg, Some(front.client_timeout), |_| {}).await;
 }

@@ -168,6 +168,8 @@ pub struct Forwarding<'a> {
     pub x_forwarded: bool,
     /// RFC 7239 `Forwarded`.
     pub forwarded: bool,
+    /// The client came over TLS: `proto=https`.
+    pub https: bool,
     /// The request id's field name and value (`[log] request_id`): the
     /// client's own field of that name is replaced.
     pub request_id: Option<(&'a str, u64)>,
@@ -317,13 +319,20 @@ fn push_forwarding(out: &mut Vec<u8>, front: Forwarding<'_>, peer: SocketAddr, x
         }
         // Formatted straight into the head: no string per request.
         let _ = write!(out, "{}", peer.ip());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        out.extend_from_slice(if front.https {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
     }
     if front.forwarded {
         // RFC 7239: an IPv6 address is quoted and bracketed.
+        let proto = if front.https { "https" } else { "http" };
         let _ = match peer.ip() {
-            std::net::IpAddr::V4(ip) => write!(out, "forwarded: for={ip};proto=http\r\n"),
-            std::net::IpAddr::V6(ip) => write!(out, "forwarded: for=\"[{ip}]\";proto=http\r\n"),
+            std::net::IpAddr::V4(ip) => write!(out, "forwarded: for={ip};proto={proto}\r\n"),
+            std::net::IpAddr::V6(ip) => {
+                write!(out, "forwarded: for=\"[{ip}]\";proto={proto}\r\n")
+            }
         };
     }
 }

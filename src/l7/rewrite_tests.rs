@@ -15,6 +15,7 @@ fn forward(raw: &[u8]) -> Req {
         .unwrap();
     let n = headers.iter().position(|h| h.name.is_empty()).unwrap();
     let fwd = Forwarding {
+        https: false,
         x_forwarded: true,
         forwarded: false,
         request_id: None,
@@ -315,6 +316,7 @@ fn parse_serialise_reparse_gives_the_same_message() {
         accepted += 1;
         let n = headers.iter().position(|h| h.name.is_empty()).unwrap();
         let fwd = Forwarding {
+            https: false,
             x_forwarded: true,
             forwarded: true,
             request_id: None,
@@ -379,6 +381,7 @@ fn the_request_id_replaces_the_clients_own() {
         .unwrap();
     let n = headers.iter().position(|h| h.name.is_empty()).unwrap();
     let fwd = Forwarding {
+        https: false,
         x_forwarded: false,
         forwarded: false,
         request_id: Some(("x-request-id", 0xabc)),

@@ -180,6 +180,7 @@ mod tests {
             headers: &[],
             src: src.parse().unwrap(),
             dst_port: 80,
+            tls: None,
         }
     }
 

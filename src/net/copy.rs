@@ -2,18 +2,16 @@
 //! fallback when splice(2) is off (`global.splice = false`) or unavailable; same
 //! contract as `splice::pump`.
 
-use tokio::net::TcpStream;
-
-use super::io::{self, Failed};
+use super::io::{self, Failed, Io};
 use super::pump::{Activity, DirError, Tally};
 
 const BUF: usize = 64 * 1024;
 
 /// Move bytes from `src` to `dst` until `src` reaches end of stream.
 /// Returns the number of bytes delivered to `dst`.
-pub async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+pub async fn pump<S: Io + ?Sized, D: Io + ?Sized>(
+    src: &S,
+    dst: &D,
     act: &Activity,
     tally: &Tally<'_>,
 ) -> Result<u64, DirError> {
@@ -32,8 +30,8 @@ pub async fn pump(
 }
 
 /// Write all of `data` to `dst`, counting it in `tally` if given.
-pub async fn write_all(
-    dst: &TcpStream,
+pub async fn write_all<D: Io + ?Sized>(
+    dst: &D,
     data: &[u8],
     act: &Activity,
     tally: Option<&Tally<'_>>,

@@ -9,6 +9,58 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
+/// A byte stream the modes read and write: a plain socket, or a TLS session
+/// over one (`Stream`). Non-blocking calls plus readiness, like tokio's
+/// `TcpStream`, which implements it by forwarding.
+pub trait Io: Sync {
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Bytes taken; a TLS session may hold some of them encrypted until a
+    /// `try_flush` (which `write_all` does).
+    fn try_write(&self, data: &[u8]) -> io::Result<usize>;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Send what this layer holds (TLS records): `Ok(true)` once nothing is left.
+    fn try_flush(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// The socket underneath.
+    fn socket(&self) -> &TcpStream;
+    /// The socket, when bytes on it are the payload itself (splice, parking).
+    fn plain(&self) -> Option<&TcpStream>;
+    /// End the sending side (a TLS session says close_notify first).
+    fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(self.socket()).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Io for TcpStream {
+    #[inline]
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+    #[inline]
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+    #[inline]
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, data)
+    }
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::writable(self)
+    }
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
 /// Why a read or write with a limit did not complete.
 #[derive(Debug)]
 pub enum Failed {
@@ -54,11 +106,15 @@ pub fn single_threaded() -> bool {
 /// (edge-triggered) event, so nothing is missed. Only on a current-thread
 /// runtime (the per-core default), where the I/O driver never runs while this
 /// task does, so no event can be cleared unseen between the read and the clear.
-pub fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub fn read_some<S: Io + ?Sized>(s: &S, buf: &mut Vec<u8>) -> io::Result<usize> {
     let room = buf.capacity() - buf.len();
     let n = s.try_read_buf(buf)?;
-    if n > 0 && n < room && single_threaded() {
-        let _ = s.try_io(tokio::io::Interest::READABLE, || {
+    if n > 0
+        && n < room
+        && let Some(tcp) = s.plain()
+        && single_threaded()
+    {
+        let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
             Err::<(), _>(io::ErrorKind::WouldBlock.into())
         });
     }
@@ -68,7 +124,7 @@ pub fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// Append what `s` has to `buf`, waiting for readable bytes up to `limit`.
 /// `Ok(0)` = end of stream. A buffer with less than 1 KiB of room is grown
 /// (`buf::grow`) only once bytes are there.
-pub async fn fill(s: &TcpStream, buf: &mut Vec<u8>, limit: Limit) -> Result<usize, Failed> {
+pub async fn fill<S: Io + ?Sized>(s: &S, buf: &mut Vec<u8>, limit: Limit) -> Result<usize, Failed> {
     let mut deadline = None;
     loop {
         if buf.capacity() - buf.len() >= 1024 {
@@ -98,7 +154,7 @@ pub async fn fill(s: &TcpStream, buf: &mut Vec<u8>, limit: Limit) -> Result<usiz
 }
 
 /// Read into `buf` once bytes are there (`Ok(0)` = end of stream).
-pub async fn read(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub async fn read<S: Io + ?Sized>(s: &S, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match s.try_read(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.readable().await?,
@@ -109,23 +165,34 @@ pub async fn read(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Write all of `data`, giving up after `limit` without progress (never, with
 /// `None`); `wrote` hears of every chunk the socket took.
-pub async fn write_all(
-    s: &TcpStream,
+pub async fn write_all<S: Io + ?Sized>(
+    s: &S,
     mut data: &[u8],
     limit: Option<Duration>,
     mut wrote: impl FnMut(usize),
 ) -> Result<(), Failed> {
     let mut deadline = None;
-    while !data.is_empty() {
-        // Try first: a socket with room takes the bytes without a wait or a timer.
-        match s.try_write(data) {
-            Ok(n) => {
-                data = &data[n..];
-                wrote(n);
-                continue;
+    loop {
+        if data.is_empty() {
+            // A TLS session sends the records it still holds.
+            match s.try_flush() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Failed::Io(e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(Failed::Io(e)),
+        }
+        // Try first: a socket with room takes the bytes without a wait or a timer.
+        if !data.is_empty() {
+            match s.try_write(data) {
+                Ok(n) => {
+                    data = &data[n..];
+                    wrote(n);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Failed::Io(e)),
+            }
         }
         let ready = match limit {
             None => s.writable().await,
@@ -139,10 +206,9 @@ pub async fn write_all(
         };
         ready.map_err(Failed::Io)?;
     }
-    Ok(())
 }
 
 /// Abort a socket: close with RST instead of FIN.
-pub fn reset(s: &TcpStream) {
-    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+pub fn reset<S: Io + ?Sized>(s: &S) {
+    let _ = socket2::SockRef::from(s.socket()).set_linger(Some(Duration::ZERO));
 }

@@ -4,9 +4,9 @@
 //! splice/copy pumps (`pump`, `splice`, `copy`), the PROXY protocol codec and
 //! the random draw.
 //!
-//! `Stream` is a closed enum with one `Tcp` arm now and room for a `Tls` arm:
-//! splice is offered only where both ends are plain TCP, as HAProxy's transport
-//! layer offers pipes only on raw sockets.
+//! `Stream` is a closed enum, a `Tcp` arm and a `Tls` arm (`tls`), both read
+//! and written through `io::Io`: splice is offered only where both ends are
+//! plain TCP, as HAProxy's transport layer offers pipes only on raw sockets.
 
 pub mod buf;
 pub mod conn;
@@ -16,6 +16,7 @@ pub mod proxy_protocol;
 pub mod pump;
 pub mod rand;
 pub mod splice;
+pub mod tls;
 
 pub use conn::{Conn, ConnOpts};
 
@@ -27,19 +28,78 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
+    Tls(Box<tls::TlsConn>),
 }
 
 impl Stream {
-    /// The plain TCP socket (every stream is one until TLS lands).
-    pub fn tcp(&self) -> &TcpStream {
+    /// What the TLS handshake settled (`None`: plain TCP).
+    pub fn tls(&self) -> Option<&tls::TlsInfo> {
         match self {
-            Stream::Tcp(s) => s,
+            Stream::Tcp(_) => None,
+            Stream::Tls(t) => Some(&t.info),
         }
     }
+}
 
-    pub fn into_tcp(self) -> TcpStream {
+impl io::Io for Stream {
+    #[inline]
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Tls(t) => t.try_read_buf(buf),
+        }
+    }
+    #[inline]
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Tls(t) => io::Io::try_read(&**t, buf),
+        }
+    }
+    #[inline]
+    fn try_write(&self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(data),
+            Stream::Tls(t) => io::Io::try_write(&**t, data),
+        }
+    }
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Tls(t) => io::Io::readable(&**t).await,
+        }
+    }
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Tls(t) => io::Io::writable(&**t).await,
+        }
+    }
+    #[inline]
+    fn try_flush(&self) -> std::io::Result<bool> {
+        match self {
+            Stream::Tcp(_) => Ok(true),
+            Stream::Tls(t) => t.try_flush(),
+        }
+    }
+    #[inline]
+    fn socket(&self) -> &TcpStream {
         match self {
             Stream::Tcp(s) => s,
+            Stream::Tls(t) => t.socket(),
+        }
+    }
+    #[inline]
+    fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(_) => None,
+        }
+    }
+    fn shutdown_write(&self) {
+        match self {
+            Stream::Tcp(s) => io::Io::shutdown_write(s),
+            Stream::Tls(t) => t.shutdown_write(),
         }
     }
 }

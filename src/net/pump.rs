@@ -2,15 +2,12 @@
 //! the idle timeout and the forced stop at the end of a graceful shutdown.
 
 use std::io;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use socket2::SockRef;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::io::reset;
+use super::io::{Io, reset};
 use super::{copy, splice};
 use crate::runtime::{BackendRt, FrontendRt};
 use crate::server::Server;
@@ -137,26 +134,28 @@ pub struct PumpOpts {
     pub idle: Duration,
 }
 
-async fn direction(
-    src: &TcpStream,
-    dst: &TcpStream,
+async fn direction<S: Io + ?Sized, D: Io + ?Sized>(
+    src: &S,
+    dst: &D,
     opts: &PumpOpts,
     act: &Activity,
     tally: &Tally<'_>,
 ) -> Result<u64, DirError> {
+    // Splice only between two plain sockets: TLS bytes must be decrypted.
     if opts.splice
+        && let (Some(s), Some(d)) = (src.plain(), dst.plain())
         && let Ok(pipe) = splice::Pipe::new()
     {
-        return splice::pump(src, dst, &pipe, act, tally).await;
+        return splice::pump(s, d, &pipe, act, tally).await;
     }
     copy::pump(src, dst, act, tally).await
 }
 
 /// Pump until both directions are done, one side fails, the connection idles out,
 /// or `force_stop` turns true.
-pub async fn run(
-    client: &TcpStream,
-    server: &TcpStream,
+pub async fn run<C: Io + ?Sized, S: Io + ?Sized>(
+    client: &C,
+    server: &S,
     opts: &PumpOpts,
     up: &Tally<'_>,
     down: &Tally<'_>,
@@ -183,7 +182,7 @@ pub async fn run(
                 Ok(_) => {
                     up_done = true;
                     // Half-close: the client is done sending; the server may still answer.
-                    let _ = SockRef::from(server).shutdown(Shutdown::Write);
+                    server.shutdown_write();
                 }
                 Err(DirError::Read(_)) => { reset(server); return End::ClientError; }
                 Err(DirError::Write(_)) => { reset(client); return End::ServerError; }
@@ -191,7 +190,7 @@ pub async fn run(
             r = &mut s2c, if !down_done => match r {
                 Ok(_) => {
                     down_done = true;
-                    let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                    client.shutdown_write();
                 }
                 Err(DirError::Read(_)) => { reset(client); return End::ServerError; }
                 Err(DirError::Write(_)) => { reset(server); return End::ClientError; }

@@ -42,6 +42,14 @@ counter_set! {
         http_idle_parked: Gauge,
         /// http: times an idle client connection was parked.
         http_idle_parks: Counter,
+        /// tls: handshakes completed.
+        tls_handshakes: Counter,
+        /// tls: of those, sessions resumed (ticket or cache).
+        tls_resumed: Counter,
+        /// tls: handshakes that failed (no shared version or cipher, unknown SNI with no default, a client certificate refused, garbage).
+        tls_handshake_errors: Counter,
+        /// tls: handshakes not done within `handshake_timeout`.
+        tls_handshake_timeouts: Counter,
     }
 }
 

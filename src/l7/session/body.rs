@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{Exchange, Stop};
 use crate::l7::chunked::ChunkedDecoder;
-use crate::net::io::{self, Limit};
+use crate::net::io::{self, Io, Limit};
 use crate::net::pump::{self, Activity, PumpOpts};
 use crate::net::{buf, copy, splice};
 use crate::runtime::BackendRt;
@@ -36,9 +36,9 @@ pub enum RelayError {
 /// inactivity); `moved` counts the bytes delivered. With `splice`, the part of
 /// a Content-Length body past the buffer goes socket to socket through a kernel
 /// pipe when it is larger than a large buffer (`global.splice`).
-pub async fn relay(
-    src: &TcpStream,
-    dst: &TcpStream,
+pub async fn relay<S: Io + ?Sized, D: Io + ?Sized>(
+    src: &S,
+    dst: &D,
     buf: &mut Vec<u8>,
     body: Body,
     deadlines: (std::time::Duration, std::time::Duration),
@@ -51,8 +51,11 @@ pub async fn relay(
     };
     let mut dec = ChunkedDecoder::default();
     let room = (buf.capacity() - buf.len()) as u64;
-    let spliced =
-        splice && matches!(body, Body::Length(n) if n > buf.len() as u64 + buf::LARGE as u64);
+    // Splice only between two plain sockets (TLS bytes are decrypted here).
+    let plain = src.plain().zip(dst.plain());
+    let spliced = splice
+        && plain.is_some()
+        && matches!(body, Body::Length(n) if n > buf.len() as u64 + buf::LARGE as u64);
     if !spliced && !matches!(body, Body::Length(n) if n <= buf.len() as u64 + room) {
         // More than the buffer holds: stream through a large one.
         buf::to_large(buf);
@@ -94,7 +97,7 @@ pub async fn relay(
         if done {
             return Ok(());
         }
-        if spliced {
+        if spliced && let Some((src, dst)) = plain {
             // The buffer is empty (it held less than the body): the rest,
             // exactly, without copies.
             return splice::exact(src, dst, left, deadlines, moved)

@@ -96,7 +96,8 @@ impl<'a> Exchange<'a> {
         };
         loop {
             if !cbuf.is_empty() {
-                match route::request_step(cbuf, self.peer, front, self.backends) {
+                match route::request_step(cbuf, self.peer, self.client.tls(), front, self.backends)
+                {
                     Ok(Some(parsed)) => return Ok(parsed),
                     Ok(None) => {}
                     Err(e) => return Err(self.reject(e, cbuf).await),

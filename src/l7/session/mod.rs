@@ -29,8 +29,8 @@ use tokio::time::{Instant as TokioInstant, timeout_at};
 use super::park;
 use super::reply::error_reply;
 use crate::net::buf::Buf;
-use crate::net::io::{Failed, Limit};
-use crate::net::{Accepted, Conn, ConnOpts};
+use crate::net::io::{Failed, Io, Limit};
+use crate::net::{Accepted, Conn, ConnOpts, Stream};
 use crate::runtime::{BackendRt, FrontendRt};
 pub use route::Peer;
 
@@ -48,7 +48,7 @@ enum Stop {
 
 /// What one exchange works with: the connection's ends and settings.
 struct Exchange<'a> {
-    client: &'a TcpStream,
+    client: &'a Stream,
     peer: Peer,
     front: &'a FrontendRt,
     backends: &'a [BackendRt],
@@ -75,8 +75,8 @@ const LINGER_BYTES: usize = 1 << 20;
 /// can make the client lose the answer before reading it (as nginx's
 /// `lingering_close` guards against): so end our side (FIN) and read and
 /// discard until the client closes, for at most `LINGER` and `LINGER_BYTES`.
-async fn linger(s: &TcpStream) {
-    let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+async fn linger(s: &Stream) {
+    s.shutdown_write();
     let until = TokioInstant::now() + LINGER;
     let mut left = LINGER_BYTES;
     let mut buf = Buf::take();
@@ -102,7 +102,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
         deadline: TokioInstant::now() + conn.front().http_request_timeout,
         parkable: true,
     };
-    serve_from(a.stream.into_tcp(), idle, Buf::from_vec(a.early), conn).await;
+    serve_from(a.stream, idle, Buf::from_vec(a.early), conn).await;
 }
 
 /// Where a connection stands between two requests: what parking keeps of it.
@@ -118,7 +118,7 @@ pub struct Idle {
 
 /// Go on serving a connection the park gave back (it is readable).
 pub async fn run(client: TcpStream, idle: Idle, conn: Conn) {
-    serve_from(client, idle, Buf::default(), conn).await;
+    serve_from(Stream::Tcp(client), idle, Buf::default(), conn).await;
 }
 
 /// What waiting for the next request came to.
@@ -138,7 +138,7 @@ enum Waited {
 /// readable before any byte arrived: that read finds nothing and the buffer is
 /// given back), so the exchange never starts, and allocates, for an idle
 /// connection.
-async fn wait_request(client: &TcpStream, until: TokioInstant, park: bool) -> Waited {
+async fn wait_request(client: &Stream, until: TokioInstant, park: bool) -> Waited {
     let wait = async {
         loop {
             client.readable().await?;
@@ -159,17 +159,25 @@ async fn wait_request(client: &TcpStream, until: TokioInstant, park: bool) -> Wa
 }
 
 /// Park the connection (its task then ends: `None`), or, when it cannot be
-/// parked, give it back to go on here, never trying again.
-fn park_or_keep(client: TcpStream, idle: Idle, conn: Conn) -> Option<(TcpStream, Idle, Conn)> {
+/// parked (a TLS session is not: its state lives here), give it back to go on
+/// here, never trying again.
+fn park_or_keep(client: Stream, mut idle: Idle, conn: Conn) -> Option<(Stream, Idle, Conn)> {
+    let client = match client {
+        Stream::Tcp(s) => s,
+        tls => {
+            idle.parkable = false;
+            return Some((tls, idle, conn));
+        }
+    };
     let std = client.into_std().ok()?;
     let back = park::park(std, idle, conn).err()?;
     let (std, mut idle, conn) = *back;
     idle.parkable = false;
     let client = TcpStream::from_std(std).ok()?;
-    Some((client, idle, conn))
+    Some((Stream::Tcp(client), idle, conn))
 }
 
-async fn serve_from(mut client: TcpStream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
+async fn serve_from(mut client: Stream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
     // Borrowed from its own handle, so `conn` can go to the park and come back.
     let mut rt = conn.rt.clone();
     let mut force_stop = conn.force_stop.clone();

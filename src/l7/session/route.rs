@@ -64,6 +64,7 @@ pub struct Said {
 pub fn request_step<'r>(
     cbuf: &mut Vec<u8>,
     peer: Peer,
+    tls: Option<&crate::net::tls::TlsInfo>,
     front: &'r FrontendRt,
     backends: &'r [BackendRt],
 ) -> Result<Option<Parsed<'r>>, HeadError> {
@@ -86,7 +87,14 @@ pub fn request_step<'r>(
         .unwrap_or(headers.len());
     let parsed = match rate_limit(&head, peer, front) {
         Some(answer) => answer,
-        None => route(&head, &headers[..n], peer, front, backends, match_only),
+        None => route(
+            &head,
+            &headers[..n],
+            (peer, tls),
+            front,
+            backends,
+            match_only,
+        ),
     };
     let len = head.len;
     cbuf.drain(..len);
@@ -156,7 +164,7 @@ fn rate_limit<'r>(head: &codec::Head<'_>, peer: Peer, front: &FrontendRt) -> Opt
 fn route<'r>(
     head: &codec::Head<'_>,
     headers: &[httparse::Header<'_>],
-    peer: Peer,
+    (peer, tls): (Peer, Option<&crate::net::tls::TlsInfo>),
     front: &'r FrontendRt,
     backends: &'r [BackendRt],
     match_only: Option<String>,
@@ -175,6 +183,7 @@ fn route<'r>(
         headers,
         src: peer.client.ip(),
         dst_port: peer.local.port(),
+        tls,
     };
     let draw = crate::net::rand::fastrand_u64();
     let d = rules::decide(&front.rules, &front.acls, &view, front.backend, draw);
@@ -202,6 +211,7 @@ fn route<'r>(
     let fwd = Forwarding {
         x_forwarded: front.x_forwarded,
         forwarded: front.forwarded,
+        https: tls.is_some(),
         request_id: front
             .request_id
             .as_deref()
@@ -340,7 +350,7 @@ servers = [{{ name = "s", address = "127.0.0.1:2" }}]
 
     fn step<'r>(rt: &'r Runtime, raw: &[u8]) -> (Result<Option<Parsed<'r>>, HeadError>, Vec<u8>) {
         let mut buf = raw.to_vec();
-        let r = request_step(&mut buf, PEER, &rt.frontends[0], &rt.backends);
+        let r = request_step(&mut buf, PEER, None, &rt.frontends[0], &rt.backends);
         (r, buf)
     }
 

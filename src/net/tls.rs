@@ -1,0 +1,277 @@
+//! The TLS arm of `Stream`: a rustls server session driven over a non-blocking
+//! socket, with the same calls as the plain arm (`Io`), so both modes read
+//! and write it unchanged. rustls is a state machine without I/O: bytes read
+//! from the socket go in (`read_tls`), records to send come out (`write_tls`),
+//! plaintext sits between. The session is behind an uncontended mutex so the
+//! two directions of a tunnel can share it; no lock is held across a wait.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustls::ServerConnection;
+use tokio::net::TcpStream;
+
+use super::io::Io;
+
+/// Encrypted output held before writes report `WouldBlock` (back-pressure).
+const MAX_PENDING: usize = 64 * 1024;
+
+/// What the handshake settled, for routing and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The name the client asked for (SNI), lower-cased.
+    pub sni: Option<Box<str>>,
+    /// A client certificate was presented and verified (mTLS).
+    pub client_verified: bool,
+    /// "TLSv1.2" or "TLSv1.3".
+    pub version: &'static str,
+    /// The session was resumed (ticket or cache).
+    pub resumed: bool,
+}
+
+/// A TLS session on a socket, past its handshake.
+pub struct TlsConn {
+    tcp: TcpStream,
+    tls: Mutex<ServerConnection>,
+    pub info: TlsInfo,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn").field("info", &self.info).finish()
+    }
+}
+
+/// The socket as `Read`/`Write` for rustls, non-blocking.
+struct Sock<'a>(&'a TcpStream);
+
+impl Read for Sock<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Sock<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.try_write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS handshake: {0}")]
+    Io(#[from] io::Error),
+    #[error("TLS handshake: not done within the handshake timeout")]
+    Timeout,
+    #[error("TLS handshake: the client closed")]
+    Closed,
+}
+
+/// Send every record `c` holds, waiting for the socket as needed.
+async fn flush_all(tcp: &TcpStream, c: &mut ServerConnection) -> io::Result<()> {
+    while c.wants_write() {
+        match c.write_tls(&mut Sock(tcp)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Run the server side of a handshake on `tcp` (after `early`, bytes already
+/// read from it, such as those past a PROXY header), within `limit`.
+pub async fn accept(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    early: &[u8],
+    limit: Duration,
+) -> Result<TlsConn, HandshakeError> {
+    let mut c = ServerConnection::new(config)?;
+    c.set_buffer_limit(Some(MAX_PENDING));
+    let mut early = early;
+    while !early.is_empty() {
+        c.read_tls(&mut early)?;
+        c.process_new_packets()?;
+    }
+    let run = async {
+        loop {
+            flush_all(&tcp, &mut c).await?;
+            if !c.is_handshaking() {
+                return Ok(());
+            }
+            match c.read_tls(&mut Sock(&tcp)) {
+                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(_) => {
+                    if let Err(e) = c.process_new_packets() {
+                        // The alert that says why, best effort.
+                        let _ = c.write_tls(&mut Sock(&tcp));
+                        return Err(e.into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.readable().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    match tokio::time::timeout(limit, run).await {
+        Err(_) => return Err(HandshakeError::Timeout),
+        Ok(r) => r?,
+    }
+    let info = TlsInfo {
+        sni: c.server_name().map(|s| s.to_ascii_lowercase().into()),
+        client_verified: c.peer_certificates().is_some_and(|p| !p.is_empty()),
+        version: match c.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        },
+        resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+    };
+    Ok(TlsConn {
+        tcp,
+        tls: Mutex::new(c),
+        info,
+    })
+}
+
+impl TlsConn {
+    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+        self.tls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send what can go now: `Ok(true)` once nothing is held.
+    fn push(&self, c: &mut ServerConnection) -> io::Result<bool> {
+        while c.wants_write() {
+            match c.write_tls(&mut Sock(&self.tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Plaintext ready to read, or the session's end (`Some(0)`), reading
+    /// records from the socket as needed; `WouldBlock` when it has none.
+    fn ready_plaintext(&self, c: &mut ServerConnection) -> io::Result<usize> {
+        loop {
+            let state = c.process_new_packets().map_err(|e| {
+                let _ = c.write_tls(&mut Sock(&self.tcp));
+                tls_error(e)
+            })?;
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                return Ok(n);
+            }
+            if state.peer_has_closed() {
+                return Ok(0);
+            }
+            // Records rustls produced on its own (alerts, key updates).
+            self.push(c)?;
+            match c.read_tls(&mut Sock(&self.tcp)) {
+                // The socket ended (with or without close_notify): the end.
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether plaintext (or the end) is waiting without reading the socket.
+    fn buffered(&self) -> bool {
+        let mut c = self.lock();
+        c.process_new_packets()
+            .map(|s| s.plaintext_bytes_to_read() > 0 || s.peer_has_closed())
+            .unwrap_or(true)
+    }
+}
+
+impl Io for TlsConn {
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let mut c = self.lock();
+        let avail = self.ready_plaintext(&mut c)?;
+        let room = buf.capacity() - buf.len();
+        let n = avail.min(room);
+        if n == 0 {
+            return Ok(0);
+        }
+        // Only as much as is there is zeroed, then filled.
+        let len = buf.len();
+        buf.resize(len + n, 0);
+        let got = c.reader().read(&mut buf[len..]);
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        };
+        buf.truncate(len + got);
+        Ok(got)
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut c = self.lock();
+        if self.ready_plaintext(&mut c)? == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        c.reader().read(buf)
+    }
+
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        let mut c = self.lock();
+        self.push(&mut c)?;
+        let n = c.writer().write(data)?;
+        self.push(&mut c)?;
+        if n == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        if self.buffered() {
+            return Ok(());
+        }
+        self.tcp.readable().await
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        if !self.lock().wants_write() {
+            return Ok(());
+        }
+        self.tcp.writable().await
+    }
+
+    fn try_flush(&self) -> io::Result<bool> {
+        let mut c = self.lock();
+        self.push(&mut c)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
+
+    fn shutdown_write(&self) {
+        let mut c = self.lock();
+        c.send_close_notify();
+        let _ = self.push(&mut c);
+        let _ = socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
+    }
+}
