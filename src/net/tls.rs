@@ -198,6 +198,20 @@ impl TlsConn {
     }
 }
 
+impl Drop for TlsConn {
+    /// The session ends with close_notify (best effort, without waiting):
+    /// clients such as OpenSSL 3 take a bare TCP close for a truncation.
+    fn drop(&mut self) {
+        let c = self.tls.get_mut().unwrap_or_else(|e| e.into_inner());
+        c.send_close_notify();
+        while c.wants_write() {
+            if c.write_tls(&mut Sock(&self.tcp)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 impl Io for TlsConn {
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let mut c = self.lock();
