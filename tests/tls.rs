@@ -1,0 +1,676 @@
+//! TLS termination through real sockets: certificates made at test time
+//! (rcgen, a test CA), a rustls client and real ones (curl, openssl
+//! s_client), the daemon in front of the test origins.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::*;
+
+/// A test CA and what it signs, as PEM files in `dir`.
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fulcrum test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`, written as `{file}.pem` and `{file}.key`;
+    /// `days` of validity from now (negative: expired).
+    fn leaf(&self, dir: &Path, file: &str, names: &[&str], days: i64) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        if days < 0 {
+            params.not_before = now - time::Duration::days(30);
+        }
+        params.not_after = now + time::Duration::days(days);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    }
+}
+
+/// How a test client connects.
+#[derive(Clone)]
+struct Client {
+    roots: Arc<rustls::RootCertStore>,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    /// A client certificate (PEM cert, PEM key).
+    identity: Option<(String, String)>,
+}
+
+impl Client {
+    fn new(ca: &Ca) -> Client {
+        Client {
+            roots: Arc::new(ca.roots()),
+            versions: rustls::ALL_VERSIONS,
+            identity: None,
+        }
+    }
+
+    fn config(&self) -> Arc<rustls::ClientConfig> {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(self.versions)
+            .unwrap()
+            .with_root_certificates(self.roots.clone());
+        let mut c = match &self.identity {
+            None => b.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(|c| c.unwrap())
+                    .collect();
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    }
+
+    /// Connect with `sni`, send `requests` (GETs on one connection) and read
+    /// until the server closes. Err: the handshake or the exchange failed.
+    fn get(&self, addr: SocketAddr, sni: &str, paths: &[&str]) -> Result<Got, String> {
+        let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(self.config(), name).map_err(|e| e.to_string())?;
+        let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut req = String::new();
+        for (i, p) in paths.iter().enumerate() {
+            let close = if i + 1 == paths.len() {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            req.push_str(&format!("GET {p} HTTP/1.1\r\nHost: {sni}\r\n{close}\r\n"));
+        }
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if out.is_empty() => return Err(e.to_string()),
+            Err(_) => {}
+        }
+        let leaf = s
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first().cloned())
+            .ok_or("no server certificate")?;
+        Ok(Got {
+            text: String::from_utf8_lossy(&out).into_owned(),
+            names: names_of(&leaf),
+            version: s.conn.protocol_version(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Got {
+    text: String,
+    /// The DNS names of the certificate the server presented.
+    names: Vec<String>,
+    version: Option<rustls::ProtocolVersion>,
+}
+
+fn names_of(der: &CertificateDer<'_>) -> Vec<String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let san = x.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Run a blocking client off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn conf(origin: SocketAddr, tls: &str) -> String {
+    format!(
+        r#"
+[[frontend]]
+name = "https"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+tls = {{ {tls} }}
+
+[[backend]]
+name = "app"
+servers = [{{ name = "a", address = "{origin}" }}]
+"#
+    )
+}
+
+/// Start the daemon on `text` as `dir/fulcrum.toml` (so relative paths are
+/// the test directory's).
+fn start_in(dir: &TempDir, text: &str) -> fulcrum::daemon::Running {
+    start_as(dir, "fulcrum.toml", text)
+}
+
+/// The same, as `dir/name`.
+fn start_as(dir: &TempDir, name: &str, text: &str) -> fulcrum::daemon::Running {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    start_named(file.to_str().unwrap(), text)
+}
+
+#[tokio::test]
+async fn a_request_over_tls_reaches_the_origin_marked_https_and_is_counted() {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-basic");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let d = start_in(
+            &dir,
+            &conf(
+                o.addr,
+                r#"certs = [{ cert = "site.pem", key = "site.key" }]"#,
+            ),
+        );
+        let addr = d.addr("https").unwrap();
+        let c = Client::new(&ca);
+        let got = blocking(move || c.get(addr, "site.test", &["/one", "/two"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.text.matches("HTTP/1.1 200 OK").count(),
+            2,
+            "{}",
+            got.text
+        );
+        assert!(got.text.ends_with("a\n"), "{}", got.text);
+        assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_3));
+        let head = o.last();
+        assert!(head.starts_with("GET /two HTTP/1.1"), "{head}");
+        assert!(head.contains("x-forwarded-proto: https"), "{head}");
+        let f = d.stats().frontend("https").unwrap().clone();
+        assert_eq!(f.tls_handshakes, 1);
+        assert_eq!(f.http_requests, 2);
+        // Not TLS at all: the handshake fails, counted.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut sink).await;
+        assert!(!String::from_utf8_lossy(&sink).contains("200 OK"));
+        eventually(5, "the failed handshake counted", || {
+            d.stats().frontend("https").unwrap().tls_handshake_errors == 1
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate_wildcards_included_and_unknown_names_get_the_default_or_nothing()
+ {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-sni");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "one", &["one.test"], 30);
+        ca.leaf(&dir.0, "wild", &["*.wild.test"], 30);
+        ca.leaf(&dir.0, "fallback", &["fallback.test"], 30);
+        let certs = r#"certs = [{ cert = "one.pem", key = "one.key" }, { cert = "wild.pem", key = "wild.key" }, { cert = "fallback.pem", key = "fallback.key" }]"#;
+        let d = start_in(
+            &dir,
+            &conf(o.addr, &format!("{certs}, default_cert = \"fallback.pem\"")),
+        );
+        let addr = d.addr("https").unwrap();
+        let c = Client::new(&ca);
+        let names = |sni: &'static str| {
+            let c = c.clone();
+            async move { blocking(move || c.get(addr, sni, &["/"]).map(|g| g.names)).await }
+        };
+        assert_eq!(names("one.test").await.unwrap(), ["one.test"]);
+        assert_eq!(names("x.wild.test").await.unwrap(), ["*.wild.test"]);
+        // Unknown: the default certificate (the client then refuses the name).
+        let e = names("nobody.test").await.unwrap_err();
+        assert!(e.contains("not valid for name"), "{e}");
+        // A strict listener refuses the handshake instead.
+        let d2 = start_as(
+            &dir,
+            "strict.toml",
+            &conf(o.addr, &format!("{certs}, default_cert = \"none\"")),
+        );
+        let a2 = d2.addr("https").unwrap();
+        let c2 = c.clone();
+        let e = blocking(move || c2.get(a2, "nobody.test", &["/"]).map(|g| g.names))
+            .await
+            .unwrap_err();
+        assert!(e.contains("HandshakeFailure") || e.contains("alert"), "{e}");
+        let c3 = c.clone();
+        assert!(blocking(move || c3.get(a2, "one.test", &["/"])).await.is_ok());
+        eventually(5, "refused handshake counted", || {
+            d2.stats().frontend("https").unwrap().tls_handshake_errors == 1
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_and_min_version_1_3_refuses_1_2() {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-versions");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let certs = r#"certs = [{ cert = "site.pem", key = "site.key" }]"#;
+        let d = start_in(&dir, &conf(o.addr, certs));
+        let addr = d.addr("https").unwrap();
+        let mut c12 = Client::new(&ca);
+        static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        c12.versions = &TLS12;
+        let c = c12.clone();
+        let got = blocking(move || c.get(addr, "site.test", &["/"]))
+            .await
+            .unwrap();
+        assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_2));
+        assert!(got.text.starts_with("HTTP/1.1 200 OK"));
+
+        let d13 = start_as(
+            &dir,
+            "v13.toml",
+            &conf(o.addr, &format!("{certs}, min_version = \"1.3\"")),
+        );
+        let a13 = d13.addr("https").unwrap();
+        let c = c12.clone();
+        assert!(
+            blocking(move || c.get(a13, "site.test", &["/"]))
+                .await
+                .is_err()
+        );
+        let c = Client::new(&ca);
+        let got = blocking(move || c.get(a13, "site.test", &["/"]))
+            .await
+            .unwrap();
+        assert_eq!(got.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_certificates_required_refused_without_and_optional_routes_by_verification() {
+    bounded(30, async {
+        let open = HttpOrigin::start("open", "").await;
+        let vip = HttpOrigin::start("vip", "").await;
+        let dir = TempDir::new("tls-mtls");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        ca.leaf(&dir.0, "client", &["client.test"], 30);
+        let certs = r#"certs = [{ cert = "site.pem", key = "site.key" }], client_ca = "ca.pem""#;
+        let d = start_in(&dir, &conf(open.addr, certs));
+        let addr = d.addr("https").unwrap();
+        let anon = Client::new(&ca);
+        let mut known = Client::new(&ca);
+        known.identity = Some((
+            std::fs::read_to_string(dir.join("client.pem")).unwrap(),
+            std::fs::read_to_string(dir.join("client.key")).unwrap(),
+        ));
+        let c = anon.clone();
+        let e = blocking(move || c.get(addr, "site.test", &["/"])).await.unwrap_err();
+        assert!(!e.is_empty());
+        let c = known.clone();
+        let got = blocking(move || c.get(addr, "site.test", &["/"])).await.unwrap();
+        assert!(got.text.starts_with("HTTP/1.1 200 OK"), "{}", got.text);
+        // A certificate from another CA is refused too.
+        let other = TempDir::new("tls-mtls-other");
+        let stranger_ca = Ca::new(&other.0);
+        stranger_ca.leaf(&other.0, "client", &["client.test"], 30);
+        let mut stranger = Client::new(&ca);
+        stranger.identity = Some((
+            std::fs::read_to_string(other.join("client.pem")).unwrap(),
+            std::fs::read_to_string(other.join("client.key")).unwrap(),
+        ));
+        let c = stranger.clone();
+        assert!(blocking(move || c.get(addr, "site.test", &["/"])).await.is_err());
+
+        // Optional: both get in, the rules tell them apart.
+        let text = format!(
+            r#"
+[[frontend]]
+name = "https"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "open"
+tls = {{ certs = [{{ cert = "site.pem", key = "site.key" }}], client_ca = "ca.pem", client_auth = "optional" }}
+acl.verified = {{ tls_client_verified = true }}
+rules = [{{ use_backend = "vip", if = "verified" }}]
+
+[[backend]]
+name = "open"
+servers = [{{ name = "o", address = "{}" }}]
+
+[[backend]]
+name = "vip"
+servers = [{{ name = "v", address = "{}" }}]
+"#,
+            open.addr, vip.addr
+        );
+        let d = start_as(&dir, "optional.toml", &text);
+        let addr = d.addr("https").unwrap();
+        let c = anon.clone();
+        let got = blocking(move || c.get(addr, "site.test", &["/"])).await.unwrap();
+        assert!(got.text.ends_with("open\n"), "{}", got.text);
+        let c = known.clone();
+        let got = blocking(move || c.get(addr, "site.test", &["/"])).await.unwrap();
+        assert!(got.text.ends_with("vip\n"), "{}", got.text);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sni_acls_route_and_a_plain_redirect_sends_http_to_https() {
+    bounded(30, async {
+        let a = HttpOrigin::start("a", "").await;
+        let b = HttpOrigin::start("b", "").await;
+        let dir = TempDir::new("tls-route");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["a.test", "b.test"], 30);
+        let text = format!(
+            r#"
+[[frontend]]
+name = "http"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "a"
+acl.plain = {{ tls = false }}
+rules = [{{ redirect = {{ scheme = "https", status = 301 }}, if = "plain" }}]
+
+[[frontend]]
+name = "https"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "a"
+tls = {{ certs = [{{ cert = "site.pem", key = "site.key" }}] }}
+acl.b = {{ sni = "b.test" }}
+rules = [
+  {{ use_backend = "b", if = "b" }},
+  {{ set_response_header = "strict-transport-security: max-age=31536000" }},
+]
+
+[[backend]]
+name = "a"
+servers = [{{ name = "a", address = "{}" }}]
+
+[[backend]]
+name = "b"
+servers = [{{ name = "b", address = "{}" }}]
+"#,
+            a.addr, b.addr
+        );
+        let d = start_in(&dir, &text);
+        let r = get(d.addr("http").unwrap(), "/x?y=1", "").await;
+        assert_eq!(r.status, 301);
+        assert_eq!(r.header("location").unwrap(), "https://test.example/x?y=1");
+        let addr = d.addr("https").unwrap();
+        let c = Client::new(&ca);
+        let c2 = c.clone();
+        let got = blocking(move || c2.get(addr, "a.test", &["/"]))
+            .await
+            .unwrap();
+        assert!(got.text.ends_with("a\n"), "{}", got.text);
+        assert!(
+            got.text
+                .contains("strict-transport-security: max-age=31536000"),
+            "{}",
+            got.text
+        );
+        let got = blocking(move || c.get(addr, "b.test", &["/"]))
+            .await
+            .unwrap();
+        assert!(got.text.ends_with("b\n"), "{}", got.text);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_offload_in_tcp_mode_pumps_plaintext() {
+    bounded(30, async {
+        let echo = Origin::start("echo", Behaviour::Echo).await;
+        let dir = TempDir::new("tls-tcp");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let text = format!(
+            "[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
+            echo.addr
+        );
+        let d = start_in(&dir, &text);
+        let addr = d.addr("tls").unwrap();
+        let c = Client::new(&ca);
+        let echoed = blocking(move || {
+            let conn = rustls::ClientConnection::new(
+                c.config(),
+                ServerName::try_from("site.test").unwrap(),
+            )
+            .unwrap();
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let msg = vec![b'z'; 100_000];
+            s.write_all(&msg).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).unwrap();
+            back == msg
+        })
+        .await;
+        assert!(echoed);
+        let f = d.stats().frontend("tls").unwrap().clone();
+        assert_eq!(f.tls_handshakes, 1);
+        assert!(f.bytes_in >= 100_000);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_while_an_open_connection_goes_on()
+ {
+    bounded(30, async {
+        let echo = Origin::start("echo", Behaviour::Echo).await;
+        let dir = TempDir::new("tls-reload");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["old.test", "site.test"], 30);
+        let text = format!(
+            "[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
+            echo.addr
+        );
+        let d = start_in(&dir, &text);
+        let addr = d.addr("tls").unwrap();
+        let c = Client::new(&ca);
+        // An open session, echoing.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let c1 = c.clone();
+        std::thread::spawn(move || {
+            let conn =
+                rustls::ClientConnection::new(c1.config(), ServerName::try_from("site.test").unwrap())
+                    .unwrap();
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut ok = true;
+            for i in 0..2 {
+                let msg = format!("before {i}\n");
+                s.write_all(msg.as_bytes()).unwrap();
+                let mut back = vec![0u8; msg.len()];
+                ok &= s.read_exact(&mut back).is_ok() && back == msg.as_bytes();
+                if i == 0 {
+                    // Wait for the reload.
+                    let _ = rx.recv();
+                }
+            }
+            let _ = done_tx.send(ok);
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ca.leaf(&dir.0, "site", &["new.test", "site.test"], 30);
+        let r = d.reload().unwrap();
+        assert!(r.starts_with("reloaded: generation 2"), "{r}");
+        let _ = tx.send(());
+        assert!(done_rx.await.unwrap(), "the open session went on");
+        let names = blocking(move || {
+            let conn =
+                rustls::ClientConnection::new(c.config(), ServerName::try_from("site.test").unwrap())
+                    .unwrap();
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            names_of(&s.conn.peer_certificates().unwrap()[0])
+        })
+        .await;
+        assert_eq!(names, ["new.test", "site.test"]);
+    })
+    .await;
+}
+
+#[test]
+fn bad_certificates_are_config_errors_at_the_key_that_names_them() {
+    let dir = TempDir::new("tls-check");
+    let ca = Ca::new(&dir.0);
+    ca.leaf(&dir.0, "good", &["good.test"], 30);
+    ca.leaf(&dir.0, "other", &["other.test"], 30);
+    ca.leaf(&dir.0, "old", &["old.test"], -1);
+    let check = |tls: &str| {
+        let text = format!(
+            "[[frontend]]\nname = \"f\"\nlisten = [\"127.0.0.1:0\"]\nmode = \"http\"\ndefault_backend = \"b\"\ntls = {{ {tls} }}\n\n[[backend]]\nname = \"b\"\nservers = [{{ name = \"s\", address = \"127.0.0.1:9\" }}]\n"
+        );
+        let file = dir.join("f.toml");
+        fulcrum::config::parse(file.to_str().unwrap(), &text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = check(r#"certs = [{ cert = "missing.pem", key = "good.key" }]"#);
+    assert!(
+        e.contains("f.toml:6:27: frontend \"f\": tls: cannot read certificate"),
+        "{e}"
+    );
+    let e = check(r#"certs = [{ cert = "good.pem", key = "other.key" }]"#);
+    assert!(e.contains("f.toml:6:45: frontend \"f\": tls: key"), "{e}");
+    assert!(e.contains("is not the key of certificate"), "{e}");
+    let e = check(r#"certs = [{ cert = "old.pem", key = "old.key" }]"#);
+    assert!(e.contains("f.toml:6:27:") && e.contains("expired"), "{e}");
+    let e = check(r#"certs = [{ cert = "good.pem", key = "good.key" }], min_version = "1.1""#);
+    assert!(e.contains("tls.min_version \"1.1\""), "{e}");
+    let e = check(r#"certs = [{ cert = "good.pem", key = "good.key" }], default_cert = "x.pem""#);
+    assert!(e.contains("tls.default_cert \"x.pem\""), "{e}");
+    assert_eq!(
+        check(r#"certs = [{ cert = "good.pem", key = "good.key" }]"#),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn curl_and_openssl_s_client_as_real_clients() {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-real");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let d = start_in(
+            &dir,
+            &conf(
+                o.addr,
+                r#"certs = [{ cert = "site.pem", key = "site.key" }]"#,
+            ),
+        );
+        let addr = d.addr("https").unwrap();
+        let ca_file = dir.join("ca.pem");
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("site.test:{}:127.0.0.1", addr.port()))
+            .arg(format!("https://site.test:{}/curl", addr.port()))
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n");
+        let mut child = tokio::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "site.test",
+                "-CAfile",
+            ])
+            .arg(&ca_file)
+            .args(["-verify_return_error", "-quiet"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stdin,
+            b"GET /openssl HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .expect("s_client ends")
+            .unwrap();
+        drop(stdin);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(o.heads().iter().any(|h| h.starts_with("GET /openssl ")));
+    })
+    .await;
+}
