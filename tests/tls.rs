@@ -674,3 +674,96 @@ async fn curl_and_openssl_s_client_as_real_clients() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_and_offloads_tcp() {
+    bounded(30, async {
+        let www = HttpOrigin::start("www", "").await;
+        let api = HttpOrigin::start("api", "").await;
+        let admin = HttpOrigin::start("admin", "").await;
+        let redis = Origin::start("redis", Behaviour::Echo).await;
+        let dir = TempDir::new("tls-example");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let certs = dir.join("certs");
+        let ca = Ca::new(&certs);
+        ca.leaf(&certs, "www", &["www.example.com", "example.com"], 30);
+        ca.leaf(&certs, "wildcard", &["*.example.com"], 30);
+        ca.leaf(&certs, "client", &["ops.example.com"], 30);
+        std::fs::copy(certs.join("ca.pem"), certs.join("clients-ca.pem")).unwrap();
+        // The example with its listeners on port 0 and its servers here.
+        let text = std::fs::read_to_string(format!(
+            "{}/config/examples/tls.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut doc: toml::Table = text.parse().unwrap();
+        for f in doc["frontend"].as_array_mut().unwrap() {
+            f["listen"] = toml::Value::Array(vec!["127.0.0.1:0".into()]);
+        }
+        let addrs = [www.addr, api.addr, admin.addr, redis.addr];
+        for (b, addr) in doc["backend"].as_array_mut().unwrap().iter_mut().zip(addrs) {
+            b["servers"][0]["address"] = addr.to_string().into();
+        }
+        let text = toml::to_string(&doc).unwrap();
+        let d = start_as(&dir, "tls.toml", &text);
+
+        let r = get(d.addr("http").unwrap(), "/login", "").await;
+        assert_eq!(r.status, 301);
+        assert_eq!(r.header("location").unwrap(), "https://test.example/login");
+
+        let https = d.addr("https").unwrap();
+        let c = Client::new(&ca);
+        let c1 = c.clone();
+        let got = blocking(move || c1.get(https, "www.example.com", &["/"]))
+            .await
+            .unwrap();
+        assert!(got.text.ends_with("www\n"), "{}", got.text);
+        assert!(
+            got.text
+                .contains("strict-transport-security: max-age=63072000")
+        );
+        assert_eq!(got.names, ["www.example.com", "example.com"]);
+        let c1 = c.clone();
+        let got = blocking(move || c1.get(https, "api.example.com", &["/v1"]))
+            .await
+            .unwrap();
+        assert!(got.text.ends_with("api\n"), "{}", got.text);
+        assert_eq!(got.names, ["*.example.com"]);
+
+        let adm = d.addr("admin").unwrap();
+        let c1 = c.clone();
+        assert!(
+            blocking(move || c1.get(adm, "www.example.com", &["/"]))
+                .await
+                .is_err()
+        );
+        let mut ops = c.clone();
+        ops.identity = Some((
+            std::fs::read_to_string(certs.join("client.pem")).unwrap(),
+            std::fs::read_to_string(certs.join("client.key")).unwrap(),
+        ));
+        let got = blocking(move || ops.get(adm, "www.example.com", &["/"]))
+            .await
+            .unwrap();
+        assert!(got.text.ends_with("admin\n"), "{}", got.text);
+
+        let rd = d.addr("redis-tls").unwrap();
+        let echoed = blocking(move || {
+            let conn = rustls::ClientConnection::new(
+                c.config(),
+                ServerName::try_from("cache.example.com").unwrap(),
+            )
+            .unwrap();
+            let tcp = std::net::TcpStream::connect(rd).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(b"PING\r\n").unwrap();
+            let mut back = [0u8; 6];
+            s.read_exact(&mut back).unwrap();
+            back
+        })
+        .await;
+        assert_eq!(&echoed, b"PING\r\n");
+    })
+    .await;
+}

@@ -138,8 +138,9 @@ pub struct FrontendFile {
     pub limits: Option<Spanned<LimitsFile>>,
     /// A condition (ACL names) that exempts a source from `limits`.
     pub limits_unless: Option<Spanned<String>>,
-    /// Terminate TLS on every address of this frontend.
-    pub tls: Option<Spanned<TlsFile>>,
+    /// Terminate TLS on every address of this frontend. Not `Spanned`: toml
+    /// cannot place a table made implicitly by `[[frontend.tls.certs]]`.
+    pub tls: Option<TlsFile>,
 }
 
 /// `tls = { certs = [{ cert = "site.pem", key = "site.key" }], ... }`.

@@ -4,21 +4,13 @@
 
 use std::sync::Arc;
 
-use toml::Spanned;
-
 use super::file::TlsFile;
 use super::validate::Validator;
 use super::{Mode, defaults};
 use crate::tls::{self, FrontendTls, Settings};
 
 impl Validator<'_> {
-    pub(super) fn tls(
-        &mut self,
-        ctx: &str,
-        raw: &Spanned<TlsFile>,
-        mode: Mode,
-    ) -> Option<Arc<FrontendTls>> {
-        let t = raw.get_ref();
+    pub(super) fn tls(&mut self, ctx: &str, t: &TlsFile, mode: Mode) -> Option<Arc<FrontendTls>> {
         let before = self.errors.len();
         if t.certs.get_ref().is_empty() {
             self.err(&t.certs, format!("{ctx}: tls.certs lists no certificate"));
@@ -133,7 +125,7 @@ impl Validator<'_> {
             Err(e) => {
                 match ca_span {
                     Some(ca) if e.contains("client_ca") => self.err(ca, format!("{ctx}: tls: {e}")),
-                    _ => self.err(raw, format!("{ctx}: tls: {e}")),
+                    _ => self.err(&t.certs, format!("{ctx}: tls: {e}")),
                 }
                 None
             }
