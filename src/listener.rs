@@ -266,7 +266,21 @@ async fn pipeline(
     }
     let rate_limited = conn.admit_source(client.ip(), local.port()).ok()?;
     let front = conn.front();
+    let mut sni = None;
     let (stream, early) = match &front.tls {
+        None if front.inspect_sni => {
+            let mut early = early;
+            let limit = front.client_timeout.min(SNI_WAIT);
+            let hello = crate::net::tls::peek_sni(&stream, &mut early, limit).await;
+            if !matches!(hello, Some(Some(_))) {
+                front.counters.tls_sni_missing.inc();
+            }
+            sni = hello.map(|name| crate::net::tls::TlsInfo {
+                sni: name,
+                ..Default::default()
+            });
+            (Stream::Tcp(stream), early)
+        }
         None => (Stream::Tcp(stream), early),
         Some(tls) => {
             let c = &front.counters;
@@ -297,8 +311,13 @@ async fn pipeline(
         local,
         early,
         rate_limited,
+        sni,
     })
 }
+
+/// How long a tcp frontend routing by SNI waits for the ClientHello (or its
+/// client timeout, if shorter) before routing without a name.
+const SNI_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a PROXY header was not read.
 #[derive(Debug, thiserror::Error)]

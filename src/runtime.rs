@@ -51,6 +51,9 @@ pub struct FrontendRt {
     /// TLS termination (certificates are the configuration's: a reload
     /// serves new ones to the next handshake).
     pub tls: Option<Arc<crate::tls::FrontendTls>>,
+    /// tcp without termination, with SNI ACLs: read the ClientHello's server
+    /// name before choosing a backend, then pass every byte through.
+    pub inspect_sni: bool,
     pub counters: Arc<FrontendCounters>,
 }
 
@@ -260,6 +263,16 @@ impl Runtime {
                     .map(|l| Arc::new(crate::limits::Limiter::new(l))),
                 request_id: cfg.log.request_id.as_deref().map(Arc::from),
                 tls: f.tls.clone(),
+                inspect_sni: f.mode == Mode::Tcp
+                    && f.tls.is_none()
+                    && f.acls.iter().any(|a| {
+                        matches!(
+                            a.matcher,
+                            crate::config::routing::Matcher::Sni(_)
+                                | crate::config::routing::Matcher::SniSuffix(_)
+                                | crate::config::routing::Matcher::Tls(_)
+                        )
+                    }),
                 counters: old_fe
                     .get(f.name.as_str())
                     .map_or_else(Default::default, |p| p.counters.clone()),

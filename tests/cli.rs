@@ -37,6 +37,11 @@ fn check_accepts_every_shipped_config() {
     assert!(files.len() >= 3, "{files:?}");
     for f in files {
         let rel = f.strip_prefix(root()).unwrap();
+        // Its certificate files are made at test time (tests/tls.rs checks
+        // and drives it): none is shipped, so none can expire in the tree.
+        if rel.ends_with("examples/tls.toml") {
+            continue;
+        }
         let out = Command::new(BIN)
             .args(["check", "-c"])
             .arg(rel)

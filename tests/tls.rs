@@ -767,3 +767,115 @@ async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_an
     })
     .await;
 }
+
+/// A TLS origin of its own (a blocking thread): it terminates TLS with the
+/// certificate `file` in `dir`, reads a line, and answers `NAME sni=SNI`.
+fn tls_origin(dir: &Path, file: &str, name: &'static str) -> SocketAddr {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{file}.pem")))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{file}.key"))).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in l.incoming().map_while(Result::ok) {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut line = [0u8; 5];
+                if s.read_exact(&mut line).is_err() {
+                    return;
+                }
+                let sni = s.conn.server_name().unwrap_or("-").to_string();
+                let _ = s.write_all(format!("{name} sni={sni}\n").as_bytes());
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn sni_passthrough_routes_two_names_to_two_backends_without_decrypting() {
+    bounded(30, async {
+        let dir = TempDir::new("tls-passthrough");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "a", &["a.test"], 30);
+        ca.leaf(&dir.0, "b", &["b.test"], 30);
+        let a = tls_origin(&dir.0, "a", "origin-a");
+        let b = tls_origin(&dir.0, "b", "origin-b");
+        let plain = Origin::start("plain", Behaviour::Echo).await;
+        let text = format!(
+            r#"
+[[frontend]]
+name = "sni"
+listen = ["127.0.0.1:0"]
+default_backend = "other"
+acl.a = {{ sni = "a.test" }}
+acl.b = {{ sni_suffix = "b.test" }}
+rules = [{{ use_backend = "a", if = "a" }}, {{ use_backend = "b", if = "b" }}]
+
+[[backend]]
+name = "a"
+servers = [{{ name = "a", address = "{a}" }}]
+
+[[backend]]
+name = "b"
+servers = [{{ name = "b", address = "{b}" }}]
+
+[[backend]]
+name = "other"
+servers = [{{ name = "p", address = "{}" }}]
+"#,
+            plain.addr
+        );
+        let d = start_in(&dir, &text);
+        let addr = d.addr("sni").unwrap();
+        let ask = |sni: &'static str| {
+            let c = Client::new(&ca);
+            blocking(move || {
+                let conn =
+                    rustls::ClientConnection::new(c.config(), ServerName::try_from(sni).unwrap())
+                        .unwrap();
+                let tcp = std::net::TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                s.write_all(b"hello").unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                // The certificate is the origin's: fulcrum did not terminate.
+                let names = names_of(&s.conn.peer_certificates().unwrap()[0]);
+                (out, names)
+            })
+        };
+        let (out, names) = ask("a.test").await;
+        assert_eq!(out, "origin-a sni=a.test\n");
+        assert_eq!(names, ["a.test"]);
+        let (out, names) = ask("b.test").await;
+        assert_eq!(out, "origin-b sni=b.test\n");
+        assert_eq!(names, ["b.test"]);
+        // Not TLS: no name, the default backend, counted.
+        assert_eq!(exchange(addr, b"plain bytes").await, b"plain bytes");
+        let f = d.stats().frontend("sni").unwrap().clone();
+        assert_eq!(f.tls_sni_missing, 1);
+        assert_eq!(f.tls_handshakes, 0);
+        let st = d.stats();
+        assert_eq!(st.backend("a").unwrap().conn_total, 1);
+        assert_eq!(st.backend("b").unwrap().conn_total, 1);
+    })
+    .await;
+}

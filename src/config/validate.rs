@@ -451,22 +451,32 @@ impl Validator<'_> {
         };
         let acls = self.acls(&ctx, &f.acl);
         let (rules, mut refs) = self.rules(&ctx, &f.rules, &acls, backends);
-        if mode == Mode::Tcp && !f.rules.is_empty() {
-            self.err(&f.name, format!("{ctx}: rules need mode = \"http\""));
-        }
         if mode == Mode::Tcp {
-            // A tcp frontend may name ACLs for limits_unless: those that look
-            // at the connection only.
+            // A tcp frontend routes with use_backend rules only (by SNI,
+            // source or port), before any byte goes to a server.
+            for (raw, rule) in f.rules.iter().zip(&rules) {
+                if !matches!(rule.action, super::routing::Action::UseBackend(_)) {
+                    self.err(
+                        raw,
+                        format!("{ctx}: in mode = \"tcp\" a rule can only be use_backend (the other actions need mode = \"http\")"),
+                    );
+                }
+            }
+            // Its ACLs look at the connection only.
             for (name, a) in &f.acl {
                 if let Some(acl) = acls.iter().find(|x| &x.name == name)
                     && !matches!(
                         acl.matcher,
-                        super::routing::Matcher::Src(_) | super::routing::Matcher::DstPort(_)
+                        super::routing::Matcher::Src(_)
+                            | super::routing::Matcher::DstPort(_)
+                            | super::routing::Matcher::Sni(_)
+                            | super::routing::Matcher::SniSuffix(_)
+                            | super::routing::Matcher::Tls(_)
                     )
                 {
                     self.err(
                         a,
-                        format!("{ctx}: acl \"{name}\": in mode = \"tcp\" an ACL can test src or dst_port only"),
+                        format!("{ctx}: acl \"{name}\": in mode = \"tcp\" an ACL can test src, dst_port, sni, sni_suffix or tls only"),
                     );
                 }
             }

@@ -22,9 +22,9 @@ pub async fn serve(a: Accepted, conn: Conn) {
     let started = Instant::now();
     let mut force_stop = conn.force_stop.clone();
     let front = conn.front();
-    let backend = &conn.rt.backends[front.backend];
     let client = &a.stream;
     let (src, dst) = (a.client, a.local);
+    let backend = &conn.rt.backends[route(front, src, dst, a.stream.tls().or(a.sni.as_ref()))];
 
     let now = Instant::now();
     let ctx = PickCtx::tcp(src.ip(), dst, now, crate::net::rand::fastrand_u64());
@@ -150,6 +150,33 @@ fn finish(conn: &Conn, backend: &BackendRt, client: SocketAddr, started: Instant
         r.server.set(&s.name);
     }
     log.log(r);
+}
+
+/// The backend: the frontend's `use_backend` rules (on SNI, source, port),
+/// else its default.
+fn route(
+    front: &crate::runtime::FrontendRt,
+    src: SocketAddr,
+    dst: SocketAddr,
+    tls: Option<&crate::net::tls::TlsInfo>,
+) -> usize {
+    if front.rules.is_empty() {
+        return front.backend;
+    }
+    let view = crate::l7::acl::ReqView {
+        method: "",
+        path: "",
+        query: None,
+        host: None,
+        headers: &[],
+        src: src.ip(),
+        dst_port: dst.port(),
+        tls,
+    };
+    match crate::l7::rules::decide(&front.rules, &front.acls, &view, front.backend, 0).route {
+        crate::l7::rules::Route::Backend(b) => b,
+        _ => front.backend,
+    }
 }
 
 /// Write the PROXY header (if the server wants one) and any client bytes that

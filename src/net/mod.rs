@@ -117,4 +117,7 @@ pub struct Accepted {
     pub early: Vec<u8>,
     /// The source's requests count against `req_rate_per_source`.
     pub rate_limited: bool,
+    /// tcp SNI routing: what the ClientHello asked for (its bytes are in
+    /// `early`, to go to the server untouched).
+    pub sni: Option<tls::TlsInfo>,
 }

@@ -146,6 +146,51 @@ pub async fn accept(
     })
 }
 
+/// The longest ClientHello read for SNI routing.
+const MAX_HELLO: usize = 16 * 1024;
+
+/// Read the client's first bytes into `early` until they hold a whole
+/// ClientHello (at most 16 KiB, for at most `limit`) and return its server
+/// name (`Some(None)`: a ClientHello without SNI). `None`: not TLS, too long
+/// or too slow. What was read stays in `early` either way.
+pub async fn peek_sni(
+    tcp: &TcpStream,
+    early: &mut Vec<u8>,
+    limit: Duration,
+) -> Option<Option<Box<str>>> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut fed = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        while fed < early.len() {
+            let mut rest = &early[fed..];
+            match acceptor.read_tls(&mut rest) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => fed += n,
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(hello)) => {
+                let name = hello
+                    .client_hello()
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                return Some(name.map(Into::into));
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if early.len() >= MAX_HELLO {
+            return None;
+        }
+        early.reserve(4096);
+        match super::io::fill(tcp, early, super::io::Limit::At(deadline)).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
 impl TlsConn {
     fn lock(&self) -> MutexGuard<'_, ServerConnection> {
         self.tls.lock().unwrap_or_else(|e| e.into_inner())

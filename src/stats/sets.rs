@@ -50,6 +50,8 @@ counter_set! {
         tls_handshake_errors: Counter,
         /// tls: handshakes not done within `handshake_timeout`.
         tls_handshake_timeouts: Counter,
+        /// tcp SNI routing: connections whose first bytes gave no server name (not TLS, no SNI, too slow): routed without one.
+        tls_sni_missing: Counter,
     }
 }
 
