@@ -16,6 +16,31 @@ use crate::config::routing::Persist;
 use crate::runtime::BackendRt;
 use crate::server::{InflightGuard, Server, ServerState};
 
+/// The connection as the backend speaks to its servers: plain, or TLS after
+/// a handshake within what is left of the connect timeout (a failure is
+/// logged and counted in `tls_errors`, then handled as a connect error).
+async fn secure(
+    backend: &BackendRt,
+    server: &Server,
+    stream: TcpStream,
+    t0: Instant,
+) -> Result<crate::net::Stream, String> {
+    let Some(tls) = &backend.tls else {
+        return Ok(crate::net::Stream::Tcp(stream));
+    };
+    let left = backend.timeouts.connect.saturating_sub(t0.elapsed());
+    let name = tls.name_for(server.addr);
+    match crate::net::tls::connect(stream, tls.config.clone(), name, left).await {
+        Ok(t) => Ok(crate::net::Stream::Tls(Box::new(t))),
+        Err(e) => {
+            server.state.counters.tls_errors.inc();
+            backend.counters.tls_errors.inc();
+            tracing::warn!(backend = %backend.name, server = %server.name, error = %e, "TLS to the server failed");
+            Err(format!("server \"{}\": {e}", server.name))
+        }
+    }
+}
+
 /// Why no server connection was made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -30,6 +55,9 @@ pub enum ConnectError {
         /// The last server tried, and how many attempts there were.
         server: Option<Arc<str>>,
         attempts: u32,
+        /// The last attempt connected but its TLS handshake failed (a
+        /// certificate refused): the server is there but unusable, 502.
+        tls: bool,
     },
     #[error("the daemon is stopping")]
     Stopped,
@@ -107,7 +135,7 @@ pub fn after_pick(backend: &BackendRt, pin: Pin<'_>, chosen: &Server, src: IpAdd
 pub struct Connected<'b> {
     pub server: &'b Server,
     pub guard: InflightGuard,
-    pub stream: TcpStream,
+    pub stream: crate::net::Stream,
     /// Taken from the idle pool instead of connected.
     pub reused: bool,
     /// Time waiting in the queue, and connecting (the attempt that worked;
@@ -127,7 +155,7 @@ pub async fn connect_with<'b>(
     ctx: &PickCtx<'_>,
     prefer: Option<&'b Server>,
     force_stop: &mut watch::Receiver<bool>,
-    reuse: impl Fn(&Server) -> Option<TcpStream>,
+    reuse: impl Fn(&Server) -> Option<crate::net::Stream>,
 ) -> Result<Connected<'b>, ConnectError> {
     let mut avoid: Option<Arc<ServerState>> = None;
     // The servers that failed this connection (only filled on failures).
@@ -137,6 +165,7 @@ pub async fn connect_with<'b>(
     let mut queued = Duration::ZERO;
     let mut attempts = 0u32;
     let mut last_server: Option<Arc<str>> = None;
+    let mut last_tls = false;
     loop {
         let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
@@ -168,6 +197,7 @@ pub async fn connect_with<'b>(
                         last: last_err,
                         server: last_server,
                         attempts,
+                        tls: last_tls,
                     }
                 });
             }
@@ -228,14 +258,27 @@ pub async fn connect_with<'b>(
         {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                // In tcp mode the time to connect is the latency sample (p2c_ewma).
-                let now = Instant::now();
-                backend.observe(server, now - t0, now);
-                crate::eject::connected(backend, server);
-                return Ok(done(stream, false, now - t0));
+                match secure(backend, server, stream, t0).await {
+                    Ok(stream) => {
+                        // In tcp mode the time to connect is the latency
+                        // sample (p2c_ewma).
+                        let now = Instant::now();
+                        backend.observe(server, now - t0, now);
+                        crate::eject::connected(backend, server);
+                        return Ok(done(stream, false, now - t0));
+                    }
+                    Err(e) => {
+                        last_err = e;
+                        last_tls = true;
+                    }
+                }
             }
-            Ok(Err(e)) => last_err = format!("server \"{}\": {e}", server.name),
+            Ok(Err(e)) => {
+                last_err = format!("server \"{}\": {e}", server.name);
+                last_tls = false;
+            }
             Err(_) => {
+                last_tls = false;
                 last_err = format!(
                     "server \"{}\": connect timeout after {}",
                     server.name,
@@ -257,6 +300,7 @@ pub async fn connect_with<'b>(
                 last: last_err,
                 server: last_server,
                 attempts,
+                tls: last_tls,
             });
         }
         server.state.counters.retries.inc();

@@ -270,6 +270,170 @@ pub fn build(s: Settings) -> Result<FrontendTls, String> {
     })
 }
 
+/// How fulcrum checks a server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// Against the CA certificates in this PEM file.
+    Ca(PathBuf),
+    /// Against the system's trusted roots.
+    System,
+    /// Not at all (a test or a trusted network only; `check` warns).
+    None,
+}
+
+/// What `tls = { ... }` on a backend resolves to.
+#[derive(Debug)]
+pub struct UpstreamSettings {
+    pub verify: Verify,
+    /// The name sent as SNI and checked in the certificate (default: the
+    /// server's IP address, checked against the certificate's IP names).
+    pub sni: Option<String>,
+    /// A client certificate and key for servers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// TLS to a backend's servers.
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub sni: Option<rustls::pki_types::ServerName<'static>>,
+    pub verify: Verify,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("verify", &self.verify)
+            .field("sni", &self.sni)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// The name to ask server `addr` for.
+    pub fn name_for(&self, addr: std::net::SocketAddr) -> rustls::pki_types::ServerName<'static> {
+        self.sni
+            .clone()
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
+    }
+}
+
+/// A verifier that accepts any certificate (`verify = "none"`); signatures
+/// are still checked, so the session is sound, only the peer is unknown.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Build the client side for a backend.
+pub fn build_upstream(s: UpstreamSettings) -> Result<UpstreamTls, String> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let sni = match &s.sni {
+        None => None,
+        Some(n) => Some(
+            rustls::pki_types::ServerName::try_from(n.clone())
+                .map_err(|_| format!("sni \"{n}\" is not a DNS name or an IP address"))?,
+        ),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &s.verify {
+        Verify::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
+        Verify::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read ca \"{}\": {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("ca \"{}\": {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("ca \"{}\": {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "ca \"{}\": no PEM CERTIFICATE block in it",
+                    path.display()
+                ));
+            }
+            builder.with_root_certificates(roots)
+        }
+        Verify::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("verify = \"system\": no trusted root certificate found on this system (install ca-certificates, or name a ca file)".into());
+            }
+            builder.with_root_certificates(roots)
+        }
+    };
+    let mut config = match &s.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let c = load_cert(cert, key)?;
+            builder
+                .with_client_auth_cert(c.key.cert.clone(), {
+                    PrivateKeyDer::from_pem_file(key)
+                        .map_err(|e| format!("cannot read key \"{}\": {e}", key.display()))?
+                })
+                .map_err(|e| format!("client_cert: {e}"))?
+        }
+    };
+    config.alpn_protocols = s.alpn;
+    Ok(UpstreamTls {
+        config: Arc::new(config),
+        sni,
+        verify: s.verify,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -879,3 +879,146 @@ servers = [{{ name = "p", address = "{}" }}]
     })
     .await;
 }
+
+/// An HTTPS origin (blocking threads) with the certificate `file` in `dir`:
+/// keep-alive, each request answered `200` with the body `NAME\n`. Counts
+/// the TLS connections it accepted.
+fn https_origin(
+    dir: &Path,
+    file: &str,
+    name: &'static str,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{file}.pem")))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{file}.key"))).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    std::thread::spawn(move || {
+        for tcp in l.incoming().map_while(Result::ok) {
+            let config = config.clone();
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut handshaken = false;
+                loop {
+                    let n = match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !handshaken {
+                        handshaken = true;
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let body = format!("{name}\n");
+                        let out = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(out.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn tls_to_servers_verifies_them_reuses_pooled_sessions_and_checks_health_over_tls() {
+    bounded(30, async {
+        let dir = TempDir::new("tls-upstream");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "app", &["app.internal"], 30);
+        let (good, conns) = https_origin(&dir.0, "app", "secure");
+        // A server whose certificate the CA did not sign.
+        let other = TempDir::new("tls-upstream-other");
+        let rogue_ca = Ca::new(&other.0);
+        rogue_ca.leaf(&other.0, "app", &["app.internal"], 30);
+        let (rogue, _) = https_origin(&other.0, "app", "rogue");
+        let text = format!(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "secure"
+acl.rogue = {{ path_prefix = "/rogue" }}
+acl.any = {{ path_prefix = "/any" }}
+rules = [{{ use_backend = "rogue", if = "rogue" }}, {{ use_backend = "any", if = "any" }}]
+
+[[backend]]
+name = "secure"
+tls = {{ verify = "ca", ca = "ca.pem", sni = "app.internal" }}
+health = {{ check = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }}
+servers = [{{ name = "s", address = "{good}" }}]
+
+[[backend]]
+name = "rogue"
+retries = 0
+tls = {{ ca = "ca.pem", sni = "app.internal" }}
+servers = [{{ name = "r", address = "{rogue}" }}]
+
+[[backend]]
+name = "any"
+tls = {{ verify = "none" }}
+servers = [{{ name = "r", address = "{rogue}" }}]
+"#
+        );
+        let d = start_in(&dir, &text);
+        let web = d.addr("web").unwrap();
+        eventually(5, "checked up over TLS", || {
+            d.stats()
+                .backend("secure")
+                .unwrap()
+                .server("s")
+                .unwrap()
+                .last_check
+                == "ok"
+        })
+        .await;
+        let before = conns.load(std::sync::atomic::Ordering::SeqCst);
+        for i in 0..3 {
+            let r = get(web, &format!("/{i}"), "").await;
+            assert_eq!((r.status, r.text()), (200, "secure\n".to_string()));
+        }
+        // One TLS session to the server for the three requests (pooled).
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+
+        // A certificate from another CA: refused, 502, counted.
+        let r = get(web, "/rogue", "").await;
+        assert_eq!(r.status, 502);
+        let st = d.stats();
+        let b = st.backend("rogue").unwrap();
+        assert_eq!((b.tls_errors, b.server("r").unwrap().tls_errors), (1, 1));
+        // verify = "none" takes it.
+        let r = get(web, "/any", "").await;
+        assert_eq!((r.status, r.text()), (200, "rogue\n".to_string()));
+    })
+    .await;
+}

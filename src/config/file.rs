@@ -163,6 +163,18 @@ pub struct TlsFile {
     pub client_auth: Option<Spanned<String>>,
 }
 
+/// `tls = { verify = "ca", ca = "ca.pem", sni = "app.internal" }` on a backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// "ca" (with `ca`), "system" (default) or "none".
+    pub verify: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub sni: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertFile {
@@ -376,6 +388,8 @@ pub struct BackendFile {
     pub drain_timeout: Option<Duration>,
     /// Passive ejection from live traffic.
     pub eject: Option<Spanned<EjectFile>>,
+    /// TLS to every server of this backend.
+    pub tls: Option<UpstreamTlsFile>,
     /// "reject" (default) or "fail_open".
     pub on_all_down: Option<Spanned<String>>,
     pub servers: Spanned<Vec<ServerFile>>,

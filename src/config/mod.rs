@@ -214,6 +214,8 @@ pub struct Backend {
     /// A server a reload removes keeps its open connections this long at
     /// most, then they are closed.
     pub drain_timeout: Duration,
+    /// TLS to its servers (`tls.rs`).
+    pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     pub eject: Option<health::Eject>,
     pub on_all_down: health::OnAllDown,
     pub servers: Vec<ServerConfig>,

@@ -801,6 +801,10 @@ impl Validator<'_> {
             persist,
             slowstart: b.slowstart.filter(|d| !d.is_zero()),
             drain_timeout: b.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
+            tls: b
+                .tls
+                .as_ref()
+                .and_then(|t| self.upstream_tls(&ctx, t, &b.name)),
             eject: b.eject.as_ref().and_then(|e| self.eject(&ctx, e)),
             on_all_down: self.on_all_down(&ctx, b.on_all_down.as_ref()),
             servers,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::file::TlsFile;
+use super::file::{TlsFile, UpstreamTlsFile};
 use super::validate::Validator;
 use super::{Mode, defaults};
 use crate::tls::{self, FrontendTls, Settings};
@@ -127,6 +127,78 @@ impl Validator<'_> {
                     Some(ca) if e.contains("client_ca") => self.err(ca, format!("{ctx}: tls: {e}")),
                     _ => self.err(&t.certs, format!("{ctx}: tls: {e}")),
                 }
+                None
+            }
+        }
+    }
+
+    /// A backend's `tls` (to its servers).
+    pub(super) fn upstream_tls(
+        &mut self,
+        ctx: &str,
+        t: &UpstreamTlsFile,
+        name: &toml::Spanned<String>,
+    ) -> Option<Arc<tls::UpstreamTls>> {
+        let before = self.errors.len();
+        let verify = match (t.verify.as_ref().map(|v| (v, v.get_ref().as_str())), &t.ca) {
+            (None | Some((_, "ca")), Some(ca)) => tls::Verify::Ca(self.relative(ca.get_ref())),
+            (Some((v, "ca")), None) => {
+                self.err(v, format!("{ctx}: tls.verify = \"ca\" needs ca = \"FILE\""));
+                tls::Verify::System
+            }
+            (None | Some((_, "system")), None) => tls::Verify::System,
+            (Some((v, "none")), _) => {
+                self.warn(
+                    v,
+                    format!("{ctx}: tls.verify = \"none\": any certificate is accepted, so anyone on the path can pose as the servers"),
+                );
+                tls::Verify::None
+            }
+            (Some((v, other)), _) => {
+                self.err(
+                    v,
+                    format!("{ctx}: tls.verify \"{other}\": use \"ca\", \"system\" or \"none\""),
+                );
+                tls::Verify::System
+            }
+        };
+        let client_cert = match (&t.client_cert, &t.client_key) {
+            (Some(c), Some(k)) => Some((self.relative(c.get_ref()), self.relative(k.get_ref()))),
+            (None, None) => None,
+            (Some(c), None) => {
+                self.err(c, format!("{ctx}: tls.client_cert needs client_key"));
+                None
+            }
+            (None, Some(k)) => {
+                self.err(k, format!("{ctx}: tls.client_key needs client_cert"));
+                None
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        let settings = tls::UpstreamSettings {
+            verify,
+            sni: t.sni.as_ref().map(|s| s.get_ref().clone()),
+            client_cert,
+            alpn: Vec::new(),
+        };
+        match tls::build_upstream(settings) {
+            Ok(u) => Some(Arc::new(u)),
+            Err(e) => {
+                let at = if e.starts_with("sni") {
+                    t.sni.as_ref()
+                } else if e.contains("ca \"") {
+                    t.ca.as_ref()
+                } else if e.contains("client_cert")
+                    || e.contains("key \"")
+                    || e.contains("certificate \"")
+                {
+                    t.client_cert.as_ref()
+                } else {
+                    t.verify.as_ref()
+                };
+                self.err(at.unwrap_or(name), format!("{ctx}: tls: {e}"));
                 None
             }
         }

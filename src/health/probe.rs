@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::net::Stream;
 
 use crate::config::health::{CheckKind, HealthCheck, defaults};
 
@@ -26,6 +27,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub backend: std::sync::Arc<str>,
     pub server: std::sync::Arc<str>,
+    /// The backend speaks TLS to its servers: so do tcp and http checks.
+    pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
 }
 
 /// Run `check` against `t`, giving up after `check.timeout`.
@@ -34,9 +37,9 @@ pub async fn probe(check: &HealthCheck, t: &Target) -> Result<Passed, String> {
     let run = async {
         match &check.kind {
             CheckKind::Tcp { send, expect } => {
-                tcp(t.addr, send.as_deref(), expect.as_deref()).await
+                tcp(t, timeout, send.as_deref(), expect.as_deref()).await
             }
-            CheckKind::Http { .. } => http(&check.kind, t.addr).await,
+            CheckKind::Http { .. } => http(&check.kind, t, timeout).await,
             CheckKind::Icmp => super::icmp::ping(t.addr.ip()).await,
             CheckKind::Script { .. } => Ok(()),
         }
@@ -76,16 +79,38 @@ pub fn why(e: &std::io::Error) -> String {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    TcpStream::connect(addr).await.map_err(|e| why(&e))
+/// Connect, with a TLS handshake when the backend uses TLS.
+async fn connect(t: &Target, limit: Duration) -> Result<Stream, String> {
+    let s = TcpStream::connect(t.addr).await.map_err(|e| why(&e))?;
+    match &t.tls {
+        None => Ok(Stream::Tcp(s)),
+        Some(tls) => {
+            let name = tls.name_for(t.addr);
+            crate::net::tls::connect(s, tls.config.clone(), name, limit)
+                .await
+                .map(|c| Stream::Tls(Box::new(c)))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn send(s: &Stream, data: &[u8]) -> Result<(), String> {
+    crate::net::io::write_all(s, data, None, |_| {})
+        .await
+        .map_err(|e| match e {
+            crate::net::io::Failed::Io(e) => why(&e),
+            crate::net::io::Failed::Timeout => "write timeout".into(),
+        })
 }
 
 /// Read until the peer closes, `MAX_REPLY` bytes, or `enough` says so.
-async fn read_reply(s: &mut TcpStream, enough: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, String> {
+async fn read_reply(s: &Stream, enough: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, String> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     while reply.len() < defaults::MAX_REPLY && !enough(&reply) {
-        let n = s.read(&mut chunk).await.map_err(|e| why(&e))?;
+        let n = crate::net::io::read(s, &mut chunk)
+            .await
+            .map_err(|e| why(&e))?;
         if n == 0 {
             break;
         }
@@ -99,13 +124,18 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-async fn tcp(addr: SocketAddr, send: Option<&str>, expect: Option<&str>) -> Result<(), String> {
-    let mut s = connect(addr).await?;
-    if let Some(data) = send {
-        s.write_all(data.as_bytes()).await.map_err(|e| why(&e))?;
+async fn tcp(
+    t: &Target,
+    limit: Duration,
+    data: Option<&str>,
+    expect: Option<&str>,
+) -> Result<(), String> {
+    let s = connect(t, limit).await?;
+    if let Some(data) = data {
+        send(&s, data.as_bytes()).await?;
     }
     if let Some(want) = expect {
-        let reply = read_reply(&mut s, |r| contains(r, want)).await?;
+        let reply = read_reply(&s, |r| contains(r, want)).await?;
         if !contains(&reply, want) {
             return Err(format!("reply without \"{want}\""));
         }
@@ -178,14 +208,12 @@ pub fn judge_http(kind: &CheckKind, reply: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-async fn http(kind: &CheckKind, addr: SocketAddr) -> Result<(), String> {
-    let mut s = connect(addr).await?;
-    s.write_all(&http_request(kind, addr))
-        .await
-        .map_err(|e| why(&e))?;
+async fn http(kind: &CheckKind, t: &Target, limit: Duration) -> Result<(), String> {
+    let s = connect(t, limit).await?;
+    send(&s, &http_request(kind, t.addr)).await?;
     // Until the server closes, or the whole response is in (a server that
     // ignores `connection: close` still answers in time).
-    let reply = read_reply(&mut s, response_complete).await?;
+    let reply = read_reply(&s, response_complete).await?;
     judge_http(kind, &reply)
 }
 

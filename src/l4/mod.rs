@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpStream;
-
 use crate::balancers::PickCtx;
 use crate::connect;
 use crate::net::pump::{self, Activity, DirError, End, PumpOpts, Tally};
@@ -182,7 +180,7 @@ fn route(
 /// Write the PROXY header (if the server wants one) and any client bytes that
 /// arrived with the client's own PROXY header.
 async fn preamble(
-    upstream: &TcpStream,
+    upstream: &crate::net::Stream,
     server: &Server,
     (src, dst): (SocketAddr, SocketAddr),
     early: &[u8],

@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
+use crate::net::io::Io;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<u64, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
     /// Idle connections kept on this thread now, and the most it may keep (its
     /// share of the file-descriptor budget, `fdlimit.rs`).
     static TOTAL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, usize::MAX)) };
@@ -35,7 +36,7 @@ fn count(delta: isize) {
 /// marked the socket readable already; when they have not, `try_read` answers
 /// from tokio's cached readiness without a system call. (A FIN that lands in
 /// between is caught by the replay of idempotent requests.)
-fn healthy(s: &TcpStream) -> bool {
+fn healthy(s: &Stream) -> bool {
     let mut b = [0u8; 1];
     match s.try_read(&mut b) {
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -45,7 +46,7 @@ fn healthy(s: &TcpStream) -> bool {
 
 /// An idle connection to server `id`, if a healthy one is kept on this thread.
 /// `now`: the caller's clock reading (the request's start), to spare one.
-pub fn take(id: u64, idle_timeout: Duration, now: Instant) -> Option<TcpStream> {
+pub fn take(id: u64, idle_timeout: Duration, now: Instant) -> Option<Stream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&id)?;
@@ -62,7 +63,7 @@ pub fn take(id: u64, idle_timeout: Duration, now: Instant) -> Option<TcpStream> 
 /// Keep `s` for reuse (or close it if the server already has `max_idle` here).
 /// `since`: when it went idle, at the latest (the request's start is early
 /// enough: the connection then expires a little sooner, never later).
-pub fn put(id: u64, s: TcpStream, max_idle: usize, since: Instant) {
+pub fn put(id: u64, s: Stream, max_idle: usize, since: Instant) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(id).or_default();

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustls::ServerConnection;
+use rustls::Connection;
 use tokio::net::TcpStream;
 
 use super::io::Io;
@@ -30,10 +30,11 @@ pub struct TlsInfo {
     pub resumed: bool,
 }
 
-/// A TLS session on a socket, past its handshake.
+/// A TLS session on a socket, past its handshake: a client's (fulcrum as the
+/// server) or a server's (fulcrum as the client, `connect`).
 pub struct TlsConn {
     tcp: TcpStream,
-    tls: Mutex<ServerConnection>,
+    tls: Mutex<Connection>,
     pub info: TlsInfo,
 }
 
@@ -79,7 +80,7 @@ pub enum HandshakeError {
 }
 
 /// Send every record `c` holds, waiting for the socket as needed.
-async fn flush_all(tcp: &TcpStream, c: &mut ServerConnection) -> io::Result<()> {
+async fn flush_all(tcp: &TcpStream, c: &mut Connection) -> io::Result<()> {
     while c.wants_write() {
         match c.write_tls(&mut Sock(tcp)) {
             Ok(_) => {}
@@ -98,25 +99,51 @@ pub async fn accept(
     early: &[u8],
     limit: Duration,
 ) -> Result<TlsConn, HandshakeError> {
-    let mut c = ServerConnection::new(config)?;
-    c.set_buffer_limit(Some(MAX_PENDING));
+    let mut c = Connection::Server(rustls::ServerConnection::new(config)?);
     let mut early = early;
     while !early.is_empty() {
         c.read_tls(&mut early)?;
         c.process_new_packets()?;
     }
+    handshake(&tcp, &mut c, limit).await?;
+    let sni = match &c {
+        Connection::Server(s) => s.server_name().map(|s| s.to_ascii_lowercase().into()),
+        Connection::Client(_) => None,
+    };
+    Ok(TlsConn::new(tcp, c, sni))
+}
+
+/// Run the client side of a handshake with a server on `tcp`, within `limit`.
+pub async fn connect(
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    limit: Duration,
+) -> Result<TlsConn, HandshakeError> {
+    let mut c = Connection::Client(rustls::ClientConnection::new(config, name)?);
+    handshake(&tcp, &mut c, limit).await?;
+    Ok(TlsConn::new(tcp, c, None))
+}
+
+/// Exchange handshake records until the session is established.
+async fn handshake(
+    tcp: &TcpStream,
+    c: &mut Connection,
+    limit: Duration,
+) -> Result<(), HandshakeError> {
+    c.set_buffer_limit(Some(MAX_PENDING));
     let run = async {
         loop {
-            flush_all(&tcp, &mut c).await?;
+            flush_all(tcp, c).await?;
             if !c.is_handshaking() {
                 return Ok(());
             }
-            match c.read_tls(&mut Sock(&tcp)) {
+            match c.read_tls(&mut Sock(tcp)) {
                 Ok(0) => return Err(HandshakeError::Closed),
                 Ok(_) => {
                     if let Err(e) = c.process_new_packets() {
                         // The alert that says why, best effort.
-                        let _ = c.write_tls(&mut Sock(&tcp));
+                        let _ = c.write_tls(&mut Sock(tcp));
                         return Err(e.into());
                     }
                 }
@@ -126,24 +153,30 @@ pub async fn accept(
         }
     };
     match tokio::time::timeout(limit, run).await {
-        Err(_) => return Err(HandshakeError::Timeout),
-        Ok(r) => r?,
+        Err(_) => Err(HandshakeError::Timeout),
+        Ok(r) => r,
     }
-    let info = TlsInfo {
-        sni: c.server_name().map(|s| s.to_ascii_lowercase().into()),
-        client_verified: c.peer_certificates().is_some_and(|p| !p.is_empty()),
-        version: match c.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "",
-        },
-        resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
-    };
-    Ok(TlsConn {
-        tcp,
-        tls: Mutex::new(c),
-        info,
-    })
+}
+
+impl TlsConn {
+    fn new(tcp: TcpStream, c: Connection, sni: Option<Box<str>>) -> TlsConn {
+        let info = TlsInfo {
+            sni,
+            client_verified: matches!(c, Connection::Server(_))
+                && c.peer_certificates().is_some_and(|p| !p.is_empty()),
+            version: match c.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "",
+            },
+            resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+        };
+        TlsConn {
+            tcp,
+            tls: Mutex::new(c),
+            info,
+        }
+    }
 }
 
 /// The longest ClientHello read for SNI routing.
@@ -192,12 +225,12 @@ pub async fn peek_sni(
 }
 
 impl TlsConn {
-    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
         self.tls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Send what can go now: `Ok(true)` once nothing is held.
-    fn push(&self, c: &mut ServerConnection) -> io::Result<bool> {
+    fn push(&self, c: &mut Connection) -> io::Result<bool> {
         while c.wants_write() {
             match c.write_tls(&mut Sock(&self.tcp)) {
                 Ok(_) => {}
@@ -210,7 +243,7 @@ impl TlsConn {
 
     /// Plaintext ready to read, or the session's end (`Some(0)`), reading
     /// records from the socket as needed; `WouldBlock` when it has none.
-    fn ready_plaintext(&self, c: &mut ServerConnection) -> io::Result<usize> {
+    fn ready_plaintext(&self, c: &mut Connection) -> io::Result<usize> {
         loop {
             let state = c.process_new_packets().map_err(|e| {
                 let _ = c.write_tls(&mut Sock(&self.tcp));

@@ -161,6 +161,8 @@ counter_set! {
         bytes_out: Counter,
         /// Connect attempts that failed (refused, unreachable, timed out).
         connect_errors: Counter,
+        /// TLS to a server that failed: its certificate refused, no common version, a handshake timeout (counted in connect_errors too).
+        tls_errors: Counter,
         /// Attempts repeated after a failure (a connect error, or a reused connection the server had closed).
         retries: Counter,
         /// Retries that went to another server than the one that failed.
@@ -230,6 +232,8 @@ counter_set! {
         bytes_out: Counter,
         /// Connect attempts that failed.
         connect_errors: Counter,
+        /// TLS handshakes with it that failed (counted in connect_errors too).
+        tls_errors: Counter,
         /// Attempts on it repeated after a failure (on it or another server).
         retries: Counter,
         /// Transfers the client ended early.

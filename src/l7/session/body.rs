@@ -3,7 +3,7 @@
 //! canonically, or until close), and the byte tunnel a WebSocket becomes after
 //! a 101.
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 use tokio::sync::watch;
 
 use super::{Exchange, Stop};
@@ -120,7 +120,7 @@ impl Exchange<'_> {
     /// splice included). Bytes that arrived with the handshake go first.
     pub(super) async fn tunnel(
         &self,
-        (upstream, backend, server): (&TcpStream, &BackendRt, &Server),
+        (upstream, backend, server): (&Stream, &BackendRt, &Server),
         cbuf: &mut Vec<u8>,
         early_down: &[u8],
         force_stop: &mut watch::Receiver<bool>,

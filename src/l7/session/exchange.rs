@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
@@ -31,7 +31,7 @@ use crate::server::{InflightGuard, Server};
 struct Forwarded<'r> {
     server: &'r Server,
     _guard: InflightGuard,
-    upstream: TcpStream,
+    upstream: Stream,
     answer: Answer,
 }
 
@@ -258,7 +258,8 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// No server connection: 503.
+    /// No server connection: 503 (502 when the last one failed its TLS
+    /// handshake: a server is there, but not one to trust).
     async fn fail_connect<'r>(
         &self,
         backend: &'r BackendRt,
@@ -281,8 +282,12 @@ impl<'a> Exchange<'a> {
             t.server = backend.all_servers().find(|s| s.name == *name);
             t.retries = attempts.saturating_sub(1);
         }
-        t.status = 503;
-        error_reply(self.client, self.front, 503).await;
+        let status = match e {
+            connect::ConnectError::Failed { tls: true, .. } => 502,
+            _ => 503,
+        };
+        t.status = status;
+        error_reply(self.client, self.front, status).await;
         Stop::Linger
     }
 
@@ -330,7 +335,7 @@ impl<'a> Exchange<'a> {
     /// then what the relay moves) is added to the byte counters.
     async fn body_back(
         &self,
-        (upstream, backend, server): (&TcpStream, &BackendRt, &Server),
+        (upstream, backend, server): (&Stream, &BackendRt, &Server),
         sbuf: &mut Vec<u8>,
         framing: RespFraming,
         got: &mut u64,

@@ -2,7 +2,7 @@
 //! request head and stream its body, then read the response head — relaying
 //! 1xx responses — and re-serialise it for the client.
 
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use super::Exchange;
 use super::body::{Body, RelayError, relay};
@@ -41,7 +41,7 @@ impl Exchange<'_> {
     /// Send the request head and body on `upstream`, then read the response head.
     pub(super) async fn send_and_read_head(
         &self,
-        upstream: &TcpStream,
+        upstream: &Stream,
         backend: &BackendRt,
         req: &Req,
         cbuf: &mut Vec<u8>,
@@ -96,7 +96,7 @@ impl Exchange<'_> {
     /// `100 Continue` when the client waits for it, then the request body.
     async fn send_body(
         &self,
-        upstream: &TcpStream,
+        upstream: &Stream,
         backend: &BackendRt,
         req: &Req,
         cbuf: &mut Vec<u8>,
