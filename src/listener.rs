@@ -271,7 +271,9 @@ async fn pipeline(
         None if front.inspect_sni => {
             let mut early = early;
             let limit = front.client_timeout.min(SNI_WAIT);
-            let hello = crate::net::tls::peek_sni(&stream, &mut early, limit).await;
+            // Boxed, like the handshake below: a plain connection's pipeline
+            // future does not carry their state.
+            let hello = Box::pin(crate::net::tls::peek_sni(&stream, &mut early, limit)).await;
             if !matches!(hello, Some(Some(_))) {
                 front.counters.tls_sni_missing.inc();
             }
@@ -285,7 +287,14 @@ async fn pipeline(
         Some(tls) => {
             let c = &front.counters;
             let limit = tls.handshake_timeout;
-            match crate::net::tls::accept(stream, tls.config.clone(), &early, limit).await {
+            match Box::pin(crate::net::tls::accept(
+                stream,
+                tls.config.clone(),
+                &early,
+                limit,
+            ))
+            .await
+            {
                 Ok(t) => {
                     c.tls_handshakes.inc();
                     if t.info.resumed {

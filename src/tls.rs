@@ -21,6 +21,7 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, Clone)]
 pub struct Cert {
     pub cert_path: PathBuf,
+    pub key_path: PathBuf,
     /// The DNS names it serves (subjectAltName, else the subject's CN);
     /// `*.example.com` for a wildcard.
     pub names: Vec<String>,
@@ -74,6 +75,7 @@ pub fn load_cert(cert: &Path, key: &Path) -> Result<Cert, String> {
     }
     Ok(Cert {
         cert_path: cert.to_path_buf(),
+        key_path: key.to_path_buf(),
         names,
         not_after,
         key: Arc::new(certified),
@@ -161,6 +163,31 @@ pub struct FrontendTls {
     pub config: Arc<rustls::ServerConfig>,
     pub handshake_timeout: Duration,
     pub certs: Vec<Cert>,
+    /// What it was built from, to build it again from the same files.
+    default: Option<usize>,
+    tls13_only: bool,
+    alpn: Vec<Vec<u8>>,
+    client_ca: Option<(PathBuf, bool)>,
+}
+
+impl FrontendTls {
+    /// The same settings with every certificate and key file read again
+    /// (`reload tls`).
+    pub fn reread(&self) -> Result<FrontendTls, String> {
+        let certs = self
+            .certs
+            .iter()
+            .map(|c| load_cert(&c.cert_path, &c.key_path))
+            .collect::<Result<Vec<_>, _>>()?;
+        build(Settings {
+            certs,
+            default: self.default,
+            tls13_only: self.tls13_only,
+            alpn: self.alpn.clone(),
+            handshake_timeout: self.handshake_timeout,
+            client_ca: self.client_ca.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for FrontendTls {
@@ -258,7 +285,7 @@ pub fn build(s: Settings) -> Result<FrontendTls, String> {
                 .with_cert_resolver(resolver)
         }
     };
-    config.alpn_protocols = s.alpn;
+    config.alpn_protocols = s.alpn.clone();
     config.session_storage = session_cache();
     if let Some(t) = ticketer() {
         config.ticketer = t;
@@ -267,6 +294,10 @@ pub fn build(s: Settings) -> Result<FrontendTls, String> {
         config: Arc::new(config),
         handshake_timeout: s.handshake_timeout,
         certs: s.certs,
+        default: s.default,
+        tls13_only: s.tls13_only,
+        alpn: s.alpn,
+        client_ca: s.client_ca,
     })
 }
 
@@ -449,6 +480,7 @@ mod tests {
         let (names, _, not_after) = leaf_facts(&leaf).unwrap();
         Cert {
             cert_path: PathBuf::from(names[0].clone()),
+            key_path: PathBuf::new(),
             names,
             not_after,
             key: Arc::new(CertifiedKey::new(vec![leaf], signer)),

@@ -159,6 +159,18 @@ fn names_of(der: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
+/// One line to the daemon's admin socket, and its answer.
+async fn admin(d: &fulcrum::daemon::Running, line: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(&d.admin_paths()[0])
+        .await
+        .unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// Run a blocking client off the runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -514,7 +526,7 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["old.test", "site.test"], 30);
         let text = format!(
-            "[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
+            "[admin]\nsocket = \"admin.sock\"\n\n[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
             echo.addr
         );
         let d = start_in(&dir, &text);
@@ -563,6 +575,32 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         })
         .await;
         assert_eq!(names, ["new.test", "site.test"]);
+
+        // `reload tls` on the admin socket: the files alone, read again.
+        ca.leaf(&dir.0, "site", &["third.test", "site.test"], 30);
+        let r = admin(&d, "reload tls").await;
+        assert!(r.starts_with("tls reloaded: the certificates of 1 frontend(s) read again"), "{r}");
+        let served = |c: Client| {
+            blocking(move || {
+                let conn = rustls::ClientConnection::new(
+                    c.config(),
+                    ServerName::try_from("site.test").unwrap(),
+                )
+                .unwrap();
+                let tcp = std::net::TcpStream::connect(addr).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                s.write_all(b"x").unwrap();
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).unwrap();
+                names_of(&s.conn.peer_certificates().unwrap()[0])
+            })
+        };
+        assert_eq!(served(Client::new(&ca)).await, ["third.test", "site.test"]);
+        // A broken key file: refused, the running certificate stays.
+        std::fs::write(dir.join("site.key"), "not a key").unwrap();
+        let r = admin(&d, "reload tls").await;
+        assert!(r.contains("reload tls refused, the running certificates stay"), "{r}");
+        assert_eq!(served(Client::new(&ca)).await, ["third.test", "site.test"]);
     })
     .await;
 }
@@ -679,7 +717,6 @@ async fn curl_and_openssl_s_client_as_real_clients() {
 async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_and_offloads_tcp() {
     bounded(30, async {
         let www = HttpOrigin::start("www", "").await;
-        let api = HttpOrigin::start("api", "").await;
         let admin = HttpOrigin::start("admin", "").await;
         let redis = Origin::start("redis", Behaviour::Echo).await;
         let dir = TempDir::new("tls-example");
@@ -690,6 +727,9 @@ async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_an
         ca.leaf(&certs, "wildcard", &["*.example.com"], 30);
         ca.leaf(&certs, "client", &["ops.example.com"], 30);
         std::fs::copy(certs.join("ca.pem"), certs.join("clients-ca.pem")).unwrap();
+        std::fs::copy(certs.join("ca.pem"), certs.join("internal-ca.pem")).unwrap();
+        ca.leaf(&certs, "api", &["api.internal"], 30);
+        let (api, _) = https_origin(&certs, "api", "api");
         // The example with its listeners on port 0 and its servers here.
         let text = std::fs::read_to_string(format!(
             "{}/config/examples/tls.toml",
@@ -700,7 +740,7 @@ async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_an
         for f in doc["frontend"].as_array_mut().unwrap() {
             f["listen"] = toml::Value::Array(vec!["127.0.0.1:0".into()]);
         }
-        let addrs = [www.addr, api.addr, admin.addr, redis.addr];
+        let addrs = [www.addr, api, admin.addr, redis.addr];
         for (b, addr) in doc["backend"].as_array_mut().unwrap().iter_mut().zip(addrs) {
             b["servers"][0]["address"] = addr.to_string().into();
         }

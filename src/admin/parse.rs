@@ -73,6 +73,8 @@ pub enum AdminCmd {
     DisableFrontend(String),
     EnableFrontend(String),
     Reload,
+    /// Read every TLS frontend's certificate files again and serve them.
+    ReloadTls,
     /// Write the runtime changes into the config file.
     WriteConfig,
 }
@@ -122,6 +124,7 @@ del server B/S [when-drained [TIMEOUT]] remove it (it must be in maint or drain,
 shutdown sessions server B/S           close the connections the server is serving
 disable frontend F / enable frontend F stop / resume accepting (clients wait in the backlog)
 reload                                 read the config file again and apply it
+reload tls                             read the TLS certificate files again (the rest stays)
 write config                           put the runtime changes (weights, addresses, servers) in the file
 Several commands on one line: separated by \";\".";
 
@@ -289,6 +292,7 @@ fn parse(w: &[&str]) -> Result<AdminCmd, String> {
         ["disable", "frontend", f] => DisableFrontend(f.to_string()),
         ["enable", "frontend", f] => EnableFrontend(f.to_string()),
         ["reload"] => Reload,
+        ["reload", "tls"] => ReloadTls,
         ["write", "config"] => WriteConfig,
         _ => return Err(unknown()),
     })

@@ -166,6 +166,10 @@ impl Ctl {
                 Ok(text) => Answer::ok(text),
                 Err(e) => Answer::err(e),
             },
+            ReloadTls => match self.reload_tls() {
+                Ok(text) => Answer::ok(text),
+                Err(e) => Answer::err(e),
+            },
             WriteConfig => self.write_config(),
         }
     }
@@ -235,6 +239,48 @@ impl Ctl {
             let _ = writeln!(out, "  {n}");
         }
         Ok(out)
+    }
+
+    /// Read the certificate files of every TLS frontend again and swap in the
+    /// running configuration with them: new handshakes get them, open
+    /// connections keep their sessions. One bad file changes nothing.
+    pub fn reload_tls(&self) -> Result<String, String> {
+        let running = self.shared.snapshot();
+        let mut cfg = (*running.config).clone();
+        let mut errors = Vec::new();
+        let mut n = 0;
+        for f in &mut cfg.frontends {
+            let Some(tls) = &f.tls else { continue };
+            match tls.reread() {
+                Ok(fresh) => {
+                    f.tls = Some(std::sync::Arc::new(fresh));
+                    n += 1;
+                }
+                Err(e) => errors.push(format!("frontend \"{}\": {e}", f.name)),
+            }
+        }
+        if !errors.is_empty() {
+            self.shared.global.reloads_failed.inc();
+            let e = format!(
+                "reload tls refused, the running certificates stay:\n{}",
+                errors.join("\n")
+            );
+            tracing::warn!("{e}");
+            return Err(e);
+        }
+        if n == 0 {
+            return Err("no frontend terminates TLS".into());
+        }
+        let generation = match execute(&self.shared, Command::Reload(Box::new(cfg))) {
+            Ok(crate::command::Reply::Generation(g)) => g,
+            Ok(_) => 0,
+            Err(e) => return Err(e.to_string()),
+        };
+        self.shared.note_reload(Ok(generation));
+        tracing::info!(frontends = n, generation, "TLS certificates read again");
+        Ok(format!(
+            "tls reloaded: the certificates of {n} frontend(s) read again, generation {generation}\n"
+        ))
     }
 
     /// Set every server's runtime state (drain, maint) again, after a start
