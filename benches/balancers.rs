@@ -23,6 +23,7 @@ fn servers(n: usize) -> Vec<Server> {
                 cookie: "s".into(),
                 backup: false,
                 check: None,
+                tls: None,
                 state: Arc::new(ServerState::new(w, pool.clone())),
             };
             // Some live load, so least-loaded algorithms have something to compare.

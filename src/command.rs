@@ -293,6 +293,8 @@ fn add_server(
             backup,
             send_proxy: None,
             health,
+            // Like the backend's other servers.
+            tls: b.tls.clone(),
         });
         Ok(())
     })

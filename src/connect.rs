@@ -25,7 +25,7 @@ async fn secure(
     stream: TcpStream,
     t0: Instant,
 ) -> Result<crate::net::Stream, String> {
-    let Some(tls) = &backend.tls else {
+    let Some(tls) = &server.tls else {
         return Ok(crate::net::Stream::Tcp(stream));
     };
     let left = backend.timeouts.connect.saturating_sub(t0.elapsed());

@@ -75,8 +75,6 @@ pub struct BackendRt {
     pub eject: Option<crate::config::health::Eject>,
     pub slowstart: Option<Duration>,
     pub drain_timeout: Duration,
-    /// TLS to its servers.
-    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
     pub on_all_down: crate::config::health::OnAllDown,
     /// Source persistence entries (carried across reloads by backend name).
     pub sources: Arc<Sticky>,
@@ -200,6 +198,7 @@ impl Runtime {
                         cookie: s.cookie.as_str().into(),
                         backup: s.backup,
                         check: s.health.as_ref().map(|h| (h.rise, h.fall)),
+                        tls: s.tls.clone(),
                         state,
                     };
                     if s.backup {
@@ -223,7 +222,6 @@ impl Runtime {
                     eject: b.eject,
                     slowstart: b.slowstart,
                     drain_timeout: b.drain_timeout,
-                    tls: b.tls.clone(),
                     on_all_down: b.on_all_down,
                     // Carried over unless the table's size changed.
                     sources: {

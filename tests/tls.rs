@@ -1062,3 +1062,49 @@ servers = [{{ name = "r", address = "{rogue}" }}]
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_server_overrides_its_backends_tls_or_turns_it_off() {
+    bounded(30, async {
+        let dir = TempDir::new("tls-per-server");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "app", &["app.internal"], 30);
+        ca.leaf(&dir.0, "other", &["other.internal"], 30);
+        let (secure, _) = https_origin(&dir.0, "app", "secure");
+        let (other, _) = https_origin(&dir.0, "other", "other");
+        let plain = HttpOrigin::start("plain", "").await;
+        let text = format!(
+            r#"
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "mixed"
+
+[[backend]]
+name = "mixed"
+balance = "rr"
+tls = {{ ca = "ca.pem", sni = "app.internal" }}
+servers = [
+  {{ name = "s", address = "{secure}" }},
+  {{ name = "o", address = "{other}", tls = {{ ca = "ca.pem", sni = "other.internal" }} }},
+  {{ name = "p", address = "{}", tls = false }},
+]
+"#,
+            plain.addr
+        );
+        let d = start_in(&dir, &text);
+        let web = d.addr("web").unwrap();
+        let mut seen = Vec::new();
+        for i in 0..6 {
+            let r = get(web, &format!("/{i}"), "").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            seen.push(r.text());
+        }
+        for want in ["secure\n", "other\n", "plain\n"] {
+            assert_eq!(seen.iter().filter(|t| *t == want).count(), 2, "{seen:?}");
+        }
+        assert_eq!(d.stats().backend("mixed").unwrap().tls_errors, 0);
+    })
+    .await;
+}

@@ -227,6 +227,7 @@ impl Overrides {
                     send_proxy: None,
                     cookie: o.server.clone(),
                     health,
+                    tls: b.tls.clone(),
                 });
             } else if in_file.is_none() {
                 notes.push(format!(

@@ -196,6 +196,7 @@ pub(crate) mod testing {
                 cookie: name.into(),
                 backup: false,
                 check: None,
+                tls: None,
                 state: Arc::new(ServerState::new(w, pool.clone())),
             })
             .collect()

@@ -164,7 +164,7 @@ pub struct TlsFile {
 }
 
 /// `tls = { verify = "ca", ca = "ca.pem", sni = "app.internal" }` on a backend.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsFile {
     /// "ca" (with `ca`), "system" (default) or "none".
@@ -552,6 +552,22 @@ pub struct ServerFile {
     pub cookie: Option<Spanned<String>>,
     /// `false` (never checked) or a table overriding the backend's `health`.
     pub health: Option<Spanned<toml::Value>>,
+    /// `false` (plain even if the backend uses TLS), `true` (the backend's
+    /// settings, or verified against the system's roots) or its own table
+    /// (the keys of a backend's `tls`).
+    pub tls: Option<Spanned<toml::Value>>,
+}
+
+/// A server's own `tls` table (read from its `toml::Value`, so without
+/// positions of its own: errors point at the table).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsTable {
+    pub verify: Option<String>,
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

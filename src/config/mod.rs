@@ -316,6 +316,8 @@ pub struct ServerConfig {
     pub cookie: String,
     /// Its active check (the backend's, with this server's overrides), if any.
     pub health: Option<health::HealthCheck>,
+    /// TLS to it (its own `tls`, else its backend's).
+    pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
 }
 
 /// Defaults, in one place so README and code agree.

@@ -753,6 +753,10 @@ impl Validator<'_> {
         }
         let mut servers = Vec::new();
         let base_health = self.backend_health(&ctx, b.health.as_ref());
+        let backend_tls = b
+            .tls
+            .as_ref()
+            .and_then(|t| self.upstream_tls(&ctx, t, &b.name));
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for s in b.servers.get_ref() {
             if seen.insert(s.name.get_ref(), ()).is_some() {
@@ -763,6 +767,10 @@ impl Validator<'_> {
             }
             if let Some(mut sc) = self.server(&ctx, s) {
                 sc.health = self.server_health(&ctx, b.health.as_ref(), base_health.as_ref(), s);
+                sc.tls = match &s.tls {
+                    None => backend_tls.clone(),
+                    Some(v) => self.server_tls(&ctx, v, s, backend_tls.as_ref()),
+                };
                 if servers.iter().any(|o: &ServerConfig| o.cookie == sc.cookie)
                     && let Some(c) = &s.cookie
                 {
@@ -801,10 +809,7 @@ impl Validator<'_> {
             persist,
             slowstart: b.slowstart.filter(|d| !d.is_zero()),
             drain_timeout: b.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
-            tls: b
-                .tls
-                .as_ref()
-                .and_then(|t| self.upstream_tls(&ctx, t, &b.name)),
+            tls: backend_tls,
             eject: b.eject.as_ref().and_then(|e| self.eject(&ctx, e)),
             on_all_down: self.on_all_down(&ctx, b.on_all_down.as_ref()),
             servers,
@@ -986,6 +991,7 @@ impl Validator<'_> {
             send_proxy: s.send_proxy,
             cookie,
             health: None,
+            tls: None,
         })
     }
 }

@@ -203,4 +203,44 @@ impl Validator<'_> {
             }
         }
     }
+
+    /// A server's `tls`: `false`, `true` or its own table.
+    pub(super) fn server_tls(
+        &mut self,
+        ctx: &str,
+        v: &toml::Spanned<toml::Value>,
+        s: &super::file::ServerFile,
+        backend: Option<&Arc<tls::UpstreamTls>>,
+    ) -> Option<Arc<tls::UpstreamTls>> {
+        let ctx = format!("{ctx}: server \"{}\"", s.name.get_ref());
+        let at = |x: String| toml::Spanned::new(v.span(), x);
+        match v.get_ref() {
+            toml::Value::Boolean(false) => None,
+            toml::Value::Boolean(true) => backend
+                .cloned()
+                .or_else(|| self.upstream_tls(&ctx, &UpstreamTlsFile::default(), &s.name)),
+            table @ toml::Value::Table(_) => {
+                let own: super::file::ServerTlsTable = match table.clone().try_into() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let msg = super::validate::friendly(e.message(), "", None);
+                        self.err(v, format!("{ctx}: tls: {msg}"));
+                        return None;
+                    }
+                };
+                let file = UpstreamTlsFile {
+                    verify: own.verify.map(at),
+                    ca: own.ca.map(at),
+                    sni: own.sni.map(at),
+                    client_cert: own.client_cert.map(at),
+                    client_key: own.client_key.map(at),
+                };
+                self.upstream_tls(&ctx, &file, &s.name)
+            }
+            _ => {
+                self.err(v, format!("{ctx}: tls must be false, true or a table"));
+                None
+            }
+        }
+    }
 }

@@ -191,7 +191,7 @@ fn reconcile(rt: &Runtime, checkers: &mut HashMap<Key, Checker>, ctx: &Ctx) {
                 addr: target,
                 backend: b.name.clone(),
                 server: s.name.clone(),
-                tls: b.tls.clone(),
+                tls: s.tls.clone(),
             };
             let task = tokio::spawn(check_loop(
                 check.clone(),

@@ -339,6 +339,8 @@ pub struct Server {
     pub backup: bool,
     /// Active checks' rise and fall, when it is checked.
     pub check: Option<(u32, u32)>,
+    /// TLS to it (its own settings, or its backend's).
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
     pub state: Arc<ServerState>,
 }
 
