@@ -1059,6 +1059,24 @@ servers = [{{ name = "r", address = "{rogue}" }}]
         // verify = "none" takes it.
         let r = get(web, "/any", "").await;
         assert_eq!((r.status, r.text()), (200, "rogue\n".to_string()));
+
+        // A reload that trusts another CA: the checker restarts with it and
+        // takes the server out.
+        std::fs::copy(other.join("ca.pem"), dir.join("other-ca.pem")).unwrap();
+        let swapped = text.replacen(
+            "tls = { verify = \"ca\", ca = \"ca.pem\"",
+            "tls = { verify = \"ca\", ca = \"other-ca.pem\"",
+            1,
+        );
+        assert_ne!(swapped, text);
+        std::fs::write(dir.join("fulcrum.toml"), &swapped).unwrap();
+        d.reload().unwrap();
+        eventually(5, "down: its certificate is no longer trusted", || {
+            let st = d.stats();
+            let s = st.backend("secure").unwrap().server("s").unwrap().clone();
+            s.health == "down" && s.last_check.contains("certificate")
+        })
+        .await;
     })
     .await;
 }

@@ -87,6 +87,9 @@ fn key(state: &Arc<ServerState>) -> Key {
 struct Checker {
     check: HealthCheck,
     target: SocketAddr,
+    /// The TLS settings it checks with (a reload builds new ones: the
+    /// checker restarts with them, CA files read again).
+    tls: Option<Arc<crate::tls::UpstreamTls>>,
     task: JoinHandle<()>,
 }
 
@@ -177,9 +180,14 @@ fn reconcile(rt: &Runtime, checkers: &mut HashMap<Key, Checker>, ctx: &Ctx) {
                 check.address.unwrap_or(s.addr.ip()),
                 check.port.unwrap_or(s.addr.port()),
             );
+            let same_tls = |c: &Checker| match (&c.tls, &s.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
             if checkers
                 .get(&k)
-                .is_some_and(|c| c.check == check && c.target == target)
+                .is_some_and(|c| c.check == check && c.target == target && same_tls(c))
             {
                 continue;
             }
@@ -205,6 +213,7 @@ fn reconcile(rt: &Runtime, checkers: &mut HashMap<Key, Checker>, ctx: &Ctx) {
                 Checker {
                     check,
                     target,
+                    tls: s.tls.clone(),
                     task,
                 },
             );
