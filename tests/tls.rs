@@ -1126,3 +1126,60 @@ servers = [
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_resumes_its_session_on_the_next_connection_tls_1_3_and_1_2() {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-resume");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let d = start_in(
+            &dir,
+            &conf(
+                o.addr,
+                r#"certs = [{ cert = "site.pem", key = "site.key" }]"#,
+            ),
+        );
+        let addr = d.addr("https").unwrap();
+        static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        for versions in [rustls::DEFAULT_VERSIONS, &TLS12[..]] {
+            let mut c = Client::new(&ca);
+            c.versions = versions;
+            // One config, so one client session store, for both connections.
+            let config = c.config();
+            let kinds = blocking(move || {
+                let mut kinds = Vec::new();
+                for _ in 0..2 {
+                    let conn = rustls::ClientConnection::new(
+                        config.clone(),
+                        ServerName::try_from("site.test").unwrap(),
+                    )
+                    .unwrap();
+                    let tcp = std::net::TcpStream::connect(addr).unwrap();
+                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+                        .unwrap();
+                    let mut out = Vec::new();
+                    let _ = s.read_to_end(&mut out);
+                    assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+                    kinds.push(s.conn.handshake_kind());
+                }
+                kinds
+            })
+            .await;
+            assert_eq!(
+                kinds,
+                [
+                    Some(rustls::HandshakeKind::Full),
+                    Some(rustls::HandshakeKind::Resumed)
+                ],
+                "{versions:?}"
+            );
+        }
+        let f = d.stats().frontend("https").unwrap().clone();
+        assert_eq!((f.tls_handshakes, f.tls_resumed), (4, 2));
+    })
+    .await;
+}
