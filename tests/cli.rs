@@ -171,8 +171,7 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
             let _ = s.write_all(format!("got {n}\n").as_bytes());
         }
     });
-    let dir = std::env::temp_dir().join(format!("fulcrum-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::bin::test_dir("cli");
     let conf = dir.join("term.toml");
     std::fs::write(
         &conf,
@@ -240,8 +239,7 @@ fn demo_routes_api_canary_and_beta() {
             &format!("127.0.0.1:{p}"),
         );
     }
-    let dir = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::bin::test_dir("demo");
     let conf = dir.join("demo.toml");
     std::fs::write(&conf, text).unwrap();
     let mut child = Proc(

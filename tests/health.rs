@@ -375,8 +375,8 @@ fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
 #[tokio::test]
 async fn script_checks_exit_codes_dynamic_weight_and_timeout() {
     bounded(30, async {
-        let dir = std::env::temp_dir().join(format!("fulcrum-health-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = TempDir::new("health-script");
+        let dir = tmp.0.clone();
         let code = dir.join("code");
         std::fs::write(&code, "0").unwrap();
         let check = script(

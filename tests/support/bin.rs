@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,9 +48,25 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A folder for one test's files.
+/// A folder for one test's files. The folders of earlier runs of the same
+/// test whose process is gone are removed first (the daemon tests write
+/// configs and logs there and cannot tell when the last user is done), so
+/// they never pile up.
 pub fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fulcrum-{name}-{}", std::process::id()));
+    let tmp = std::env::temp_dir();
+    let prefix = format!("fulcrum-{name}-");
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("{prefix}{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
