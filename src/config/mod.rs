@@ -10,6 +10,8 @@ pub mod health;
 pub mod routing;
 pub mod units;
 mod validate;
+mod validate_backend;
+mod validate_frontend;
 mod validate_health;
 mod validate_l7;
 mod validate_obs;
