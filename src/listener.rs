@@ -286,7 +286,7 @@ async fn pipeline(
         None => (Stream::Tcp(stream), early),
         Some(tls) => {
             let c = &front.counters;
-            let limit = tls.handshake_timeout;
+            let limit = tls.handshake_timeout();
             match Box::pin(crate::net::tls::accept(
                 stream,
                 tls.config.clone(),

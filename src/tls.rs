@@ -158,34 +158,30 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// What a frontend's handshakes use.
+/// What a frontend's handshakes use, and the settings it was built from (to
+/// build it again from the same files).
 pub struct FrontendTls {
     pub config: Arc<rustls::ServerConfig>,
-    pub handshake_timeout: Duration,
-    pub certs: Vec<Cert>,
-    /// What it was built from, to build it again from the same files.
-    default: Option<usize>,
-    tls13_only: bool,
-    alpn: Vec<Vec<u8>>,
-    client_ca: Option<(PathBuf, bool)>,
+    pub settings: Settings,
 }
 
 impl FrontendTls {
+    pub fn handshake_timeout(&self) -> Duration {
+        self.settings.handshake_timeout
+    }
+
     /// The same settings with every certificate and key file read again
     /// (`reload tls`).
     pub fn reread(&self) -> Result<FrontendTls, String> {
         let certs = self
+            .settings
             .certs
             .iter()
             .map(|c| load_cert(&c.cert_path, &c.key_path))
             .collect::<Result<Vec<_>, _>>()?;
         build(Settings {
             certs,
-            default: self.default,
-            tls13_only: self.tls13_only,
-            alpn: self.alpn.clone(),
-            handshake_timeout: self.handshake_timeout,
-            client_ca: self.client_ca.clone(),
+            ..self.settings.clone()
         })
     }
 }
@@ -193,25 +189,22 @@ impl FrontendTls {
 impl std::fmt::Debug for FrontendTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrontendTls")
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("handshake_timeout", &self.settings.handshake_timeout)
             .field(
                 "certs",
-                &self.certs.iter().map(|c| &c.cert_path).collect::<Vec<_>>(),
+                &self
+                    .settings
+                    .certs
+                    .iter()
+                    .map(|c| &c.cert_path)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
-impl PartialEq for FrontendTls {
-    /// Equal when built from the same files with the same settings (what a
-    /// reload compares).
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self, other)
-    }
-}
-
 /// The settings a `tls = { ... }` table resolves to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub certs: Vec<Cert>,
     pub default: Option<usize>,
@@ -292,12 +285,7 @@ pub fn build(s: Settings) -> Result<FrontendTls, String> {
     }
     Ok(FrontendTls {
         config: Arc::new(config),
-        handshake_timeout: s.handshake_timeout,
-        certs: s.certs,
-        default: s.default,
-        tls13_only: s.tls13_only,
-        alpn: s.alpn,
-        client_ca: s.client_ca,
+        settings: s,
     })
 }
 
@@ -321,7 +309,6 @@ pub struct UpstreamSettings {
     pub sni: Option<String>,
     /// A client certificate and key for servers that ask for one.
     pub client_cert: Option<(PathBuf, PathBuf)>,
-    pub alpn: Vec<Vec<u8>>,
 }
 
 /// TLS to a backend's servers.
@@ -445,7 +432,7 @@ pub fn build_upstream(s: UpstreamSettings) -> Result<UpstreamTls, String> {
             builder.with_root_certificates(roots)
         }
     };
-    let mut config = match &s.client_cert {
+    let config = match &s.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let c = load_cert(cert, key)?;
@@ -457,7 +444,6 @@ pub fn build_upstream(s: UpstreamSettings) -> Result<UpstreamTls, String> {
                 .map_err(|e| format!("client_cert: {e}"))?
         }
     };
-    config.alpn_protocols = s.alpn;
     Ok(UpstreamTls {
         config: Arc::new(config),
         sni,

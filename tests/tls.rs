@@ -159,6 +159,19 @@ fn names_of(der: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
+/// A TLS session with `addr` as `sni` on `config` (reads give up after 5 s).
+fn open(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 /// One line to the daemon's admin socket, and its answer.
 async fn admin(d: &fulcrum::daemon::Running, line: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -494,14 +507,7 @@ async fn tls_offload_in_tcp_mode_pumps_plaintext() {
         let addr = d.addr("tls").unwrap();
         let c = Client::new(&ca);
         let echoed = blocking(move || {
-            let conn = rustls::ClientConnection::new(
-                c.config(),
-                ServerName::try_from("site.test").unwrap(),
-            )
-            .unwrap();
-            let tcp = std::net::TcpStream::connect(addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = open(c.config(), addr, "site.test");
             let msg = vec![b'z'; 100_000];
             s.write_all(&msg).unwrap();
             let mut back = vec![0u8; msg.len()];
@@ -537,12 +543,7 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let c1 = c.clone();
         std::thread::spawn(move || {
-            let conn =
-                rustls::ClientConnection::new(c1.config(), ServerName::try_from("site.test").unwrap())
-                    .unwrap();
-            let tcp = std::net::TcpStream::connect(addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = open(c1.config(), addr, "site.test");
             let mut ok = true;
             for i in 0..2 {
                 let msg = format!("before {i}\n");
@@ -563,11 +564,7 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         let _ = tx.send(());
         assert!(done_rx.await.unwrap(), "the open session went on");
         let names = blocking(move || {
-            let conn =
-                rustls::ClientConnection::new(c.config(), ServerName::try_from("site.test").unwrap())
-                    .unwrap();
-            let tcp = std::net::TcpStream::connect(addr).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = open(c.config(), addr, "site.test");
             s.write_all(b"x").unwrap();
             let mut b = [0u8; 1];
             s.read_exact(&mut b).unwrap();
@@ -582,13 +579,7 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         assert!(r.starts_with("tls reloaded: the certificates of 1 frontend(s) read again"), "{r}");
         let served = |c: Client| {
             blocking(move || {
-                let conn = rustls::ClientConnection::new(
-                    c.config(),
-                    ServerName::try_from("site.test").unwrap(),
-                )
-                .unwrap();
-                let tcp = std::net::TcpStream::connect(addr).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut s = open(c.config(), addr, "site.test");
                 s.write_all(b"x").unwrap();
                 let mut b = [0u8; 1];
                 s.read_exact(&mut b).unwrap();
@@ -789,14 +780,7 @@ async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_an
 
         let rd = d.addr("redis-tls").unwrap();
         let echoed = blocking(move || {
-            let conn = rustls::ClientConnection::new(
-                c.config(),
-                ServerName::try_from("cache.example.com").unwrap(),
-            )
-            .unwrap();
-            let tcp = std::net::TcpStream::connect(rd).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = open(c.config(), rd, "cache.example.com");
             s.write_all(b"PING\r\n").unwrap();
             let mut back = [0u8; 6];
             s.read_exact(&mut back).unwrap();
@@ -808,9 +792,8 @@ async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_an
     .await;
 }
 
-/// A TLS origin of its own (a blocking thread): it terminates TLS with the
-/// certificate `file` in `dir`, reads a line, and answers `NAME sni=SNI`.
-fn tls_origin(dir: &Path, file: &str, name: &'static str) -> SocketAddr {
+/// A TLS server's config with the certificate `file` (`.pem`, `.key`) in `dir`.
+fn server_config(dir: &Path, file: &str) -> Arc<rustls::ServerConfig> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(dir.join(format!("{file}.pem")))
             .unwrap()
@@ -819,14 +802,20 @@ fn tls_origin(dir: &Path, file: &str, name: &'static str) -> SocketAddr {
     let key = PrivateKeyDer::from_pem_file(dir.join(format!("{file}.key"))).unwrap();
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = Arc::new(
+    Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .unwrap(),
-    );
+    )
+}
+
+/// A TLS origin of its own (a blocking thread): it terminates TLS with the
+/// certificate `file` in `dir`, reads a line, and answers `NAME sni=SNI`.
+fn tls_origin(dir: &Path, file: &str, name: &'static str) -> SocketAddr {
+    let config = server_config(dir, file);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -888,12 +877,7 @@ servers = [{{ name = "p", address = "{}" }}]
         let ask = |sni: &'static str| {
             let c = Client::new(&ca);
             blocking(move || {
-                let conn =
-                    rustls::ClientConnection::new(c.config(), ServerName::try_from(sni).unwrap())
-                        .unwrap();
-                let tcp = std::net::TcpStream::connect(addr).unwrap();
-                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut s = open(c.config(), addr, sni);
                 s.write_all(b"hello").unwrap();
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);
@@ -928,22 +912,7 @@ fn https_origin(
     file: &str,
     name: &'static str,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join(format!("{file}.pem")))
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{file}.key"))).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-    );
+    let config = server_config(dir, file);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1151,14 +1120,7 @@ async fn a_client_resumes_its_session_on_the_next_connection_tls_1_3_and_1_2() {
             let kinds = blocking(move || {
                 let mut kinds = Vec::new();
                 for _ in 0..2 {
-                    let conn = rustls::ClientConnection::new(
-                        config.clone(),
-                        ServerName::try_from("site.test").unwrap(),
-                    )
-                    .unwrap();
-                    let tcp = std::net::TcpStream::connect(addr).unwrap();
-                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    let mut s = open(config.clone(), addr, "site.test");
                     s.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
                         .unwrap();
                     let mut out = Vec::new();

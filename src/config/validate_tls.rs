@@ -181,7 +181,6 @@ impl Validator<'_> {
             verify,
             sni: t.sni.as_ref().map(|s| s.get_ref().clone()),
             client_cert,
-            alpn: Vec::new(),
         };
         match tls::build_upstream(settings) {
             Ok(u) => Some(Arc::new(u)),
