@@ -29,9 +29,8 @@ async fn secure(
         return Ok(crate::net::Stream::Tcp(stream));
     };
     let left = backend.timeouts.connect.saturating_sub(t0.elapsed());
-    let name = tls.name_for(server.addr);
-    match crate::net::tls::connect(stream, tls.config.clone(), name, left).await {
-        Ok(t) => Ok(crate::net::Stream::Tls(Box::new(t))),
+    match tls.connect(stream, server.addr, left).await {
+        Ok(s) => Ok(s),
         Err(e) => {
             server.state.counters.tls_errors.inc();
             backend.counters.tls_errors.inc();

@@ -912,7 +912,14 @@ fn https_origin(
     file: &str,
     name: &'static str,
 ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    let config = server_config(dir, file);
+    https_origin_with(server_config(dir, file), name)
+}
+
+/// The same on a given server config (one that asks for client certificates).
+fn https_origin_with(
+    config: Arc<rustls::ServerConfig>,
+    name: &'static str,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1142,6 +1149,106 @@ async fn a_client_resumes_its_session_on_the_next_connection_tls_1_3_and_1_2() {
         }
         let f = d.stats().frontend("https").unwrap().clone();
         assert_eq!((f.tls_handshakes, f.tls_resumed), (4, 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fulcrum_presents_its_client_certificate_to_servers_that_require_one() {
+    bounded(30, async {
+        let dir = TempDir::new("tls-upstream-mtls");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "app", &["app.internal"], 30);
+        ca.leaf(&dir.0, "lb", &["lb.internal"], 30);
+        // The origin accepts only clients with a certificate from the CA.
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("app.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("app.key")).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(ca.roots()),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let (origin, _) = https_origin_with(Arc::new(config), "mtls");
+        let text = format!(
+            r#"
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "with"
+acl.without = {{ path_prefix = "/without" }}
+rules = [{{ use_backend = "without", if = "without" }}]
+
+[[backend]]
+name = "with"
+tls = {{ ca = "ca.pem", sni = "app.internal", client_cert = "lb.pem", client_key = "lb.key" }}
+servers = [{{ name = "s", address = "{origin}" }}]
+
+[[backend]]
+name = "without"
+retries = 0
+tls = {{ ca = "ca.pem", sni = "app.internal" }}
+servers = [{{ name = "s", address = "{origin}" }}]
+"#
+        );
+        let d = start_in(&dir, &text);
+        let web = d.addr("web").unwrap();
+        let r = get(web, "/", "").await;
+        assert_eq!((r.status, r.text()), (200, "mtls\n".to_string()));
+        let r = get(web, "/without", "").await;
+        assert_eq!(r.status, 502);
+        // TLS 1.3: the server refuses the missing certificate after the
+        // handshake, so fulcrum sees a failed response, not a failed handshake.
+        let b = d.stats().backend("without").unwrap().clone();
+        assert_eq!((b.http_bad_responses, b.tls_errors), (1, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_finish_its_handshake_is_cut_at_handshake_timeout() {
+    bounded(30, async {
+        let o = HttpOrigin::start("a", "").await;
+        let dir = TempDir::new("tls-slow");
+        let ca = Ca::new(&dir.0);
+        ca.leaf(&dir.0, "site", &["site.test"], 30);
+        let d = start_in(
+            &dir,
+            &conf(
+                o.addr,
+                r#"certs = [{ cert = "site.pem", key = "site.key" }], handshake_timeout = "300ms""#,
+            ),
+        );
+        let mut slow = tokio::net::TcpStream::connect(d.addr("https").unwrap())
+            .await
+            .unwrap();
+        // Connected, silent: closed by the daemon well before the 10 s bound.
+        let mut sink = Vec::new();
+        let started = std::time::Instant::now();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut sink),
+        )
+        .await
+        .expect("closed by the daemon");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        eventually(5, "counted", || {
+            d.stats().frontend("https").unwrap().tls_handshake_timeouts == 1
+        })
+        .await;
     })
     .await;
 }

@@ -84,13 +84,10 @@ async fn connect(t: &Target, limit: Duration) -> Result<Stream, String> {
     let s = TcpStream::connect(t.addr).await.map_err(|e| why(&e))?;
     match &t.tls {
         None => Ok(Stream::Tcp(s)),
-        Some(tls) => {
-            let name = tls.name_for(t.addr);
-            crate::net::tls::connect(s, tls.config.clone(), name, limit)
-                .await
-                .map(|c| Stream::Tls(Box::new(c)))
-                .map_err(|e| e.to_string())
-        }
+        Some(tls) => tls
+            .connect(s, t.addr, limit)
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 
