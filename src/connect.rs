@@ -29,7 +29,9 @@ async fn secure(
         return Ok(crate::net::Stream::Tcp(stream));
     };
     let left = backend.timeouts.connect.saturating_sub(t0.elapsed());
-    match tls.connect(stream, server.addr, left).await {
+    // Boxed: the handshake's state (about 1.8 KiB) lives only while it runs,
+    // instead of inside every plain request's future.
+    match Box::pin(tls.connect(stream, server.addr, left)).await {
         Ok(s) => Ok(s),
         Err(e) => {
             server.state.counters.tls_errors.inc();

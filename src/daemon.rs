@@ -401,6 +401,7 @@ impl Running {
     /// signal): the remaining connections are closed at once.
     pub async fn shutdown_or(mut self, cut: impl std::future::Future<Output = ()>) -> Stopped {
         let _ = self.stop_accepting.send(true);
+        self.shared.sessions.stop(false);
         self.listeners.close();
         let drained = tokio::select! {
             r = tokio::time::timeout(self.grace, self.drained.recv()) => r.is_ok(),
@@ -418,6 +419,7 @@ impl Running {
                 "closing the remaining connections"
             );
             let _ = self.force_stop.send(true);
+            self.shared.sessions.stop(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.drained.recv()).await;
         }
         self.finish();
@@ -444,6 +446,8 @@ impl Running {
         }
         let _ = self.stop_accepting.send(true);
         let _ = self.force_stop.send(true);
+        self.shared.sessions.stop(false);
+        self.shared.sessions.stop(true);
         let _ = self.exit.send(true);
         for h in self.threads.drain(..) {
             let _ = h.join();

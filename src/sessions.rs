@@ -4,16 +4,25 @@
 //! Each accepted connection registers one `Session` (its `Conn` holds it and
 //! removes it when dropped): an insert and a remove per connection in one of
 //! 16 shards, each a small mutex only the admin socket's reads share; per
-//! request in http mode, one relaxed store of the server serving it. A kill
-//! is a `Notify` the connection's task selects on, next to the daemon's stop.
+//! request in http mode, one relaxed store of the server serving it.
+//!
+//! The same registry carries the stops an http connection's task waits on
+//! (`Halted`): the daemon's graceful and forced stop and a kill. Each is a flag
+//! plus one waker per session; the stopping side sets the flag and wakes every
+//! session. So a task's wait costs a waker registration (skipped when the waker
+//! is unchanged) and three atomic loads per wake-up, instead of polling channel
+//! receivers that take a lock each time.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use atomic_waker::AtomicWaker;
 
 const SHARDS: usize = 16;
 
@@ -27,7 +36,10 @@ pub struct Session {
     pub since: Instant,
     /// The live-state id of the server serving it now (0: none).
     server: AtomicU64,
-    kill: Notify,
+    /// `shutdown sessions` asked for it (kept until the task looks).
+    kill: AtomicBool,
+    /// The task that serves it now, woken by a kill or the daemon's stop.
+    waker: AtomicWaker,
 }
 
 impl Session {
@@ -49,21 +61,16 @@ impl Session {
         self.server.load(Relaxed)
     }
 
-    /// Resolves when the session is to be closed (`shutdown sessions`) while
-    /// a server serves it; a kill that arrives as the exchange ends is
-    /// forgotten (it was for the server that no longer serves it).
-    pub async fn killed(&self) {
-        loop {
-            self.kill.notified().await;
-            if self.server() != 0 {
-                return;
-            }
-        }
+    /// The task that served it ends (the connection is parked): forget its
+    /// waker, which would otherwise keep the finished task's memory.
+    pub fn forget_task(&self) {
+        drop(self.waker.take());
     }
 
     pub fn kill(&self) {
-        // A permit is stored if the task is not waiting right now.
-        self.kill.notify_one();
+        // Kept if the task is not waiting right now: it sees it when it next does.
+        self.kill.store(true, SeqCst);
+        self.waker.wake();
     }
 }
 
@@ -72,6 +79,10 @@ impl Session {
 pub struct Sessions {
     shards: [Mutex<HashMap<u64, Arc<Session>>>; SHARDS],
     next: AtomicU64,
+    /// The graceful stop began: connections idle between requests close.
+    soft: AtomicBool,
+    /// The forced stop: every connection closes.
+    force: AtomicBool,
 }
 
 impl Default for Sessions {
@@ -79,6 +90,8 @@ impl Default for Sessions {
         Sessions {
             shards: std::array::from_fn(|_| Mutex::default()),
             next: AtomicU64::new(1),
+            soft: AtomicBool::new(false),
+            force: AtomicBool::new(false),
         }
     }
 }
@@ -92,7 +105,8 @@ impl Sessions {
             frontend,
             since: Instant::now(),
             server: AtomicU64::new(0),
-            kill: Notify::new(),
+            kill: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         });
         self.shard(id).insert(id, s.clone());
         s
@@ -125,6 +139,31 @@ impl Sessions {
         all
     }
 
+    /// The daemon's graceful (`force` false) or forced stop: flag it, then wake
+    /// every session's task. A session opened meanwhile sees the flag at its
+    /// first wait (the flag is set before the list is taken).
+    pub fn stop(&self, force: bool) {
+        let flag = if force { &self.force } else { &self.soft };
+        if flag.swap(true, SeqCst) {
+            return;
+        }
+        for s in self.list() {
+            s.waker.wake();
+        }
+    }
+
+    /// Resolves when `session`'s task should stop: the forced stop, a kill
+    /// while a server serves it, or, when it is `idle` between two requests,
+    /// the graceful stop. A kill that arrives as the exchange ends is
+    /// forgotten (it was for the server that no longer serves it).
+    pub fn halted<'a>(&'a self, session: &'a Session, idle: bool) -> Halted<'a> {
+        Halted {
+            sessions: self,
+            session,
+            idle,
+        }
+    }
+
     /// Close every session server `server_id` is serving; how many.
     pub fn kill_server(&self, server_id: u64) -> usize {
         let mut n = 0;
@@ -133,6 +172,32 @@ impl Sessions {
             n += 1;
         }
         n
+    }
+}
+
+/// See `Sessions::halted`.
+pub struct Halted<'a> {
+    sessions: &'a Sessions,
+    session: &'a Session,
+    idle: bool,
+}
+
+impl Future for Halted<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Register first, then look: a stop between the two still wakes us.
+        self.session.waker.register(cx.waker());
+        if self.sessions.force.load(SeqCst) || (self.idle && self.sessions.soft.load(SeqCst)) {
+            return Poll::Ready(());
+        }
+        if self.session.kill.load(Relaxed) {
+            if self.session.server() != 0 {
+                return Poll::Ready(());
+            }
+            self.session.kill.store(false, Relaxed);
+        }
+        Poll::Pending
     }
 }
 
@@ -158,10 +223,50 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
+        let bounded = |f| {
+            rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_millis(200), f)
+                    .await
+                    .is_ok()
+            })
+        };
+        assert!(bounded(reg.halted(&b, false)));
+        // Once no server serves it, a kill is forgotten.
+        b.serving(0);
+        b.kill();
+        assert!(!bounded(reg.halted(&b, false)));
+        b.serving(7);
+        assert!(
+            !bounded(reg.halted(&b, false)),
+            "the forgotten kill stays forgotten"
+        );
+        // The graceful stop ends only idle waits; the forced stop ends all.
+        reg.stop(false);
+        assert!(!bounded(reg.halted(&b, false)));
+        assert!(bounded(reg.halted(&b, true)));
+        reg.stop(true);
+        assert!(bounded(reg.halted(&b, false)));
+    }
+
+    #[test]
+    fn a_stop_wakes_a_waiting_task() {
+        let reg = Sessions::default();
+        let a = reg.open("127.0.0.1:1".parse().unwrap(), "web".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         rt.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(1), b.killed())
-                .await
-                .unwrap();
+            // The wait is polled (and registers) first; the stop comes after
+            // it yielded, and must wake it.
+            let stop = async {
+                tokio::task::yield_now().await;
+                reg.stop(true);
+            };
+            let wait =
+                tokio::time::timeout(std::time::Duration::from_secs(5), reg.halted(&a, false));
+            let (woken, ()) = tokio::join!(wait, stop);
+            woken.expect("woken by the stop");
         });
     }
 }

@@ -60,7 +60,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
             // `shutdown sessions` ends it like the daemon's forced stop.
             tokio::select! {
                 end = pump::run(client, upstream, &popts, &up, &down, &mut force_stop) => end,
-                () = conn.session.killed() => End::Shutdown,
+                () = conn.shared.sessions.halted(&conn.session, false) => End::Shutdown,
             }
         }
         Err(_) => {

@@ -91,7 +91,10 @@ async fn linger(s: &Stream) {
 
 /// Serve one accepted client connection on an http frontend (its PROXY
 /// header, if any, already read by the accept pipeline).
-pub async fn serve(a: Accepted, conn: Conn) {
+///
+/// Plain functions returning `serve_from`'s future (here and in `run`): an
+/// `async fn` would keep its own copy of the arguments beside that future's.
+pub fn serve(a: Accepted, conn: Conn) -> impl std::future::Future<Output = ()> {
     let idle = Idle {
         peer: Peer {
             client: a.client,
@@ -102,7 +105,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
         deadline: TokioInstant::now() + conn.front().http_request_timeout,
         parkable: true,
     };
-    serve_from(a.stream, idle, Buf::from_vec(a.early), conn).await;
+    serve_from(a.stream, idle, Buf::from_vec(a.early), conn)
 }
 
 /// Where a connection stands between two requests: what parking keeps of it.
@@ -117,8 +120,8 @@ pub struct Idle {
 }
 
 /// Go on serving a connection the park gave back (it is readable).
-pub async fn run(client: TcpStream, idle: Idle, conn: Conn) {
-    serve_from(Stream::Tcp(client), idle, Buf::default(), conn).await;
+pub fn run(client: TcpStream, idle: Idle, conn: Conn) -> impl std::future::Future<Output = ()> {
+    serve_from(Stream::Tcp(client), idle, Buf::default(), conn)
 }
 
 /// What waiting for the next request came to.
@@ -170,6 +173,7 @@ fn park_or_keep(client: Stream, mut idle: Idle, conn: Conn) -> Option<(Stream, I
         }
     };
     let std = client.into_std().ok()?;
+    conn.session.forget_task();
     let back = park::park(std, idle, conn).err()?;
     let (std, mut idle, conn) = *back;
     idle.parkable = false;
@@ -177,115 +181,120 @@ fn park_or_keep(client: Stream, mut idle: Idle, conn: Conn) -> Option<(Stream, I
     Some((Stream::Tcp(client), idle, conn))
 }
 
-async fn serve_from(mut client: Stream, mut idle: Idle, mut cbuf: Buf, mut conn: Conn) {
-    // Borrowed from its own handle, so `conn` can go to the park and come back.
-    let mut rt = conn.rt.clone();
-    let mut force_stop = conn.force_stop.clone();
-    let mut stop_rx = conn.force_stop.clone();
-    let stopped = crate::shutdown::stopped(&mut stop_rx);
-    tokio::pin!(stopped);
-    // A graceful stop closes a connection waiting between two requests (as
-    // HAProxy and nginx close idle keep-alive connections); one waiting for its
-    // first request still gets it served.
-    let mut soft_rx = conn.soft_stop.clone();
-    let soft_stopped = crate::shutdown::stopped(&mut soft_rx);
-    tokio::pin!(soft_stopped);
-    // A request was served: the keep-alive deadline starts at the next wait.
-    let mut served = false;
-    loop {
-        // A reload since the last request: this one follows the new rules
-        // (one atomic load when nothing changed). A frontend gone from the
-        // configuration serves no further request.
-        if conn.shared.generation() != rt.generation {
-            let now = conn.shared.snapshot();
-            let Some(fe) = now.frontend_index(&rt.frontends[conn.fe].name) else {
-                return;
-            };
-            (conn.rt, conn.fe) = (now.clone(), fe);
-            rt = now;
-        }
-        let front = &rt.frontends[conn.fe];
-        if cbuf.is_empty() {
-            // Wait for the next request. After `idle_park_after` of silence
-            // the connection is parked (park.rs) and this task ends, so an
-            // idle connection costs its slot in the park, not its task.
-            let now = TokioInstant::now();
-            if served {
-                idle.deadline = now + front.http_keepalive_timeout;
-                served = false;
+/// A plain function around an `async move` block, which keeps its arguments
+/// once (an `async fn` keeps them twice: 296 bytes more per connection).
+#[expect(clippy::manual_async_fn, reason = "the async fn form is larger")]
+fn serve_from(
+    mut client: Stream,
+    mut idle: Idle,
+    mut cbuf: Buf,
+    mut conn: Conn,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Borrowed from its own handle, so `conn` can go to the park and come back.
+        let mut rt = conn.rt.clone();
+        let mut force_stop = conn.force_stop.clone();
+        // The daemon's stops and `shutdown sessions` arrive through the session
+        // registry (`Sessions::halted`): a graceful stop closes a connection
+        // waiting between two requests (as HAProxy and nginx close idle keep-alive
+        // connections); one waiting for its first request still gets it served.
+        let sessions = conn.shared.sessions.clone();
+        // A request was served: the keep-alive deadline starts at the next wait.
+        let mut served = false;
+        loop {
+            // A reload since the last request: this one follows the new rules
+            // (one atomic load when nothing changed). A frontend gone from the
+            // configuration serves no further request.
+            if conn.shared.generation() != rt.generation {
+                let now = conn.shared.snapshot();
+                let Some(fe) = now.frontend_index(&rt.frontends[conn.fe].name) else {
+                    return;
+                };
+                (conn.rt, conn.fe) = (now.clone(), fe);
+                rt = now;
             }
-            let park_at = conn
-                .opts
-                .park_after
-                .filter(|_| idle.parkable && crate::net::io::single_threaded())
-                .map(|d| now + d)
-                .filter(|at| *at < idle.deadline);
-            let until = park_at.unwrap_or(idle.deadline);
-            let waited = tokio::select! {
-                // Fixed order: no random draw per wait.
-                biased;
-                w = wait_request(&client, until, park_at.is_some()) => w,
-                () = &mut stopped => Waited::Gone,
-                () = &mut soft_stopped, if !idle.first => Waited::Gone,
+            let front = &rt.frontends[conn.fe];
+            if cbuf.is_empty() {
+                // Wait for the next request. After `idle_park_after` of silence
+                // the connection is parked (park.rs) and this task ends, so an
+                // idle connection costs its slot in the park, not its task.
+                let now = TokioInstant::now();
+                if served {
+                    idle.deadline = now + front.http_keepalive_timeout;
+                    served = false;
+                }
+                let park_at = conn
+                    .opts
+                    .park_after
+                    .filter(|_| idle.parkable && crate::net::io::single_threaded())
+                    .map(|d| now + d)
+                    .filter(|at| *at < idle.deadline);
+                let until = park_at.unwrap_or(idle.deadline);
+                let waited = tokio::select! {
+                    // Fixed order: no random draw per wait.
+                    biased;
+                    w = wait_request(&client, until, park_at.is_some()) => w,
+                    () = sessions.halted(&conn.session, !idle.first) => Waited::Gone,
+                };
+                match waited {
+                    Waited::Bytes(buf) => cbuf = buf,
+                    Waited::Gone => return,
+                    Waited::Timeout => {
+                        if idle.first {
+                            // Nothing came within http_request.
+                            front.counters.http_request_timeouts.inc();
+                            Box::pin(error_reply(&client, front, 408)).await;
+                        }
+                        return;
+                    }
+                    Waited::Park => match park_or_keep(client, idle, conn) {
+                        Some(kept) => {
+                            (client, idle, conn) = kept;
+                            continue;
+                        }
+                        None => return,
+                    },
+                }
+            }
+            let ex = Exchange {
+                client: &client,
+                peer: idle.peer,
+                front,
+                backends: &rt.backends,
+                opts: &conn.opts,
+                soft_stop: &conn.soft_stop,
+                session: &conn.session,
             };
-            match waited {
-                Waited::Bytes(buf) => cbuf = buf,
-                Waited::Gone => return,
-                Waited::Timeout => {
-                    if idle.first {
-                        // Nothing came within http_request.
-                        front.counters.http_request_timeouts.inc();
-                        Box::pin(error_reply(&client, front, 408)).await;
+            // Not boxed: the task is allocated once per connection with room for
+            // the exchange, instead of a box per request; an idle connection gives
+            // the task up when it is parked.
+            let stop = tokio::select! {
+                biased;
+                s = Box::pin(ex.run(&mut cbuf, idle.first, &mut force_stop)) => s,
+                // The forced stop, or `shutdown sessions server` while that
+                // server serves it.
+                () = sessions.halted(&conn.session, false) => Stop::Close,
+            };
+            conn.session.serving(0);
+            idle.first = false;
+            match stop {
+                Stop::Next => {}
+                Stop::Close => return,
+                Stop::Linger => {
+                    tokio::select! {
+                        biased;
+                        () = linger(&client) => {}
+                        () = sessions.halted(&conn.session, false) => {}
                     }
                     return;
                 }
-                Waited::Park => match park_or_keep(client, idle, conn) {
-                    Some(kept) => {
-                        (client, idle, conn) = kept;
-                        continue;
-                    }
-                    None => return,
-                },
             }
-        }
-        let ex = Exchange {
-            client: &client,
-            peer: idle.peer,
-            front,
-            backends: &rt.backends,
-            opts: &conn.opts,
-            soft_stop: &conn.soft_stop,
-            session: &conn.session,
-        };
-        // Not boxed: the task is allocated once per connection with room for
-        // the exchange, instead of a box per request; an idle connection gives
-        // the task up when it is parked.
-        let stop = tokio::select! {
-            biased;
-            s = ex.run(&mut cbuf, idle.first, &mut force_stop) => s,
-            () = &mut stopped => Stop::Close,
-            // `shutdown sessions server`: only while that server serves it.
-            () = conn.session.killed() => Stop::Close,
-        };
-        conn.session.serving(0);
-        idle.first = false;
-        match stop {
-            Stop::Next => {}
-            Stop::Close => return,
-            Stop::Linger => {
-                tokio::select! {
-                    biased;
-                    () = linger(&client) => {}
-                    () = &mut stopped => {}
-                }
-                return;
+            served = true;
+            if cbuf.is_empty() {
+                // Idle keep-alive connections hold no buffer (it goes back to the
+                // thread's spares).
+                cbuf = Buf::default();
             }
-        }
-        served = true;
-        if cbuf.is_empty() {
-            // Idle keep-alive connections hold no buffer (it goes back to the
-            // thread's spares).
-            cbuf = Buf::default();
         }
     }
 }
