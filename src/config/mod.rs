@@ -334,7 +334,8 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const RETRIES: u32 = 3;
-    pub const POOL_MAX_IDLE: u32 = 256;
+    /// No per-server limit: the thread's share of the descriptor budget bounds the pool.
+    pub const POOL_MAX_IDLE: u32 = u32::MAX;
     pub const POOL_IDLE: Duration = Duration::from_secs(10);
     pub const BACKLOG: u32 = 1024;
     pub const GRACE: Duration = Duration::from_secs(10);

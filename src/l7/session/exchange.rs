@@ -453,6 +453,7 @@ impl<'a> Exchange<'a> {
                 upstream,
                 backend.pool_max_idle as usize,
                 started,
+                backend.timeouts.pool_idle,
             );
         }
         // After the whole response, closing the socket (when the task ends,
