@@ -21,9 +21,23 @@ use crate::net::proxy_protocol::{self, Decoded, ProxyError};
 use crate::net::{Accepted, Conn, ConnOpts, Stream};
 use crate::runtime::Shared;
 
+/// How long the kernel holds a connection that has sent nothing yet when the
+/// frontend defers accepting (`defer_accept`); after it, the connection is
+/// handed over anyway and the frontend's own timeouts apply.
+pub const DEFER_ACCEPT: Duration = Duration::from_secs(1);
+
 /// Bind one listening socket. `reuseport` lets several threads each own a socket
 /// on the same address, with the kernel spreading connections between them.
-pub fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<std::net::TcpListener> {
+/// `defer`: TCP_DEFER_ACCEPT (as nginx's `deferred` and HAProxy's
+/// `defer-accept`): accept(2) returns a connection once its first bytes are
+/// there, so the first read finds them, and a client that connects and says
+/// nothing costs no task until `DEFER_ACCEPT` has passed.
+pub fn bind(
+    addr: SocketAddr,
+    backlog: u32,
+    reuseport: bool,
+    defer: bool,
+) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     if reuseport {
@@ -35,9 +49,38 @@ pub fn bind(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<std::
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux.
     sock.set_nodelay(true)?;
     sock.set_nonblocking(true)?;
+    let sock = if defer {
+        with_defer_accept(sock, DEFER_ACCEPT)?
+    } else {
+        sock
+    };
     sock.bind(&addr.into())?;
     sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sock.into())
+}
+
+/// TCP_DEFER_ACCEPT on a listening socket: no safe crate offers it (std's
+/// `TcpStreamExt::set_deferaccept` is unstable; rustix and socket2 lack it).
+#[allow(unsafe_code)]
+fn with_defer_accept(sock: Socket, after: Duration) -> io::Result<Socket> {
+    use std::os::fd::AsRawFd;
+    let secs = libc::c_int::try_from(after.as_secs()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid, open descriptor (owned by `sock` for the whole call)
+    // and a pointer to a c_int that lives across the call, with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(sock)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether another socket already listens on `addr`: a plain bind, without

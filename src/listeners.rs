@@ -87,17 +87,17 @@ pub fn bind(
     sockets: usize,
     skip: impl Fn(&str, SocketAddr) -> bool,
 ) -> Result<Vec<Bound>, BindError> {
-    let wanted: Vec<(&str, SocketAddr, u32)> = cfg
+    let wanted: Vec<(&str, SocketAddr, u32, bool)> = cfg
         .frontends
         .iter()
         .flat_map(|f| {
             f.listen
                 .iter()
-                .map(move |a| (f.name.as_str(), *a, f.backlog))
+                .map(move |a| (f.name.as_str(), *a, f.backlog, f.defer_accept))
         })
-        .filter(|(f, a, _)| !skip(f, *a))
+        .filter(|(f, a, _, _)| !skip(f, *a))
         .collect();
-    for &(frontend, addr, _) in wanted.iter().filter(|w| w.1.port() != 0) {
+    for &(frontend, addr, _, _) in wanted.iter().filter(|w| w.1.port() != 0) {
         match listener::probe(addr) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 return Err(BindError::InUse {
@@ -116,7 +116,7 @@ pub fn bind(
         }
     }
     let mut out = Vec::new();
-    for (frontend, want, backlog) in wanted {
+    for (frontend, want, backlog, defer) in wanted {
         let mut addr = want;
         let mut socks = Vec::new();
         for _ in 0..sockets {
@@ -125,7 +125,7 @@ pub fn bind(
                 addr,
                 source,
             };
-            let l = listener::bind(addr, backlog, per_core).map_err(err)?;
+            let l = listener::bind(addr, backlog, per_core, defer).map_err(err)?;
             addr = l.local_addr().map_err(err)?;
             socks.push(l);
         }

@@ -275,3 +275,87 @@ async fn the_http_example_parks_idle_connections() {
     })
     .await;
 }
+
+/// The state of the server's end of the connection from `client_port` to
+/// `listen_port`, as /proc/net/tcp shows it (0x01 established, 0x03 SYN_RECV).
+fn server_side_state(listen_port: u16, client_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (port(f.get(1)?) == Some(listen_port) && port(f.get(2)?) == Some(client_port))
+            .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+/// `defer_accept` (on by default in http mode, TCP_DEFER_ACCEPT): the kernel
+/// holds a connection that has sent nothing (its server end stays in
+/// SYN_RECV) instead of handing it over; its first bytes hand it over and it
+/// is served. With `defer_accept = false` it is accepted at once.
+#[tokio::test]
+async fn http_listeners_defer_accepting_until_the_first_bytes() {
+    bounded(20, async {
+        let o = HttpRecorder::start("a", "").await;
+        let d = start(
+            r#"
+[global]
+threads = 1
+
+[[frontend]]
+name = "web"
+listen = ["127.0.0.1:0"]
+mode = "http"
+default_backend = "app"
+
+[[frontend]]
+name = "eager"
+listen = ["127.0.0.1:0"]
+mode = "http"
+defer_accept = false
+default_backend = "app"
+
+[[backend]]
+name = "app"
+servers = [{ name = "a", address = "{a}" }]
+"#,
+            &[("a", o.addr.to_string())],
+        );
+        let conns = |f: &str| d.stats().frontend(f).unwrap().conn_total;
+        let web = d.addr("web").unwrap();
+        let mut c = TcpStream::connect(web).await.unwrap();
+        let me = c.local_addr().unwrap().port();
+        eventually(5, "the deferred connection's server end is seen", || {
+            server_side_state(web.port(), me).is_some()
+        })
+        .await;
+        assert_eq!(
+            server_side_state(web.port(), me),
+            Some(0x03),
+            "held in SYN_RECV"
+        );
+        assert_eq!(conns("web"), 0, "not handed to the daemon yet");
+        c.write_all(&req("/")).await.unwrap();
+        assert_eq!(read_response(&mut c).await.unwrap().status, 200);
+        assert_eq!(conns("web"), 1);
+
+        let eager = d.addr("eager").unwrap();
+        let e = TcpStream::connect(eager).await.unwrap();
+        let me = e.local_addr().unwrap().port();
+        eventually(5, "the eager frontend accepts a silent connection", || {
+            conns("eager") == 1
+        })
+        .await;
+        assert_eq!(
+            server_side_state(eager.port(), me),
+            Some(0x01),
+            "established"
+        );
+        drop(d);
+    })
+    .await;
+}

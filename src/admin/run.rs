@@ -741,6 +741,10 @@ fn keep_process_settings(
                 &format!("frontend \"{}\" backlog", f.name),
                 f.backlog != of.backlog,
             );
+            keep(
+                &format!("frontend \"{}\" defer_accept", f.name),
+                f.defer_accept != of.defer_accept,
+            );
         }
     }
     new.global = old.global.clone();

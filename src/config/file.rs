@@ -108,6 +108,9 @@ pub struct FrontendFile {
     pub mode: Option<Spanned<Mode>>,
     pub maxconn: Option<Spanned<u32>>,
     pub backlog: Option<Spanned<u32>>,
+    /// TCP_DEFER_ACCEPT: the kernel hands over a connection once its first
+    /// bytes arrived (default: on in http mode, off in tcp mode).
+    pub defer_accept: Option<bool>,
     #[serde(default)]
     pub timeouts: FrontendTimeoutsFile,
     pub default_backend: Spanned<String>,

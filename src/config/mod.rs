@@ -139,6 +139,9 @@ pub struct Frontend {
     pub mode: Mode,
     pub maxconn: Option<u32>,
     pub backlog: u32,
+    /// The kernel hands a connection over once its first bytes arrived
+    /// (TCP_DEFER_ACCEPT, `listener::DEFER_ACCEPT`).
+    pub defer_accept: bool,
     pub timeouts: FrontendTimeouts,
     /// Index into `Config::backends`.
     pub default_backend: usize,

@@ -116,6 +116,7 @@ impl Validator<'_> {
             mode,
             maxconn,
             backlog,
+            defer_accept: f.defer_accept.unwrap_or(mode == Mode::Http),
             timeouts: FrontendTimeouts {
                 client: f.timeouts.client.unwrap_or(defaults::CLIENT_TIMEOUT),
                 http_request: f
