@@ -131,8 +131,12 @@ async fn admit(
 /// in the backlog (those clients completed their handshake before the stop) and
 /// drop the listener, so new connections are refused.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
-    let mut stop = ctx.stop_accepting.clone();
-    let mut removed = ctx.removed.clone();
+    let mut stop_rx = ctx.stop_accepting.clone();
+    let mut removed_rx = ctx.removed.clone();
+    // Pinned once: they register with their channels once, not at every accept.
+    let stop = crate::shutdown::stopped(&mut stop_rx);
+    let removed = crate::shutdown::stopped(&mut removed_rx);
+    tokio::pin!(stop, removed);
     // A listener bound to one address gives every accepted socket that local
     // address: no getsockname(2) per connection (a wildcard one needs it).
     let local = listener
@@ -147,8 +151,8 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         if *paused.borrow_and_update() {
             tokio::select! {
                 r = paused.wait_for(|p| !*p) => if r.is_err() { break },
-                true = crate::shutdown::fired(&mut stop) => break,
-                true = crate::shutdown::fired(&mut removed) => break,
+                () = &mut stop => break,
+                () = &mut removed => break,
             }
             continue;
         }
@@ -168,13 +172,13 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         };
         let permits = tokio::select! {
             p = admitted => p,
-            true = crate::shutdown::fired(&mut stop) => break,
-            true = crate::shutdown::fired(&mut removed) => break,
+            () = &mut stop => break,
+            () = &mut removed => break,
         };
         let (stream, peer) = tokio::select! {
             biased;
-            true = crate::shutdown::fired(&mut stop) => break,
-            true = crate::shutdown::fired(&mut removed) => break,
+            () = &mut stop => break,
+            () = &mut removed => break,
             Ok(()) = paused.changed() => continue,
             r = listener.accept() => match r {
                 Ok(v) => v,
