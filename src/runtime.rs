@@ -36,6 +36,9 @@ pub struct FrontendRt {
     pub http_request_timeout: Duration,
     pub http_keepalive_timeout: Duration,
     pub accept_proxy: bool,
+    /// The kernel hands connections over once their first bytes are there
+    /// (or after `listener::DEFER_ACCEPT` of silence).
+    pub defer_accept: bool,
     pub x_forwarded: bool,
     pub forwarded: bool,
     pub limits: crate::config::HeadLimits,
@@ -248,6 +251,7 @@ impl Runtime {
                 http_request_timeout: f.timeouts.http_request,
                 http_keepalive_timeout: f.timeouts.http_keepalive,
                 accept_proxy: f.accept_proxy,
+                defer_accept: f.defer_accept,
                 x_forwarded: f.x_forwarded,
                 forwarded: f.forwarded,
                 limits: crate::config::HeadLimits {

@@ -359,3 +359,23 @@ servers = [{ name = "a", address = "{a}" }]
     })
     .await;
 }
+
+/// Under `defer_accept`, a new connection the kernel hands over without a
+/// byte has been silent for a second already: it is parked at once, not
+/// after `idle_park_after` (10 s here), and still served when it speaks.
+#[tokio::test]
+async fn a_deferred_silent_connection_is_parked_at_once() {
+    bounded(20, async {
+        let o = HttpRecorder::start("a", "").await;
+        let d = daemon(&o, "10s", "8s", "10s");
+        let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
+        eventually(5, "parked well before idle_park_after", || {
+            front(&d).http_idle_parked == 1
+        })
+        .await;
+        c.write_all(&req("/late")).await.unwrap();
+        assert_eq!(read_response(&mut c).await.unwrap().status, 200);
+        assert_eq!(front(&d).http_idle_parked, 0);
+    })
+    .await;
+}

@@ -223,11 +223,16 @@ fn serve_from(
                     idle.deadline = now + front.http_keepalive_timeout;
                     served = false;
                 }
+                // A new connection the kernel handed over without a byte
+                // under defer_accept has been silent for a second already:
+                // parked at once instead of holding a task for
+                // idle_park_after.
+                let silent = idle.first && front.defer_accept;
                 let park_at = conn
                     .opts
                     .park_after
                     .filter(|_| idle.parkable && crate::net::io::single_threaded())
-                    .map(|d| now + d)
+                    .map(|d| if silent { now } else { now + d })
                     .filter(|at| *at < idle.deadline);
                 let until = park_at.unwrap_or(idle.deadline);
                 let waited = tokio::select! {
