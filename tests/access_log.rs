@@ -3,7 +3,7 @@
 //! parsed back and matched to what was sent; JSON lines; request ids that
 //! reach the server; tcp connections; reopening after a rotation.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! enable a frontend, the show commands, errors that change nothing, the
 //! read-only socket, and runtime changes kept across a restart.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::collections::HashMap;
 use std::path::Path;

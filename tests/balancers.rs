@@ -1,7 +1,7 @@
 //! Balancing algorithms in tcp mode, through real sockets: `Hello` origins name
 //! themselves, so each connection shows which server it reached.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // a blocking test may sleep its own thread
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // blocking tests may sleep their own thread
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -418,7 +418,7 @@ fn a_second_instance_on_the_same_address_refuses_to_start() {
     let text = tcp_config(holding_origin(), &listen, "1s").replace("threads = 1", "threads = 2");
     let conf = write_config("twice", "tcp.toml", &text);
     let first = run_with("", &conf, 1);
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(bin());
     cmd.args(["run", "-c"])
         .arg(&conf)
         .env("RUST_BACKTRACE", "1");
@@ -443,7 +443,7 @@ fn a_second_instance_on_the_same_address_refuses_to_start() {
 }
 
 fn output(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -506,7 +506,7 @@ fn demo_on_another_file_prints_hints_that_fit_it() {
         "[[frontend]]\nname = \"site\"\nlisten = [\"127.0.0.1:{listen}\"]\nmode = \"http\"\ndefault_backend = \"b\"\n\n[[backend]]\nname = \"b\"\nservers = [{{ name = \"one\", address = \"127.0.0.1:{origin}\" }}]\n"
     );
     let conf = write_config("demo-other", "other.toml", &text);
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(bin());
     cmd.args(["demo", "-c"]).arg(&conf);
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -594,7 +594,7 @@ fn fulcrum_admin(args: &[&str], stdin: &str) -> (Option<i32>, String) {
 /// stdout followed by stderr.
 fn fulcrum_cmd(sub: &str, args: &[&str], stdin: &str) -> (Option<i32>, String) {
     use std::io::Write as _;
-    let mut child = std::process::Command::new(support::bin::BIN)
+    let mut child = std::process::Command::new(support::bin::bin())
         .arg(sub)
         .args(args)
         .stdin(std::process::Stdio::piped())

@@ -1,7 +1,7 @@
 //! The typed command layer (`command.rs`) on a running daemon, through real
 //! sockets: what the admin socket and the stats page will drive.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::collections::HashMap;
 

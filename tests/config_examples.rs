@@ -1,7 +1,7 @@
 //! Every example under config/ is loaded and driven through real sockets, with its
 //! listen addresses moved to port 0 and its servers pointed at in-test origins.
 
-mod support;
+use fulcrum_testkit as support;
 
 use support::*;
 

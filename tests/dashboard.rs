@@ -3,7 +3,7 @@
 //! DOWN on the page with its reason. A screenshot is kept under
 //! `target/tmp/dashboard.png`.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,7 +11,7 @@
 //! `FULCRUM_FUZZ_CASES=50000 cargo test --release --test fuzz_http -- --nocapture`
 //! (`FULCRUM_FUZZ_SEED` picks another sequence; a failure prints its seed and case).
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! server, slow start, passive ejection and its cap, backups, reject and
 //! fail-open, and maintenance that no check undoes.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

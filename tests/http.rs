@@ -1,6 +1,6 @@
 //! mode "http" through real sockets: what the client gets and what the origin saw.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! the client resets, and closed when the daemon stops (gracefully: those
 //! between requests; forced: all).
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::time::{Duration, Instant};
 

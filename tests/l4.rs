@@ -1,7 +1,7 @@
 //! tcp mode through real sockets: the daemon on 127.0.0.1:0 in front of in-test
 //! origins; every test asserts on the bytes that crossed and on the counters.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::time::Duration;
 

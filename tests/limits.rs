@@ -3,7 +3,7 @@
 //! exactly at N, the exempt source is never limited, and time or closed
 //! connections restore access.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

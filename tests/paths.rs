@@ -4,7 +4,7 @@
 //! refused paths are 400 with their own class; the balancer and redirects see
 //! the normalised path.
 
-mod support;
+use fulcrum_testkit as support;
 
 use support::*;
 use tokio::net::TcpStream;

@@ -2,7 +2,7 @@
 //! insert (indirect, nocache), cookie prefix, source stickiness with expiry,
 //! fallback when the pinned server is dead or in maintenance, forged cookies.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

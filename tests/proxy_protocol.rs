@@ -1,6 +1,6 @@
 //! PROXY protocol through real sockets: accepted on a listener, sent to servers.
 
-mod support;
+use fulcrum_testkit as support;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

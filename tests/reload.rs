@@ -4,7 +4,7 @@
 //! across reloads; a broken file changes nothing; listeners added and
 //! removed in one reload.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

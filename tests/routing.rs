@@ -2,7 +2,7 @@
 //! deny, redirect, header rewrites, weighted splits and A/B by cookie or header.
 //! Persistence is in `tests/persistence.rs`.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::collections::BTreeSet;
 

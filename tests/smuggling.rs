@@ -2,7 +2,7 @@
 //! ambiguous request is rejected with its status, the connection closes, and the
 //! origin never sees the request smuggled behind it.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

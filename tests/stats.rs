@@ -3,7 +3,7 @@
 //! text that `promtool` accepts, HAProxy's CSV header, basic auth, and the
 //! admin actions with their CSRF guard.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

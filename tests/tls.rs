@@ -2,7 +2,7 @@
 //! (rcgen, a test CA), a rustls client and real ones (curl, openssl
 //! s_client), the daemon in front of the test origins.
 
-mod support;
+use fulcrum_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

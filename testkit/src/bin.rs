@@ -10,7 +10,20 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+/// The `fulcrum` binary cargo built for the integration tests: beside the
+/// test's own executable's `deps/` folder (what `CARGO_BIN_EXE_fulcrum`
+/// names, which only the package's own tests can read at compile time).
+pub fn bin() -> &'static str {
+    static PATH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        dir.join("fulcrum").to_string_lossy().into_owned()
+    });
+    &PATH
+}
 
 /// A daemon (or any child) killed on drop, so no test leaves one behind.
 pub struct Daemon {
@@ -132,7 +145,7 @@ pub fn run_with(shell_prefix: &str, conf: &std::path::Path, want: usize) -> Daem
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!("{shell_prefix} exec \"$0\" run -c \"$1\""))
-        .arg(BIN)
+        .arg(bin())
         .arg(conf);
     spawn(cmd, want).unwrap_or_else(|(st, err)| panic!("daemon exited {st:?}: {err}"))
 }

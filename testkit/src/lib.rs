@@ -1,6 +1,7 @@
 //! Test harness: in-test origins on 127.0.0.1:0, the daemon in-process, hard time
-//! limits and `eventually` instead of sleeps.
-#![allow(dead_code)]
+//! limits and `eventually` instead of sleeps. A crate of its own (a
+//! dev-dependency), so each test binary uses what it needs of it without
+//! dead-code allowances.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -516,7 +517,8 @@ async fn serve_http(
 /// An example file's text with its listeners on port 0 and its servers, in
 /// order, at `addrs`.
 pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
-    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut doc: toml::Table = text.parse().unwrap();
     let mut next = addrs.iter();
     if let Some(toml::Value::Array(fronts)) = doc.get_mut("frontend") {
