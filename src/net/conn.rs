@@ -39,7 +39,6 @@ pub struct Conn {
     limit: Option<crate::limits::ConnGuard>,
     /// Its entry in the open sessions (`show sessions`, `shutdown sessions`).
     pub session: Arc<crate::sessions::Session>,
-    sessions: Arc<crate::sessions::Sessions>,
     _tracker: mpsc::Sender<()>,
     _permits: Permits,
 }
@@ -55,8 +54,7 @@ impl Conn {
         permits: Permits,
         (shared, client): (Arc<crate::runtime::Shared>, std::net::SocketAddr),
     ) -> Conn {
-        let sessions = shared.sessions.clone();
-        let session = sessions.open(client, rt.frontends[fe].name.clone());
+        let session = shared.sessions.open(client, rt.frontends[fe].name.clone());
         let counters = &rt.frontends[fe].counters;
         counters.conn_total.inc();
         let open = counters.conn_cur.inc();
@@ -70,7 +68,6 @@ impl Conn {
             soft_stop: stops.1,
             limit: None,
             session,
-            sessions,
             _tracker: tracker,
             _permits: permits,
         }
@@ -116,6 +113,6 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.front().counters.conn_cur.dec();
-        self.sessions.close(self.session.id);
+        self.shared.sessions.close(self.session.id);
     }
 }
