@@ -182,15 +182,7 @@ impl<'a> Exchange<'a> {
     ) -> Result<Forwarded<'r>, Stop> {
         let started = t.started;
         let Routed { req, backend, .. } = routed;
-        let (path, query) = match req.path().split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (req.path(), None),
-        };
-        let draw = crate::net::rand::fastrand_u64();
-        let mut ctx = PickCtx::tcp(self.peer.client.ip(), self.peer.local, started, draw);
-        ctx.host = req.host();
-        ctx.path = Some(path);
-        ctx.query = query;
+        let ctx = self.pick_ctx(req, started);
         let bodyless = req.framing == Framing::None && !req.websocket && !req.http10;
         // Only bodyless requests go on reused connections: a body cannot be replayed.
         let pool_idle = backend.timeouts.pool_idle;
@@ -208,18 +200,7 @@ impl<'a> Exchange<'a> {
                 Err(e) => return Err(self.fail_connect(backend, &e, t).await),
             };
             let server = c.server;
-            t.server = Some(server);
-            self.session.serving(server.state.id);
-            t.retries += c.retries;
-            *t.queued.get_or_insert(Duration::ZERO) += c.queued;
-            t.connect = Some(c.connect);
-            if c.reused {
-                backend.counters.http_reused.inc();
-                server.state.counters.reused.inc();
-            } else {
-                backend.counters.conn_total.inc();
-                server.state.counters.conn_total.inc();
-            }
+            self.connected(backend, &c, t);
             let replayable = bodyless && (c.reused || req.idempotent) && attempt < backend.retries;
             let cookie =
                 route::after_pick(backend, server, routed.pin, attempt == 0, self.peer.client);
@@ -255,6 +236,37 @@ impl<'a> Exchange<'a> {
                     return Err(self.fail_upstream(backend, server, e, t).await);
                 }
             }
+        }
+    }
+
+    /// What the balancer may look at for this request.
+    fn pick_ctx<'r>(&self, req: &'r crate::l7::rewrite::Req, started: Instant) -> PickCtx<'r> {
+        let (path, query) = match req.path().split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path(), None),
+        };
+        let draw = crate::net::rand::fastrand_u64();
+        let mut ctx = PickCtx::tcp(self.peer.client.ip(), self.peer.local, started, draw);
+        ctx.host = req.host();
+        ctx.path = Some(path);
+        ctx.query = query;
+        ctx
+    }
+
+    /// A server connection was had (new or reused): note and count it.
+    fn connected<'r>(&self, backend: &BackendRt, c: &connect::Connected<'r>, t: &mut Trace<'r>) {
+        let server = c.server;
+        t.server = Some(server);
+        self.session.serving(server.state.id);
+        t.retries += c.retries;
+        *t.queued.get_or_insert(Duration::ZERO) += c.queued;
+        t.connect = Some(c.connect);
+        if c.reused {
+            backend.counters.http_reused.inc();
+            server.state.counters.reused.inc();
+        } else {
+            backend.counters.conn_total.inc();
+            server.state.counters.conn_total.inc();
         }
     }
 
@@ -403,19 +415,7 @@ impl<'a> Exchange<'a> {
         server.state.counters.http_responses.count(resp.status);
         t.status = resp.status;
         crate::eject::responded(backend, server, resp.status);
-        let mut got = 0u64;
-        let mut framing = resp.framing;
-        // A body that is already here in full goes out with the head, in one write.
-        if let RespFraming::Length(n) = framing
-            && let Ok(n) = usize::try_from(n)
-            && n <= sbuf.len()
-            && n <= buf::LARGE
-        {
-            out_head.extend_from_slice(&sbuf[..n]);
-            sbuf.drain(..n);
-            got = n as u64;
-            framing = RespFraming::None;
-        }
+        let (framing, mut got) = with_head(resp.framing, &mut out_head, &mut sbuf);
         if self.write(&out_head).await.is_err() {
             t.end(b'C', b'H');
             backend.counters.client_aborts.inc();
@@ -433,14 +433,11 @@ impl<'a> Exchange<'a> {
             .await;
         t.bytes_out += got;
         if let Err(e) = result {
-            t.end(
-                if matches!(e, super::body::RelayError::Destination) {
-                    b'C'
-                } else {
-                    b'S'
-                },
-                b'D',
-            );
+            let side = match e {
+                super::body::RelayError::Destination => b'C',
+                _ => b'S',
+            };
+            t.end(side, b'D');
             // The response was cut: the client cannot tell where it ends otherwise.
             io::reset(self.client);
             return Stop::Close;
@@ -460,4 +457,23 @@ impl<'a> Exchange<'a> {
         // right away) sends the FIN; no separate shutdown(2).
         if close { Stop::Close } else { Stop::Next }
     }
+}
+
+/// A response body that is already here in full goes out with the head, in
+/// one write: what framing is left to relay, and how many body bytes went.
+fn with_head(
+    framing: RespFraming,
+    out_head: &mut Vec<u8>,
+    sbuf: &mut Vec<u8>,
+) -> (RespFraming, u64) {
+    if let RespFraming::Length(n) = framing
+        && let Ok(n) = usize::try_from(n)
+        && n <= sbuf.len()
+        && n <= buf::LARGE
+    {
+        out_head.extend_from_slice(&sbuf[..n]);
+        sbuf.drain(..n);
+        return (RespFraming::None, n as u64);
+    }
+    (framing, 0)
 }

@@ -57,7 +57,25 @@ struct Exchange<'a> {
     session: &'a crate::sessions::Session,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
+    fn new(
+        client: &'a Stream,
+        idle: &Idle,
+        front: &'a FrontendRt,
+        rt: &'a crate::runtime::Runtime,
+        conn: &'a Conn,
+    ) -> Exchange<'a> {
+        Exchange {
+            client,
+            peer: idle.peer,
+            front,
+            backends: &rt.backends,
+            opts: &conn.opts,
+            soft_stop: &conn.soft_stop,
+            session: &conn.session,
+        }
+    }
+
     /// Write to the client, giving up after `timeouts.client` without progress.
     async fn write(&self, data: &[u8]) -> Result<(), Failed> {
         let limit = Some(self.front.client_timeout);
@@ -86,6 +104,24 @@ async fn linger(s: &Stream) {
             Ok(n) if n > 0 && n < left => left -= n,
             _ => return,
         }
+    }
+}
+
+/// `linger`, cut short by the forced stop or `shutdown sessions`.
+async fn linger_unless_halted(client: &Stream, conn: &Conn) {
+    tokio::select! {
+        biased;
+        () = linger(client) => {}
+        () = conn.shared.sessions.halted(&conn.session, false) => {}
+    }
+}
+
+/// Nothing came within `timeouts.http_request` (a 408, counted), or within
+/// the keep-alive timeout after a request (closed quietly).
+async fn timed_out(client: &Stream, front: &FrontendRt, first: bool) {
+    if first {
+        front.counters.http_request_timeouts.inc();
+        Box::pin(error_reply(client, front, 408)).await;
     }
 }
 
@@ -181,6 +217,49 @@ fn park_or_keep(client: Stream, mut idle: Idle, conn: Conn) -> Option<(Stream, I
     Some((Stream::Tcp(client), idle, conn))
 }
 
+/// A reload since the last request: the next one follows the new rules (one
+/// atomic load when nothing changed). False when the connection's frontend is
+/// gone from the configuration: it serves no further request.
+fn follow_reload(conn: &mut Conn, rt: &mut std::sync::Arc<crate::runtime::Runtime>) -> bool {
+    if conn.shared.generation() == rt.generation {
+        return true;
+    }
+    let now = conn.shared.snapshot();
+    let Some(fe) = now.frontend_index(&rt.frontends[conn.fe].name) else {
+        return false;
+    };
+    (conn.rt, conn.fe) = (now.clone(), fe);
+    *rt = now;
+    true
+}
+
+impl Idle {
+    /// When waiting for the next request gives up, and when (before that)
+    /// the connection is parked instead. `served`: a request was just served,
+    /// so the keep-alive deadline starts now.
+    fn plan(
+        &mut self,
+        front: &FrontendRt,
+        opts: &ConnOpts,
+        served: bool,
+    ) -> (TokioInstant, Option<TokioInstant>) {
+        let now = TokioInstant::now();
+        if served {
+            self.deadline = now + front.http_keepalive_timeout;
+        }
+        // A new connection the kernel handed over without a byte under
+        // defer_accept has been silent for a second already: parked at once
+        // instead of holding a task for idle_park_after.
+        let silent = self.first && front.defer_accept;
+        let park_at = opts
+            .park_after
+            .filter(|_| self.parkable && crate::net::io::single_threaded())
+            .map(|d| if silent { now } else { now + d })
+            .filter(|at| *at < self.deadline);
+        (park_at.unwrap_or(self.deadline), park_at)
+    }
+}
+
 /// A plain function around an `async move` block, which keeps its arguments
 /// once (an `async fn` keeps them twice: 296 bytes more per connection).
 #[expect(clippy::manual_async_fn, reason = "the async fn form is larger")]
@@ -202,39 +281,15 @@ fn serve_from(
         // A request was served: the keep-alive deadline starts at the next wait.
         let mut served = false;
         loop {
-            // A reload since the last request: this one follows the new rules
-            // (one atomic load when nothing changed). A frontend gone from the
-            // configuration serves no further request.
-            if conn.shared.generation() != rt.generation {
-                let now = conn.shared.snapshot();
-                let Some(fe) = now.frontend_index(&rt.frontends[conn.fe].name) else {
-                    return;
-                };
-                (conn.rt, conn.fe) = (now.clone(), fe);
-                rt = now;
+            if !follow_reload(&mut conn, &mut rt) {
+                return;
             }
             let front = &rt.frontends[conn.fe];
             if cbuf.is_empty() {
                 // Wait for the next request. After `idle_park_after` of silence
                 // the connection is parked (park.rs) and this task ends, so an
                 // idle connection costs its slot in the park, not its task.
-                let now = TokioInstant::now();
-                if served {
-                    idle.deadline = now + front.http_keepalive_timeout;
-                    served = false;
-                }
-                // A new connection the kernel handed over without a byte
-                // under defer_accept has been silent for a second already:
-                // parked at once instead of holding a task for
-                // idle_park_after.
-                let silent = idle.first && front.defer_accept;
-                let park_at = conn
-                    .opts
-                    .park_after
-                    .filter(|_| idle.parkable && crate::net::io::single_threaded())
-                    .map(|d| if silent { now } else { now + d })
-                    .filter(|at| *at < idle.deadline);
-                let until = park_at.unwrap_or(idle.deadline);
+                let (until, park_at) = idle.plan(front, &conn.opts, std::mem::take(&mut served));
                 let waited = tokio::select! {
                     // Fixed order: no random draw per wait.
                     biased;
@@ -244,14 +299,7 @@ fn serve_from(
                 match waited {
                     Waited::Bytes(buf) => cbuf = buf,
                     Waited::Gone => return,
-                    Waited::Timeout => {
-                        if idle.first {
-                            // Nothing came within http_request.
-                            front.counters.http_request_timeouts.inc();
-                            Box::pin(error_reply(&client, front, 408)).await;
-                        }
-                        return;
-                    }
+                    Waited::Timeout => return timed_out(&client, front, idle.first).await,
                     Waited::Park => match park_or_keep(client, idle, conn) {
                         Some(kept) => {
                             (client, idle, conn) = kept;
@@ -261,15 +309,7 @@ fn serve_from(
                     },
                 }
             }
-            let ex = Exchange {
-                client: &client,
-                peer: idle.peer,
-                front,
-                backends: &rt.backends,
-                opts: &conn.opts,
-                soft_stop: &conn.soft_stop,
-                session: &conn.session,
-            };
+            let ex = Exchange::new(&client, &idle, front, &rt, &conn);
             // Boxed: the exchange's state (about 3 KiB) lives only while a
             // request is served; a connection waiting for one keeps a 1 KiB
             // task (and gives that up too when it is parked). One malloc per
@@ -286,14 +326,7 @@ fn serve_from(
             match stop {
                 Stop::Next => {}
                 Stop::Close => return,
-                Stop::Linger => {
-                    tokio::select! {
-                        biased;
-                        () = linger(&client) => {}
-                        () = sessions.halted(&conn.session, false) => {}
-                    }
-                    return;
-                }
+                Stop::Linger => return linger_unless_halted(&client, &conn).await,
             }
             served = true;
             if cbuf.is_empty() {
