@@ -136,29 +136,9 @@ pub fn parse_request<'b>(
     headers: &mut [httparse::Header<'b>],
     limits: &Limits,
 ) -> Result<Option<Head<'b>>, HeadError> {
-    // Line endings first: httparse accepts bare LF, we do not.
-    let end = head_end(buf, true).map_err(|()| HeadError::BareCrLf)?;
-    let too_big = || {
-        // 414 when the request line alone is over the limit, else 431.
-        let line = buf
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .unwrap_or(buf.len());
-        if line > limits.max_head {
-            HeadError::UriTooLong
-        } else {
-            HeadError::HeadTooLarge
-        }
-    };
-    let Some(end) = end else {
-        if buf.len() > limits.max_head {
-            return Err(too_big());
-        }
+    let Some(end) = request_head_end(buf, limits)? else {
         return Ok(None);
     };
-    if end > limits.max_head {
-        return Err(too_big());
-    }
     let max = limits.max_headers.min(headers.len());
     let mut req = httparse::Request::new(&mut headers[..max]);
     let len = match req.parse(&buf[..end]) {
@@ -174,95 +154,10 @@ pub fn parse_request<'b>(
     if minor > 1 {
         return Err(HeadError::Version);
     }
-
-    let mut content_length: Option<u64> = None;
-    let mut te_seen = false;
-    let mut te = TeList::default();
-    let mut host: Option<&str> = None;
-    let mut close = minor == 0;
-    let mut expect_continue = false;
-    for h in req.headers.iter() {
-        if h.value
-            .iter()
-            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-        {
-            return Err(HeadError::BadValue);
-        }
-        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::BadValue)?;
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = self::content_length(value).ok_or(HeadError::BadContentLength)?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(HeadError::BadContentLength);
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if minor == 0 {
-                return Err(HeadError::TeInHttp10);
-            }
-            te_seen = true;
-            te.add(value).map_err(|e| match e {
-                TeError::Malformed => HeadError::BadTransferEncoding,
-                TeError::Unknown => HeadError::UnknownCoding,
-            })?;
-        } else if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Err(HeadError::DuplicateHost);
-            }
-            host = Some(value.trim_matches([' ', '\t']));
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection_field(value, minor, &mut close).map_err(|_| HeadError::ConnectionFraming)?;
-        } else if name.eq_ignore_ascii_case("expect") {
-            if value
-                .trim_matches([' ', '\t'])
-                .eq_ignore_ascii_case("100-continue")
-            {
-                expect_continue = minor == 1;
-            } else {
-                return Err(HeadError::BadExpect);
-            }
-        }
-    }
-    if te_seen && content_length.is_some() {
-        return Err(HeadError::ClAndTe);
-    }
-    if te_seen && !te.chunked {
-        // A request body must be chunked last, or its end cannot be known.
-        return Err(HeadError::BadTransferEncoding);
-    }
-    let (framing, declared) = if te_seen {
-        (Framing::Chunked, Declared::Codings(te))
-    } else {
-        match content_length {
-            None => (Framing::None, Declared::Nothing),
-            Some(0) => (Framing::None, Declared::Length(0)),
-            Some(n) => (Framing::Length(n), Declared::Length(n)),
-        }
-    };
-
+    let fields = Fields::scan(req.headers, minor)?;
+    let (framing, declared) = fields.framing()?;
     let (path, authority) = split_target(method, target)?;
-    if let Some(h) = host
-        && !valid_authority(h)
-    {
-        return Err(HeadError::BadHost);
-    }
-    let authority = match authority {
-        Some(a) => {
-            if !valid_authority(a) {
-                return Err(HeadError::BadHost);
-            }
-            if minor == 1 && host.is_none() {
-                return Err(HeadError::MissingHost);
-            }
-            Some(a)
-        }
-        None => {
-            if minor == 1 && host.is_none() {
-                return Err(HeadError::MissingHost);
-            }
-            host
-        }
-    };
+    let authority = effective_authority(authority, fields.host, minor)?;
     Ok(Some(Head {
         method,
         path,
@@ -270,10 +165,138 @@ pub fn parse_request<'b>(
         minor,
         framing,
         declared,
-        close,
-        expect_continue,
+        close: fields.close,
+        expect_continue: fields.expect_continue,
         len,
     }))
+}
+
+/// Where the request head in `buf` ends, within the limits: `Ok(None)` while
+/// incomplete. Line endings are checked first: httparse accepts bare LF, we
+/// do not.
+fn request_head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
+    let end = head_end(buf, true).map_err(|()| HeadError::BareCrLf)?;
+    let too_big = || {
+        // 414 when the request line alone is over the limit, else 431.
+        let line = buf
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(buf.len());
+        if line > limits.max_head {
+            HeadError::UriTooLong
+        } else {
+            HeadError::HeadTooLarge
+        }
+    };
+    match end {
+        None if buf.len() > limits.max_head => Err(too_big()),
+        Some(end) if end > limits.max_head => Err(too_big()),
+        end => Ok(end),
+    }
+}
+
+/// The request header fields the codec acts on, checked as they are read.
+#[derive(Default)]
+struct Fields<'b> {
+    content_length: Option<u64>,
+    te_seen: bool,
+    te: TeList,
+    host: Option<&'b str>,
+    close: bool,
+    expect_continue: bool,
+}
+
+impl<'b> Fields<'b> {
+    fn scan(headers: &[httparse::Header<'b>], minor: u8) -> Result<Fields<'b>, HeadError> {
+        let mut f = Fields {
+            close: minor == 0,
+            ..Fields::default()
+        };
+        for h in headers {
+            if h.value
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(HeadError::BadValue);
+            }
+            let value = std::str::from_utf8(h.value).map_err(|_| HeadError::BadValue)?;
+            f.field(h.name, value, minor)?;
+        }
+        Ok(f)
+    }
+
+    fn field(&mut self, name: &str, value: &'b str, minor: u8) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = self::content_length(value).ok_or(HeadError::BadContentLength)?;
+            if self.content_length.is_some_and(|c| c != n) {
+                return Err(HeadError::BadContentLength);
+            }
+            self.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if minor == 0 {
+                return Err(HeadError::TeInHttp10);
+            }
+            self.te_seen = true;
+            self.te.add(value).map_err(|e| match e {
+                TeError::Malformed => HeadError::BadTransferEncoding,
+                TeError::Unknown => HeadError::UnknownCoding,
+            })?;
+        } else if name.eq_ignore_ascii_case("host") {
+            if self.host.is_some() {
+                return Err(HeadError::DuplicateHost);
+            }
+            self.host = Some(value.trim_matches([' ', '\t']));
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_field(value, minor, &mut self.close)
+                .map_err(|_| HeadError::ConnectionFraming)?;
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value
+                .trim_matches([' ', '\t'])
+                .eq_ignore_ascii_case("100-continue")
+            {
+                return Err(HeadError::BadExpect);
+            }
+            self.expect_continue = minor == 1;
+        }
+        Ok(())
+    }
+
+    /// How the body is framed: chunked when a transfer coding is declared
+    /// (never together with a length), else by Content-Length.
+    fn framing(&self) -> Result<(Framing, Declared), HeadError> {
+        if self.te_seen && self.content_length.is_some() {
+            return Err(HeadError::ClAndTe);
+        }
+        if self.te_seen && !self.te.chunked {
+            // A request body must be chunked last, or its end cannot be known.
+            return Err(HeadError::BadTransferEncoding);
+        }
+        Ok(if self.te_seen {
+            (Framing::Chunked, Declared::Codings(self.te))
+        } else {
+            match self.content_length {
+                None => (Framing::None, Declared::Nothing),
+                Some(0) => (Framing::None, Declared::Length(0)),
+                Some(n) => (Framing::Length(n), Declared::Length(n)),
+            }
+        })
+    }
+}
+
+/// The request's authority: the target's (absolute form), else Host; both
+/// must be valid, and HTTP/1.1 requires Host.
+fn effective_authority<'b>(
+    target: Option<&'b str>,
+    host: Option<&'b str>,
+    minor: u8,
+) -> Result<Option<&'b str>, HeadError> {
+    if host.is_some_and(|h| !valid_authority(h)) || target.is_some_and(|a| !valid_authority(a)) {
+        return Err(HeadError::BadHost);
+    }
+    if minor == 1 && host.is_none() {
+        return Err(HeadError::MissingHost);
+    }
+    Ok(target.or(host))
 }
 
 /// The end of a head (just past the empty line), checking that every line ends in
