@@ -173,166 +173,194 @@ impl ChunkedDecoder {
     /// returns how many bytes of `buf` belong to the body (all of `buf` unless
     /// the body ended inside it). Call again with more bytes until `is_done()`.
     pub fn advance(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
-        use State::*;
         let mut i = 0;
-        while i < buf.len() && self.state != Done {
-            if self.state == Data {
-                let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
-                out.extend_from_slice(&buf[i..i + take]);
-                i += take;
-                self.size -= take as u64;
-                self.data_len += take as u64;
-                if self.size == 0 {
-                    self.state = DataCr;
-                }
+        while i < buf.len() && self.state != State::Done {
+            if self.state == State::Data {
+                i += self.data(&buf[i..], out);
                 continue;
             }
             let b = buf[i];
             i += 1;
-            if matches!(
-                self.state,
-                ExtNameStart
-                    | ExtName
-                    | ExtAfterName
-                    | ExtValueStart
-                    | ExtToken
-                    | ExtQuoted
-                    | ExtQuotedEscape
-                    | ExtAfterValue
-                    | SizeWs
-            ) {
+            self.count()?;
+            self.state = self.step(b, out)?;
+        }
+        Ok(i)
+    }
+
+    /// Chunk data, copied in bulk: how much of `buf` it took.
+    #[inline]
+    fn data(&mut self, buf: &[u8], out: &mut Vec<u8>) -> usize {
+        let take = buf
+            .len()
+            .min(usize::try_from(self.size).unwrap_or(usize::MAX));
+        out.extend_from_slice(&buf[..take]);
+        self.size -= take as u64;
+        self.data_len += take as u64;
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+        take
+    }
+
+    /// One more byte of extensions or trailers: within their limits?
+    #[inline]
+    fn count(&mut self) -> Result<(), ChunkError> {
+        use State::*;
+        match self.state {
+            ExtNameStart | ExtName | ExtAfterName | ExtValueStart | ExtToken | ExtQuoted
+            | ExtQuotedEscape | ExtAfterValue | SizeWs => {
                 self.ext_len += 1;
                 if self.ext_len > MAX_EXT {
                     return Err(ChunkError::ExtensionTooLong);
                 }
             }
-            if matches!(
-                self.state,
-                TrailerStart | TrailerName | TrailerValue | TrailerLf | EndLf
-            ) {
+            TrailerStart | TrailerName | TrailerValue | TrailerLf | EndLf => {
                 self.trailer_len += 1;
                 if self.trailer_len > MAX_TRAILERS {
                     return Err(ChunkError::TrailersTooLong);
                 }
             }
-            self.state = match (self.state, b) {
-                (SizeStart, _) => match hex(b) {
-                    Some(d) => {
-                        self.size = d;
-                        self.digits = 1;
-                        self.ext_len = 0;
-                        Size
-                    }
-                    None => return Err(ChunkError::InvalidSize),
-                },
-                (Size, b'\r') => SizeLf,
-                (Size, b';') => ExtNameStart,
-                (Size, _) if is_ws(b) => SizeWs,
-                (Size, _) => match hex(b) {
-                    Some(d) => {
-                        self.digits += 1;
-                        if self.digits > MAX_SIZE_DIGITS {
-                            return Err(ChunkError::SizeOverflow);
-                        }
-                        self.size = self
-                            .size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(d))
-                            .ok_or(ChunkError::SizeOverflow)?;
-                        Size
-                    }
-                    None => return Err(ChunkError::InvalidSize),
-                },
-                (SizeWs, _) if is_ws(b) => SizeWs,
-                (SizeWs, b';') => ExtNameStart,
-                (SizeWs, _) => return Err(ChunkError::InvalidSize),
-                (ExtNameStart, _) if is_ws(b) => ExtNameStart,
-                (ExtNameStart, _) if is_tchar(b) => ExtName,
-                (ExtNameStart, _) => return Err(ChunkError::BadExtension),
-                (ExtName, _) if is_tchar(b) => ExtName,
-                (ExtName | ExtAfterName, b'=') => ExtValueStart,
-                (ExtName | ExtAfterName | ExtAfterValue, b';') => ExtNameStart,
-                (ExtName | ExtAfterName | ExtAfterValue, b'\r') => SizeLf,
-                (ExtName | ExtAfterName, _) if is_ws(b) => ExtAfterName,
-                (ExtValueStart, _) if is_ws(b) => ExtValueStart,
-                (ExtValueStart, b'"') => ExtQuoted,
-                (ExtValueStart | ExtToken, _) if is_tchar(b) => ExtToken,
-                (ExtToken, b';') => ExtNameStart,
-                (ExtToken, b'\r') => SizeLf,
-                (ExtToken | ExtAfterValue, _) if is_ws(b) => ExtAfterValue,
-                (ExtQuoted, b'"') => ExtAfterValue,
-                (ExtQuoted, b'\\') => ExtQuotedEscape,
-                (ExtQuoted, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => ExtQuoted,
-                (ExtQuotedEscape, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => ExtQuoted,
-                (
-                    ExtName | ExtAfterName | ExtValueStart | ExtToken | ExtQuoted | ExtQuotedEscape
-                    | ExtAfterValue,
-                    _,
-                ) => return Err(ChunkError::BadExtension),
-                (SizeLf, b'\n') => {
-                    // The size again, canonical; the extensions stay behind.
-                    let _ = write!(out, "{:x}\r\n", self.size);
-                    if self.size == 0 {
-                        self.trailer_len = 0;
-                        TrailerStart
-                    } else {
-                        Data
-                    }
-                }
-                (SizeLf, _) => return Err(ChunkError::MissingCrlf),
-                (DataCr, b'\r') => DataLf,
-                (DataLf, b'\n') => {
-                    out.extend_from_slice(b"\r\n");
-                    SizeStart
-                }
-                (DataCr | DataLf, _) => return Err(ChunkError::MissingCrlf),
-                (TrailerStart, b'\r') => EndLf,
-                (TrailerStart, _) if is_tchar(b) => {
-                    self.line.clear();
-                    self.line.push(b);
-                    TrailerName
-                }
-                (TrailerStart, _) => return Err(ChunkError::BadTrailer),
-                (TrailerName, _) if is_tchar(b) => {
-                    self.line.push(b);
-                    TrailerName
-                }
-                (TrailerName, b':') => {
-                    self.line.push(b);
-                    TrailerValue
-                }
-                (TrailerName, _) => return Err(ChunkError::BadTrailer),
-                (TrailerValue, b'\r') => TrailerLf,
-                (TrailerValue, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
-                    self.line.push(b);
-                    TrailerValue
-                }
-                (TrailerValue, _) => return Err(ChunkError::BadTrailer),
-                (TrailerLf, b'\n') => {
-                    match trailer_field(&self.line) {
-                        Some((name, value)) => {
-                            out.extend_from_slice(name.as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(value.as_bytes());
-                            out.extend_from_slice(b"\r\n");
-                        }
-                        None => self.dropped_trailers += 1,
-                    }
-                    TrailerStart
-                }
-                (TrailerLf, _) => return Err(ChunkError::MissingCrlf),
-                (EndLf, b'\n') => {
-                    out.extend_from_slice(b"\r\n");
-                    self.line = Vec::new();
-                    Done
-                }
-                (EndLf, _) => return Err(ChunkError::MissingCrlf),
-                // Handled before this match (bulk skip, loop guard): no change.
-                (s @ (Data | Done), _) => s,
-            };
+            _ => {}
         }
-        Ok(i)
+        Ok(())
     }
+
+    /// The state after byte `b` (outside chunk data).
+    #[inline]
+    fn step(&mut self, b: u8, out: &mut Vec<u8>) -> Result<State, ChunkError> {
+        use State::*;
+        match self.state {
+            SizeStart | Size | SizeWs => self.size_byte(b),
+            ExtNameStart | ExtName | ExtAfterName | ExtValueStart | ExtToken | ExtQuoted
+            | ExtQuotedEscape | ExtAfterValue => ext_byte(self.state, b),
+            SizeLf | DataCr | DataLf => self.line_end(b, out),
+            TrailerStart | TrailerName | TrailerValue | TrailerLf | EndLf => {
+                self.trailer_byte(b, out)
+            }
+            // Handled by `advance` (bulk copy, loop guard): no change.
+            s @ (Data | Done) => Ok(s),
+        }
+    }
+
+    /// The chunk-size line up to its extensions or CR.
+    fn size_byte(&mut self, b: u8) -> Result<State, ChunkError> {
+        use State::*;
+        Ok(match (self.state, b) {
+            (SizeStart, _) => {
+                self.size = hex(b).ok_or(ChunkError::InvalidSize)?;
+                self.digits = 1;
+                self.ext_len = 0;
+                Size
+            }
+            (Size, b'\r') => SizeLf,
+            (Size | SizeWs, b';') => ExtNameStart,
+            (Size | SizeWs, _) if is_ws(b) => SizeWs,
+            (Size, _) => {
+                let d = hex(b).ok_or(ChunkError::InvalidSize)?;
+                self.digits += 1;
+                if self.digits > MAX_SIZE_DIGITS {
+                    return Err(ChunkError::SizeOverflow);
+                }
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(d))
+                    .ok_or(ChunkError::SizeOverflow)?;
+                Size
+            }
+            _ => return Err(ChunkError::InvalidSize),
+        })
+    }
+
+    /// The LF that ends a size line (which is written out again, canonical,
+    /// without extensions), and the CRLF after chunk data.
+    fn line_end(&mut self, b: u8, out: &mut Vec<u8>) -> Result<State, ChunkError> {
+        use State::*;
+        Ok(match (self.state, b) {
+            (SizeLf, b'\n') => {
+                let _ = write!(out, "{:x}\r\n", self.size);
+                if self.size == 0 {
+                    self.trailer_len = 0;
+                    TrailerStart
+                } else {
+                    Data
+                }
+            }
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                SizeStart
+            }
+            _ => return Err(ChunkError::MissingCrlf),
+        })
+    }
+
+    /// The trailer section: fields kept in `line` until their CRLF, then
+    /// forwarded or dropped; the empty line ends the body.
+    fn trailer_byte(&mut self, b: u8, out: &mut Vec<u8>) -> Result<State, ChunkError> {
+        use State::*;
+        Ok(match (self.state, b) {
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart, _) if is_tchar(b) => {
+                self.line.clear();
+                self.line.push(b);
+                TrailerName
+            }
+            (TrailerName, _) if is_tchar(b) => {
+                self.line.push(b);
+                TrailerName
+            }
+            (TrailerName, b':') => {
+                self.line.push(b);
+                TrailerValue
+            }
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+                self.line.push(b);
+                TrailerValue
+            }
+            (TrailerStart | TrailerName | TrailerValue, _) => return Err(ChunkError::BadTrailer),
+            (TrailerLf, b'\n') => {
+                match trailer_field(&self.line) {
+                    Some((name, value)) => {
+                        out.extend_from_slice(name.as_bytes());
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(value.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    None => self.dropped_trailers += 1,
+                }
+                TrailerStart
+            }
+            (EndLf, b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                self.line = Vec::new();
+                Done
+            }
+            _ => return Err(ChunkError::MissingCrlf),
+        })
+    }
+}
+
+/// Chunk extensions (`;name[=token|"quoted"]`), which are checked and dropped.
+fn ext_byte(state: State, b: u8) -> Result<State, ChunkError> {
+    use State::*;
+    Ok(match (state, b) {
+        (ExtNameStart, _) if is_ws(b) => ExtNameStart,
+        (ExtNameStart | ExtName, _) if is_tchar(b) => ExtName,
+        (ExtName | ExtAfterName, b'=') => ExtValueStart,
+        (ExtName | ExtAfterName | ExtAfterValue | ExtToken, b';') => ExtNameStart,
+        (ExtName | ExtAfterName | ExtAfterValue | ExtToken, b'\r') => SizeLf,
+        (ExtName | ExtAfterName, _) if is_ws(b) => ExtAfterName,
+        (ExtValueStart, _) if is_ws(b) => ExtValueStart,
+        (ExtValueStart, b'"') => ExtQuoted,
+        (ExtValueStart | ExtToken, _) if is_tchar(b) => ExtToken,
+        (ExtToken | ExtAfterValue, _) if is_ws(b) => ExtAfterValue,
+        (ExtQuoted, b'"') => ExtAfterValue,
+        (ExtQuoted, b'\\') => ExtQuotedEscape,
+        (ExtQuoted | ExtQuotedEscape, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => ExtQuoted,
+        _ => return Err(ChunkError::BadExtension),
+    })
 }
 
 #[cfg(test)]
