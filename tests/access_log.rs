@@ -99,9 +99,9 @@ name = "bad"
 servers = [{ name = "g", address = "{bad}" }]
 "#;
 
-async fn http_daemon(test: &str, extra_log: &str) -> (Running, HttpOrigin, PathBuf, TempDir) {
-    let a = HttpOrigin::start("a", "").await;
-    let bad = HttpOrigin::replying(b"HTTP/1.1 2x0 nope\r\n\r\n", Duration::ZERO).await;
+async fn http_daemon(test: &str, extra_log: &str) -> (Running, Origin, PathBuf, TempDir) {
+    let a = Origin::http("a", "").await;
+    let bad = Origin::replying(b"HTTP/1.1 2x0 nope\r\n\r\n", Duration::ZERO).await;
     let dead = dead_addr().await;
     let d = dir(test);
     let text = HTTP
@@ -334,7 +334,7 @@ servers = [{{ name = "e", address = "{}" }}]
 #[tokio::test]
 async fn the_log_can_be_off() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
+        let a = Origin::http("a", "").await;
         let cfg = r#"
 [log]
 access = "off"

@@ -286,7 +286,7 @@ async fn the_show_commands_answer() {
 #[tokio::test]
 async fn show_errors_lists_a_rejected_request() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
+        let a = Origin::http("a", "").await;
         let dir = TempDir::new("admin-errors");
         let text = r#"
 [admin]
@@ -515,8 +515,8 @@ async fn the_socket_refuses_a_world_writable_directory() {
 #[tokio::test]
 async fn the_admin_example_drains_a_server_through_its_socket() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
-        let b = HttpOrigin::start("b", "").await;
+        let a = Origin::http("a", "").await;
+        let b = Origin::http("b", "").await;
         let dir = TempDir::new("admin-example");
         let text = localize_addrs("config/examples/admin.toml", &[a.addr, b.addr])
             .replace("/run/fulcrum/", "")

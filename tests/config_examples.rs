@@ -6,32 +6,6 @@ use fulcrum_testkit as support;
 use support::*;
 
 /// The example's text with listeners on port 0 and servers at `origins`, in order.
-fn localize(path: &str, origins: &[&Origin]) -> String {
-    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut doc: toml::Table = text.parse().unwrap();
-    let mut next = origins.iter();
-    if let Some(toml::Value::Array(fronts)) = doc.get_mut("frontend") {
-        for f in fronts {
-            let listen = f.get_mut("listen").and_then(|l| l.as_array_mut()).unwrap();
-            for l in listen.iter_mut() {
-                let v6 = l.as_str().unwrap().starts_with('[');
-                *l = toml::Value::String(if v6 { "[::1]:0" } else { "127.0.0.1:0" }.into());
-            }
-        }
-    }
-    if let Some(toml::Value::Array(backs)) = doc.get_mut("backend") {
-        for b in backs {
-            for s in b.get_mut("servers").and_then(|s| s.as_array_mut()).unwrap() {
-                let o = next.next().expect("an origin per server");
-                s.as_table_mut()
-                    .unwrap()
-                    .insert("address".into(), toml::Value::String(o.addr.to_string()));
-            }
-        }
-    }
-    toml::to_string(&doc).unwrap()
-}
-
 #[tokio::test]
 async fn tcp_example_balances_and_falls_back_to_the_backup() {
     bounded(10, async {
@@ -40,7 +14,10 @@ async fn tcp_example_balances_and_falls_back_to_the_backup() {
             Origin::start("pg2", Behaviour::Echo).await,
             Origin::start("pg3", Behaviour::Echo).await,
         );
-        let d = start(&localize("config/examples/tcp.toml", &[&a, &b, &c]), &[]);
+        let d = start(
+            &localize_addrs("config/examples/tcp.toml", &[a.addr, b.addr, c.addr]),
+            &[],
+        );
         let addrs = d.addrs("db").to_vec();
         assert_eq!(addrs.len(), 2);
         for i in 0..8u8 {
@@ -81,7 +58,7 @@ async fn proxy_protocol_example_passes_the_client_through() {
             Origin::start("b", Behaviour::Record).await,
         );
         let d = start(
-            &localize("config/examples/proxy-protocol.toml", &[&a, &b]),
+            &localize_addrs("config/examples/proxy-protocol.toml", &[a.addr, b.addr]),
             &[],
         );
         let fe = d.addr("edge").unwrap();
@@ -90,14 +67,14 @@ async fn proxy_protocol_example_passes_the_client_through() {
         eventually(5, "both origins saw a stream", || {
             a.conns() == 1
                 && b.conns() == 1
-                && a.seen(0).ends_with(b"one")
-                && b.seen(0).ends_with(b"two")
+                && a.received(0).ends_with(b"one")
+                && b.received(0).ends_with(b"two")
         })
         .await;
         // a wants v2 (binary), b wants v1 (text).
-        assert!(a.seen(0).starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11"));
+        assert!(a.received(0).starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11"));
         assert_eq!(
-            b.seen(0),
+            b.received(0),
             b"PROXY TCP4 198.51.100.9 192.0.2.1 40001 443\r\ntwo"
         );
     })
@@ -111,8 +88,11 @@ async fn balancing_example_runs_every_backend() {
         for name in ["wa", "wb", "wc", "sa", "sb", "sc", "la", "lb", "pa", "pb"] {
             origins.push(Origin::start(name, Behaviour::Hello).await);
         }
-        let refs: Vec<&Origin> = origins.iter().collect();
-        let d = start(&localize("config/examples/balancing.toml", &refs), &[]);
+        let addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
+        let d = start(
+            &localize_addrs("config/examples/balancing.toml", &addrs),
+            &[],
+        );
         let mut seq = String::new();
         for _ in 0..7 {
             seq += &hello(d.addr("smooth").unwrap(), b"").await[1..];
@@ -158,18 +138,12 @@ async fn http_example_hashes_paths_to_servers() {
             )
             .await
             .unwrap();
-            // `localize` takes support origins for their addresses only.
-            stand_ins.push(Origin {
-                addr: o.addr,
-                conns: Default::default(),
-                seen: Default::default(),
-            });
+            stand_ins.push(o.addr);
             origins.push(o);
         }
-        let refs: Vec<&Origin> = stand_ins.iter().collect();
         let d = start_named(
             concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/http.toml"),
-            &localize("config/examples/http.toml", &refs),
+            &localize_addrs("config/examples/http.toml", &stand_ins),
         );
         let get = |path: &'static str| {
             let addr = d.addr("www").unwrap();

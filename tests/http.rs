@@ -53,7 +53,7 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-server: a\r\n\r\no
 #[tokio::test]
 async fn get_is_proxied_with_forwarded_headers() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let resp = raw(
             d.addr("web").unwrap(),
@@ -79,7 +79,7 @@ async fn get_is_proxied_with_forwarded_headers() {
 #[tokio::test]
 async fn keep_alive_and_pipelining_on_the_client_side() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         // Two pipelined requests in one write, then a third later on the same connection.
@@ -111,7 +111,7 @@ async fn keep_alive_and_pipelining_on_the_client_side() {
 #[tokio::test]
 async fn bodies_stream_with_length_and_chunked_framing() {
     bounded(10, async {
-        let o = HttpOrigin::replying(
+        let o = Origin::replying(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
             Duration::ZERO,
         )
@@ -141,7 +141,7 @@ async fn bodies_stream_with_length_and_chunked_framing() {
 #[tokio::test]
 async fn smuggling_shapes_are_rejected_and_never_reach_the_origin() {
     bounded(20, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let cases: &[(&[u8], &str, &str)] = &[
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "400", "cl_and_te"),
@@ -187,7 +187,7 @@ async fn smuggling_shapes_are_rejected_and_never_reach_the_origin() {
 #[tokio::test]
 async fn server_errors_map_to_502_503_504() {
     bounded(10, async {
-        let garbage = HttpOrigin::replying(
+        let garbage = Origin::replying(
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
             Duration::ZERO,
         )
@@ -197,7 +197,7 @@ async fn server_errors_map_to_502_503_504() {
         assert!(resp.starts_with("HTTP/1.1 502 "), "{resp}");
         assert_eq!(d.stats().backend("app").unwrap().http_bad_responses, 1);
 
-        let slow = HttpOrigin::replying(OK, Duration::from_secs(3)).await;
+        let slow = Origin::replying(OK, Duration::from_secs(3)).await;
         let d = web(slow.addr, "300ms");
         let resp = raw(d.addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(resp.starts_with("HTTP/1.1 504 "), "{resp}");
@@ -217,7 +217,7 @@ async fn server_errors_map_to_502_503_504() {
 #[tokio::test]
 async fn slowloris_is_cut_with_408_within_http_request() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         // One header byte every 100 ms: each byte arrives, the head never completes.
@@ -446,7 +446,7 @@ async fn websocket_upgrade_becomes_a_tunnel_only_after_101() {
 #[tokio::test]
 async fn expect_100_continue_is_answered_by_the_proxy() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         c.write_all(b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
@@ -567,7 +567,7 @@ async fn sixty_four_mib_each_way(splice: bool) {
 #[tokio::test]
 async fn limits_forwarded_and_the_rejected_request_log() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = start(
             r#"
 [global]
@@ -615,7 +615,7 @@ servers = [{ name = "a", address = "{a}" }]
 #[tokio::test]
 async fn server_maxconn_queues_requests_then_503() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::from_millis(800)).await;
+        let o = Origin::replying(OK, Duration::from_millis(800)).await;
         let d = start(
             r#"
 [global]
@@ -670,7 +670,7 @@ servers = [{ name = "a", address = "{a}", maxconn = 1 }]
 #[tokio::test]
 async fn idle_keep_alive_clients_are_closed_after_http_keepalive() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = start(
             &WEB.replace("http_keepalive = \"2s\"", "http_keepalive = \"300ms\""),
             &[
@@ -698,7 +698,7 @@ async fn idle_keep_alive_clients_are_closed_after_http_keepalive() {
 #[tokio::test]
 async fn http10_clients_get_http10_upstream() {
     bounded(10, async {
-        let o = HttpOrigin::replying(b"HTTP/1.0 200 OK\r\n\r\nold school", Duration::ZERO).await;
+        let o = Origin::replying(b"HTTP/1.0 200 OK\r\n\r\nold school", Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let resp = raw(d.addr("web").unwrap(), b"GET /old HTTP/1.0\r\n\r\n").await;
         assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
@@ -832,7 +832,7 @@ servers = [{s}]
 #[tokio::test]
 async fn proxy_protocol_client_is_the_forwarded_for_address() {
     bounded(10, async {
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = start(
             &WEB.replace("mode = \"http\"", "mode = \"http\"\naccept_proxy = true"),
             &[("a", o.addr.to_string()), ("server", "5s".into()), ("http_request", "5s".into())],
@@ -949,7 +949,7 @@ async fn a_spliced_body_cut_by_the_server_is_cut_for_the_client() {
 async fn an_early_answer_lingers_so_the_client_reads_it_without_a_reset() {
     bounded(20, async {
         const BODY: usize = 200_000;
-        let o = HttpOrigin::replying(OK, Duration::ZERO).await;
+        let o = Origin::replying(OK, Duration::ZERO).await;
         let d = web(o.addr, "5s");
         let c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         let (mut r, mut w) = c.into_split();
@@ -988,7 +988,7 @@ async fn an_early_answer_lingers_so_the_client_reads_it_without_a_reset() {
 #[tokio::test]
 async fn a_response_during_a_graceful_stop_closes_its_connection() {
     bounded(20, async {
-        let o = HttpOrigin::replying(OK, Duration::from_millis(400)).await;
+        let o = Origin::replying(OK, Duration::from_millis(400)).await;
         let d = web(o.addr, "5s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")

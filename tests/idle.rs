@@ -30,7 +30,7 @@ name = "app"
 servers = [{ name = "a", address = "{a}" }]
 "#;
 
-fn daemon(o: &HttpRecorder, park: &str, req: &str, ka: &str) -> fulcrum::daemon::Running {
+fn daemon(o: &Origin, park: &str, req: &str, ka: &str) -> fulcrum::daemon::Running {
     start(
         CONF,
         &[
@@ -53,7 +53,7 @@ fn req(path: &str) -> Vec<u8> {
 #[tokio::test]
 async fn parked_keepalive_connections_serve_their_next_requests() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "5s", "10s");
         let addr = d.addr("web").unwrap();
         let mut conns = Vec::new();
@@ -103,7 +103,7 @@ async fn parked_keepalive_connections_serve_their_next_requests() {
 #[tokio::test]
 async fn a_silent_new_connection_is_parked_then_served_pipelined() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "5s", "10s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         eventually(5, "parked", || front(&d).http_idle_parked == 1).await;
@@ -126,7 +126,7 @@ async fn a_silent_new_connection_is_parked_then_served_pipelined() {
 #[tokio::test]
 async fn a_parked_connection_without_a_request_gets_408_at_http_request() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "400ms", "10s");
         let t = Instant::now();
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
@@ -155,7 +155,7 @@ async fn a_parked_connection_without_a_request_gets_408_at_http_request() {
 #[tokio::test]
 async fn a_parked_keepalive_connection_closes_at_http_keepalive() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "5s", "400ms");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
@@ -175,7 +175,7 @@ async fn a_parked_keepalive_connection_closes_at_http_keepalive() {
 #[tokio::test]
 async fn a_reset_or_closed_parked_connection_is_released() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "5s", "10s");
         let addr = d.addr("web").unwrap();
         let reset = TcpStream::connect(addr).await.unwrap();
@@ -201,7 +201,7 @@ async fn a_reset_or_closed_parked_connection_is_released() {
 async fn a_graceful_stop_closes_idle_keepalive_connections_at_once() {
     for park in ["20ms", "0s"] {
         bounded(20, async {
-            let o = HttpRecorder::start("a", "").await;
+            let o = Origin::http("a", "").await;
             let d = daemon(&o, park, "30s", "30s");
             let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
             assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
@@ -223,7 +223,7 @@ async fn a_graceful_stop_closes_idle_keepalive_connections_at_once() {
 #[tokio::test]
 async fn a_forced_stop_closes_connections_still_waiting_for_a_first_request() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "20ms", "30s", "30s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         eventually(5, "parked", || front(&d).http_idle_parked == 1).await;
@@ -241,7 +241,7 @@ async fn a_forced_stop_closes_connections_still_waiting_for_a_first_request() {
 #[tokio::test]
 async fn parking_can_be_turned_off() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "0s", "5s", "10s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
@@ -258,7 +258,7 @@ async fn the_http_example_parks_idle_connections() {
     bounded(20, async {
         let mut rec = Vec::new();
         for name in ["c1", "c2", "c3"] {
-            rec.push(HttpRecorder::start(name, "").await);
+            rec.push(Origin::http(name, "").await);
         }
         let addrs: Vec<_> = rec.iter().map(|r| r.addr).collect();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/http.toml");
@@ -300,7 +300,7 @@ fn server_side_state(listen_port: u16, client_port: u16) -> Option<u8> {
 #[tokio::test]
 async fn http_listeners_defer_accepting_until_the_first_bytes() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = start(
             r#"
 [global]
@@ -366,7 +366,7 @@ servers = [{ name = "a", address = "{a}" }]
 #[tokio::test]
 async fn a_deferred_silent_connection_is_parked_at_once() {
     bounded(20, async {
-        let o = HttpRecorder::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let d = daemon(&o, "10s", "8s", "10s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         eventually(5, "parked well before idle_park_after", || {

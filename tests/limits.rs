@@ -13,8 +13,8 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn edge() -> (Running, HttpRecorder) {
-    let o = HttpRecorder::start("app", "").await;
+async fn edge() -> (Running, Origin) {
+    let o = Origin::http("app", "").await;
     let echo = Origin::start("pg", Behaviour::Echo).await;
     let addrs = [o.addr, o.addr, o.addr, echo.addr];
     let d = start(&localize_addrs("config/examples/edge.toml", &addrs), &[]);

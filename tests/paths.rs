@@ -83,9 +83,9 @@ const CASES: &[(&str, Want)] = &[
 async fn no_encoding_walks_around_a_path_acl() {
     bounded(30, async {
         let origins = [
-            HttpRecorder::start("a", "").await,
-            HttpRecorder::start("b", "").await,
-            HttpRecorder::start("c", "").await,
+            Origin::http("a", "").await,
+            Origin::http("b", "").await,
+            Origin::http("c", "").await,
         ];
         let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
         addrs.push(dead_addr().await); // the tcp backend's server, unused here
@@ -149,9 +149,9 @@ async fn no_encoding_walks_around_a_path_acl() {
 async fn match_only_routes_on_the_normal_path_and_forwards_the_clients() {
     bounded(10, async {
         let origins = [
-            HttpRecorder::start("a", "").await,
-            HttpRecorder::start("b", "").await,
-            HttpRecorder::start("c", "").await,
+            Origin::http("a", "").await,
+            Origin::http("b", "").await,
+            Origin::http("c", "").await,
         ];
         let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
         addrs.push(dead_addr().await); // the tcp backend's server, unused here
@@ -181,9 +181,9 @@ async fn match_only_routes_on_the_normal_path_and_forwards_the_clients() {
 async fn the_balancer_and_redirects_see_the_normal_path() {
     bounded(20, async {
         let origins = [
-            HttpRecorder::start("a", "").await,
-            HttpRecorder::start("b", "").await,
-            HttpRecorder::start("c", "").await,
+            Origin::http("a", "").await,
+            Origin::http("b", "").await,
+            Origin::http("c", "").await,
         ];
         let mut addrs: Vec<_> = origins.iter().map(|o| o.addr).collect();
         addrs.push(dead_addr().await); // the tcp backend's server, unused here

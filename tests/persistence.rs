@@ -18,27 +18,27 @@ const EXAMPLE: &str = concat!(
 
 struct Setup {
     d: fulcrum::daemon::Running,
-    a: HttpRecorder,
-    b: HttpRecorder,
-    java: [HttpRecorder; 2],
-    sticky: [HttpRecorder; 3],
+    a: Origin,
+    b: Origin,
+    java: [Origin; 2],
+    sticky: [Origin; 3],
 }
 
 /// The example with its servers at test origins; server "c" of backend "app"
 /// at an address where nothing listens; source entries expire after `expire`.
 async fn setup(expire: &str) -> Setup {
-    let a = HttpRecorder::start("a", "").await;
-    let b = HttpRecorder::start("b", "").await;
+    let a = Origin::http("a", "").await;
+    let b = Origin::http("b", "").await;
     let dead = dead_addr().await;
     let session = "set-cookie: JSESSIONID=abc123; Path=/\r\n";
     let java = [
-        HttpRecorder::start("j1", session).await,
-        HttpRecorder::start("j2", session).await,
+        Origin::http("j1", session).await,
+        Origin::http("j2", session).await,
     ];
     let sticky = [
-        HttpRecorder::start("s1", "").await,
-        HttpRecorder::start("s2", "").await,
-        HttpRecorder::start("s3", "").await,
+        Origin::http("s1", "").await,
+        Origin::http("s2", "").await,
+        Origin::http("s3", "").await,
     ];
     let mut addrs = vec![a.addr, b.addr, dead];
     addrs.extend(java.iter().map(|o| o.addr));
@@ -219,7 +219,7 @@ async fn source_persistence_sticks_then_expires_and_survives_a_reload() {
         let again = from("127.0.0.1", addr).await;
         assert_ne!(again, four, "re-balanced after expiry");
         assert_eq!(from("127.0.0.1", addr).await, again);
-        let total: usize = s.sticky.iter().map(HttpRecorder::count).sum();
+        let total: usize = s.sticky.iter().map(Origin::count).sum();
         assert_eq!(total, 13);
     })
     .await;
@@ -277,9 +277,9 @@ servers = [
 async fn quoted_prefix_values_and_inserted_cookie_attributes() {
     bounded(20, async {
         let quoted = "set-cookie: JSESSIONID=\"abc\"; Path=/\r\n";
-        let j1 = HttpRecorder::start("j1", quoted).await;
-        let j2 = HttpRecorder::start("j2", quoted).await;
-        let a = HttpRecorder::start("a", "").await;
+        let j1 = Origin::http("j1", quoted).await;
+        let j2 = Origin::http("j2", quoted).await;
+        let a = Origin::http("a", "").await;
         let d = start(
             r#"
 [[frontend]]

@@ -54,10 +54,10 @@ async fn v1_in_v2_out_carries_the_real_client() {
         want.extend_from_slice(&[203, 0, 113, 7, 192, 0, 2, 1, 0x15, 0xb3, 0x01, 0xbb]);
         want.extend_from_slice(b"hello");
         eventually(5, "origin saw the whole stream", || {
-            a.conns() == 1 && a.seen(0).len() == want.len()
+            a.conns() == 1 && a.received(0).len() == want.len()
         })
         .await;
-        assert_eq!(a.seen(0), want);
+        assert_eq!(a.received(0), want);
         // Only the client's payload counts as client bytes.
         assert_eq!(d.stats().frontend("fe").unwrap().bytes_in, 5);
     })
@@ -85,10 +85,10 @@ async fn v2_in_v1_out_with_header_split_across_writes() {
         let _ = read_to_end(&mut c).await;
         let want = b"PROXY TCP6 2001:db8::7 2001:db8::1 12345 80\r\ndata";
         eventually(5, "origin saw the whole stream", || {
-            a.conns() == 1 && a.seen(0).len() == want.len()
+            a.conns() == 1 && a.received(0).len() == want.len()
         })
         .await;
-        assert_eq!(a.seen(0), want);
+        assert_eq!(a.received(0), want);
     })
     .await;
 }
@@ -110,10 +110,10 @@ async fn send_proxy_without_accept_uses_the_socket_addresses() {
             fe.port()
         );
         eventually(5, "origin saw the stream", || {
-            a.conns() == 1 && a.seen(0).len() == want.len()
+            a.conns() == 1 && a.received(0).len() == want.len()
         })
         .await;
-        assert_eq!(String::from_utf8(a.seen(0)).unwrap(), want);
+        assert_eq!(String::from_utf8(a.received(0)).unwrap(), want);
     })
     .await;
 }
@@ -166,10 +166,10 @@ async fn local_command_keeps_the_socket_addresses() {
             fe.port()
         );
         eventually(5, "origin saw the stream", || {
-            a.conns() == 1 && a.seen(0).len() == want.len()
+            a.conns() == 1 && a.received(0).len() == want.len()
         })
         .await;
-        assert_eq!(String::from_utf8(a.seen(0)).unwrap(), want);
+        assert_eq!(String::from_utf8(a.received(0)).unwrap(), want);
     })
     .await;
 }

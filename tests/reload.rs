@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The config of step `i`: weights change, server b comes and goes, c is
 /// added on odd steps, and /v2/ goes to backend v2 on even steps only.
-fn http_conf(i: usize, o: &[HttpOrigin]) -> String {
+fn http_conf(i: usize, o: &[Origin]) -> String {
     let mut servers = vec![format!(
         "{{ name = \"a\", address = \"{}\", weight = {} }}",
         o[0].addr,
@@ -85,10 +85,10 @@ async fn hammer(addr: SocketAddr, keepalive: bool, stop: Arc<AtomicBool>) -> (u6
 async fn twenty_reloads_under_load_drop_nothing() {
     bounded(60, async {
         let o = [
-            HttpOrigin::start("a", "").await,
-            HttpOrigin::start("b", "").await,
-            HttpOrigin::start("c", "").await,
-            HttpOrigin::start("v", "").await,
+            Origin::http("a", "").await,
+            Origin::http("b", "").await,
+            Origin::http("c", "").await,
+            Origin::http("v", "").await,
         ];
         let dir = TempDir::new("reload-load");
         let file = dir.join("fulcrum.toml");
@@ -240,7 +240,7 @@ async fn read_response_head(s: &mut TcpStream) -> String {
 #[tokio::test]
 async fn a_broken_file_changes_nothing_and_says_why() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
+        let a = Origin::http("a", "").await;
         let dir = TempDir::new("reload-broken");
         let file = dir.join("fulcrum.toml");
         let good = format!(

@@ -27,7 +27,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_matcher_positive_and_negative() {
     bounded(20, async {
-        let origin = HttpRecorder::start("o", "").await;
+        let origin = Origin::http("o", "").await;
         let acls = [
             ("p_exact", r#"{ path = "/shop/cart.json" }"#),
             ("p_prefix", r#"{ path_prefix = ["/nope/", "/shop/"] }"#),
@@ -88,8 +88,8 @@ async fn every_matcher_positive_and_negative() {
 #[tokio::test]
 async fn conditions_combine_and_the_first_routing_rule_wins() {
     bounded(20, async {
-        let one = HttpRecorder::start("one", "").await;
-        let two = HttpRecorder::start("two", "").await;
+        let one = Origin::http("one", "").await;
+        let two = Origin::http("two", "").await;
         let d = start(
             r#"
 [[frontend]]
@@ -143,9 +143,9 @@ servers = [{ name = "o2", address = "{two}" }]
 #[tokio::test]
 async fn routing_example_routes_denies_redirects_and_rewrites() {
     bounded(20, async {
-        let web = HttpRecorder::start("web1", "x-powered-by: php\r\n").await;
-        let api = HttpRecorder::start("api1", "").await;
-        let stat = HttpRecorder::start("static1", "").await;
+        let web = Origin::http("web1", "x-powered-by: php\r\n").await;
+        let api = Origin::http("api1", "").await;
+        let stat = Origin::http("static1", "").await;
         let path = "config/examples/routing.toml";
         let d = start_named(
             concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/routing.toml"),
@@ -259,8 +259,8 @@ async fn spread(
 #[tokio::test]
 async fn canary_example_splits_70_30_and_pins_testers() {
     bounded(120, async {
-        let v1 = HttpRecorder::start("v1", "").await;
-        let v2 = HttpRecorder::start("v2", "").await;
+        let v1 = Origin::http("v1", "").await;
+        let v2 = Origin::http("v2", "").await;
         let d = start_named(
             concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/canary.toml"),
             &localize_addrs("config/examples/canary.toml", &[v1.addr, v2.addr]),
@@ -305,7 +305,7 @@ async fn canary_example_splits_70_30_and_pins_testers() {
 #[tokio::test]
 async fn a_denied_head_request_gets_no_body_and_the_connection_stays_in_step() {
     bounded(10, async {
-        let origin = HttpRecorder::start("o", "").await;
+        let origin = Origin::http("o", "").await;
         let d = start(
             r#"
 [[frontend]]

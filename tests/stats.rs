@@ -47,9 +47,9 @@ balance = "rr"
 servers = [{ name = "a", address = "{a}" }, { name = "b", address = "{b}" }]
 "#;
 
-async fn two() -> (Running, HttpOrigin, HttpOrigin) {
-    let a = HttpOrigin::start("a", "").await;
-    let b = HttpOrigin::start("b", "").await;
+async fn two() -> (Running, Origin, Origin) {
+    let a = Origin::http("a", "").await;
+    let b = Origin::http("b", "").await;
     let d = start(TWO, &[("a", a.addr.to_string()), ("b", b.addr.to_string())]);
     (d, a, b)
 }
@@ -185,7 +185,7 @@ async fn rates_and_history_account_for_every_request() {
 #[tokio::test]
 async fn percentiles_match_the_origins_delay() {
     bounded(40, async {
-        let slow = HttpOrigin::replying(
+        let slow = Origin::replying(
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
             Duration::from_millis(40),
         )
@@ -355,7 +355,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 #[tokio::test]
 async fn auth_guards_every_path_and_admin_needs_the_pages_token() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
+        let a = Origin::http("a", "").await;
         let dir = tempdir();
         std::fs::write(dir.join("stats.pass"), "s3cret\n").unwrap();
         let cfg = r#"
@@ -448,8 +448,8 @@ async fn admin_actions_are_refused_unless_enabled() {
 #[tokio::test]
 async fn the_observability_example_serves_its_page_and_writes_its_log() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
-        let b = HttpOrigin::start("b", "").await;
+        let a = Origin::http("a", "").await;
+        let b = Origin::http("b", "").await;
         let dir = tempdir();
         std::fs::write(dir.join("stats.pass"), "example-password\n").unwrap();
         let text = localize_addrs("config/examples/observability.toml", &[a.addr, b.addr])
@@ -491,7 +491,7 @@ async fn the_observability_example_serves_its_page_and_writes_its_log() {
             assert!(!l["path"].as_str().unwrap().contains('?'), "no query: {l}");
             assert_eq!(l["request_id"].as_str().unwrap().len(), 16);
         }
-        let with_id = |o: &HttpOrigin| {
+        let with_id = |o: &Origin| {
             o.heads()
                 .iter()
                 .filter(|h| h.contains("x-request-id: "))
@@ -505,7 +505,7 @@ async fn the_observability_example_serves_its_page_and_writes_its_log() {
 #[tokio::test]
 async fn a_retry_counts_when_it_lands_on_a_kept_alive_connection() {
     bounded(30, async {
-        let b = HttpOrigin::start("b", "").await;
+        let b = Origin::http("b", "").await;
         let dead = dead_addr().await;
         let cfg = r#"
 [[frontend]]

@@ -222,7 +222,7 @@ fn start_as(dir: &TempDir, name: &str, text: &str) -> fulcrum::daemon::Running {
 #[tokio::test]
 async fn a_request_over_tls_reaches_the_origin_marked_https_and_is_counted() {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-basic");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
@@ -272,7 +272,7 @@ async fn a_request_over_tls_reaches_the_origin_marked_https_and_is_counted() {
 async fn sni_chooses_the_certificate_wildcards_included_and_unknown_names_get_the_default_or_nothing()
  {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-sni");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "one", &["one.test"], 30);
@@ -319,7 +319,7 @@ async fn sni_chooses_the_certificate_wildcards_included_and_unknown_names_get_th
 #[tokio::test]
 async fn tls_1_2_and_1_3_and_min_version_1_3_refuses_1_2() {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-versions");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
@@ -360,8 +360,8 @@ async fn tls_1_2_and_1_3_and_min_version_1_3_refuses_1_2() {
 #[tokio::test]
 async fn client_certificates_required_refused_without_and_optional_routes_by_verification() {
     bounded(30, async {
-        let open = HttpOrigin::start("open", "").await;
-        let vip = HttpOrigin::start("vip", "").await;
+        let open = Origin::http("open", "").await;
+        let vip = Origin::http("vip", "").await;
         let dir = TempDir::new("tls-mtls");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
@@ -430,8 +430,8 @@ servers = [{{ name = "v", address = "{}" }}]
 #[tokio::test]
 async fn sni_acls_route_and_a_plain_redirect_sends_http_to_https() {
     bounded(30, async {
-        let a = HttpOrigin::start("a", "").await;
-        let b = HttpOrigin::start("b", "").await;
+        let a = Origin::http("a", "").await;
+        let b = Origin::http("b", "").await;
         let dir = TempDir::new("tls-route");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["a.test", "b.test"], 30);
@@ -636,7 +636,7 @@ fn bad_certificates_are_config_errors_at_the_key_that_names_them() {
 #[tokio::test]
 async fn curl_and_openssl_s_client_as_real_clients() {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-real");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
@@ -707,8 +707,8 @@ async fn curl_and_openssl_s_client_as_real_clients() {
 #[tokio::test]
 async fn the_tls_example_redirects_routes_by_sni_requires_client_certificates_and_offloads_tcp() {
     bounded(30, async {
-        let www = HttpOrigin::start("www", "").await;
-        let admin = HttpOrigin::start("admin", "").await;
+        let www = Origin::http("www", "").await;
+        let admin = Origin::http("admin", "").await;
         let redis = Origin::start("redis", Behaviour::Echo).await;
         let dir = TempDir::new("tls-example");
         std::fs::create_dir_all(dir.join("certs")).unwrap();
@@ -1066,7 +1066,7 @@ async fn a_server_overrides_its_backends_tls_or_turns_it_off() {
         ca.leaf(&dir.0, "other", &["other.internal"], 30);
         let (secure, _) = https_origin(&dir.0, "app", "secure");
         let (other, _) = https_origin(&dir.0, "other", "other");
-        let plain = HttpOrigin::start("plain", "").await;
+        let plain = Origin::http("plain", "").await;
         let text = format!(
             r#"
 [[frontend]]
@@ -1106,7 +1106,7 @@ servers = [
 #[tokio::test]
 async fn a_client_resumes_its_session_on_the_next_connection_tls_1_3_and_1_2() {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-resume");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
@@ -1221,7 +1221,7 @@ servers = [{{ name = "s", address = "{origin}" }}]
 #[tokio::test]
 async fn a_client_that_does_not_finish_its_handshake_is_cut_at_handshake_timeout() {
     bounded(30, async {
-        let o = HttpOrigin::start("a", "").await;
+        let o = Origin::http("a", "").await;
         let dir = TempDir::new("tls-slow");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);

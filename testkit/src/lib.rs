@@ -5,13 +5,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fulcrum::daemon::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Run `f` with a hard time limit; a test that hangs fails instead.
 pub async fn bounded<T>(secs: u64, f: impl Future<Output = T>) -> T {
@@ -92,128 +90,6 @@ pub async fn dead_addr() -> SocketAddr {
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     std::mem::forget(s);
     addr
-}
-
-/// What a recording origin saw on one connection.
-#[derive(Debug, Default, Clone)]
-pub struct Seen {
-    pub bytes: Vec<u8>,
-}
-
-/// A TCP origin with a behaviour per connection; counts connections and keeps
-/// the bytes it received on each.
-#[derive(Clone)]
-pub struct Origin {
-    pub addr: SocketAddr,
-    pub conns: Arc<AtomicU64>,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Behaviour {
-    /// Echo every byte back; FIN after the client's FIN.
-    Echo,
-    /// Read to end of stream, then answer `"{name} got {n} bytes sum {x}\n"` and close.
-    SinkThenReport,
-    /// Record everything received (until FIN), answer nothing, close at FIN.
-    Record,
-    /// Reset the connection as soon as the first bytes arrive.
-    ResetOnData,
-    /// Say `"{name}\n"` at once, then echo.
-    Hello,
-    /// Answer these bytes to every read that ends a request head (one request
-    /// per read: for bodyless requests, one at a time), keeping the connection.
-    Answer(&'static [u8]),
-}
-
-impl Origin {
-    pub async fn start(name: &'static str, b: Behaviour) -> Origin {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let o = Origin {
-            addr: l.local_addr().unwrap(),
-            conns: Arc::default(),
-            seen: Arc::default(),
-        };
-        let me = o.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                me.conns.fetch_add(1, Relaxed);
-                let idx = {
-                    let mut seen = me.seen.lock().unwrap();
-                    seen.push(Seen::default());
-                    seen.len() - 1
-                };
-                let seen = me.seen.clone();
-                tokio::spawn(serve(s, name, b, seen, idx));
-            }
-        });
-        o
-    }
-
-    /// An HTTP origin answering `answer` to every request head.
-    pub async fn start_http(answer: &'static [u8]) -> Origin {
-        Origin::start("http", Behaviour::Answer(answer)).await
-    }
-
-    pub fn conns(&self) -> u64 {
-        self.conns.load(Relaxed)
-    }
-
-    pub fn seen(&self, i: usize) -> Vec<u8> {
-        self.seen.lock().unwrap()[i].bytes.clone()
-    }
-}
-
-async fn serve(
-    mut s: TcpStream,
-    name: &str,
-    b: Behaviour,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    idx: usize,
-) {
-    if let Behaviour::Hello = b
-        && s.write_all(format!("{name}\n").as_bytes()).await.is_err()
-    {
-        return;
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    let mut sum = Checksum::default();
-    loop {
-        let n = match s.read(&mut buf).await {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        match b {
-            Behaviour::Echo | Behaviour::Hello => {
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            Behaviour::SinkThenReport => sum.update(&buf[..n]),
-            Behaviour::Record => seen.lock().unwrap()[idx].bytes.extend_from_slice(&buf[..n]),
-            Behaviour::Answer(answer) => {
-                seen.lock().unwrap()[idx].bytes.extend_from_slice(&buf[..n]);
-                if buf[..n].ends_with(b"\r\n\r\n") && s.write_all(answer).await.is_err() {
-                    return;
-                }
-            }
-            Behaviour::ResetOnData => {
-                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                return;
-            }
-        }
-    }
-    if let Behaviour::SinkThenReport = b {
-        let _ = s
-            .write_all(format!("{name} got {total} bytes sum {:016x}\n", sum.0).as_bytes())
-            .await;
-    }
-    let _ = s.shutdown().await;
 }
 
 /// FNV-1a over a byte stream: enough to tell that every byte arrived in order.
@@ -373,147 +249,6 @@ pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Resp {
     roundtrip(&mut c, raw.as_bytes()).await.expect("a response")
 }
 
-/// The HTTP test origin: records every request it receives (raw bytes, head
-/// and body) and answers it. Two ways to answer:
-/// - `start(name, extra)`: keep-alive, `200` with `x-server: NAME`, the body
-///   `NAME\n` and the `extra` header lines (each ending in CRLF);
-/// - `replying(bytes, delay)`: after `delay`, exactly `bytes` (any status,
-///   framing or garbage), then close.
-#[derive(Clone)]
-pub struct HttpOrigin {
-    pub name: &'static str,
-    pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-/// The name most tests know the keep-alive HTTP origin by.
-pub type HttpRecorder = HttpOrigin;
-
-/// How an `HttpOrigin` answers.
-#[derive(Clone, Copy)]
-enum Answer {
-    Named(&'static str),
-    Fixed(&'static [u8], Duration),
-}
-
-/// Where the request at the start of `b` ends (head and Content-Length or
-/// chunked body), if it is all there.
-fn request_end(b: &[u8]) -> Option<usize> {
-    let end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
-    if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        let n: usize = cl.trim().parse().ok()?;
-        return (b.len() >= end + n).then_some(end + n);
-    }
-    if head.contains("transfer-encoding: chunked") {
-        let body = &b[end..];
-        return body
-            .windows(5)
-            .position(|w| w == b"0\r\n\r\n")
-            .map(|p| end + p + 5);
-    }
-    Some(end)
-}
-
-impl HttpOrigin {
-    pub async fn start(name: &'static str, extra: &'static str) -> HttpOrigin {
-        HttpOrigin::spawn(name, Answer::Named(extra)).await
-    }
-
-    pub async fn replying(bytes: &'static [u8], delay: Duration) -> HttpOrigin {
-        HttpOrigin::spawn("fixed", Answer::Fixed(bytes, delay)).await
-    }
-
-    async fn spawn(name: &'static str, answer: Answer) -> HttpOrigin {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let o = HttpOrigin {
-            name,
-            addr: l.local_addr().unwrap(),
-            requests: Arc::default(),
-        };
-        let requests = o.requests.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(serve_http(s, name, answer, requests.clone()));
-            }
-        });
-        o
-    }
-
-    /// Every request, raw, as text.
-    pub fn seen(&self) -> Vec<String> {
-        let r = self.requests.lock().unwrap();
-        r.iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect()
-    }
-
-    /// Every request head, without its final empty line.
-    pub fn heads(&self) -> Vec<String> {
-        self.seen()
-            .into_iter()
-            .map(|r| r.split("\r\n\r\n").next().unwrap_or("").to_string())
-            .collect()
-    }
-
-    pub fn last(&self) -> String {
-        self.heads().last().cloned().unwrap_or_default()
-    }
-
-    pub fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-async fn serve_http(
-    mut s: TcpStream,
-    name: &'static str,
-    answer: Answer,
-    requests: Arc<Mutex<Vec<Vec<u8>>>>,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let Some(end) = request_end(&buf) else {
-            match s.read(&mut chunk).await {
-                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => {
-                    if !buf.is_empty() && matches!(answer, Answer::Fixed(..)) {
-                        // A cut request still counts as seen.
-                        requests.lock().unwrap().push(std::mem::take(&mut buf));
-                    }
-                    return;
-                }
-            }
-            continue;
-        };
-        let req: Vec<u8> = buf.drain(..end).collect();
-        let is_head = req.starts_with(b"HEAD ");
-        requests.lock().unwrap().push(req);
-        match answer {
-            Answer::Fixed(bytes, delay) => {
-                tokio::time::sleep(delay).await;
-                let _ = s.write_all(bytes).await;
-                let _ = s.shutdown().await;
-                return;
-            }
-            Answer::Named(extra) => {
-                let body = format!("{name}\n");
-                let mut out = format!(
-                    "HTTP/1.1 200 OK\r\nx-server: {name}\r\n{extra}content-length: {}\r\n\r\n",
-                    body.len()
-                );
-                if !is_head {
-                    out.push_str(&body);
-                }
-                if s.write_all(out.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// An example file's text with its listeners on port 0 and its servers, in
 /// order, at `addrs`.
 pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
@@ -525,7 +260,8 @@ pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
         for f in fronts {
             let listen = f.get_mut("listen").and_then(|l| l.as_array_mut()).unwrap();
             for l in listen.iter_mut() {
-                *l = toml::Value::String("127.0.0.1:0".into());
+                let v6 = l.as_str().is_some_and(|a| a.starts_with('['));
+                *l = toml::Value::String(if v6 { "[::1]:0" } else { "127.0.0.1:0" }.into());
             }
         }
     }
@@ -542,7 +278,12 @@ pub fn localize_addrs(path: &str, addrs: &[SocketAddr]) -> String {
     toml::to_string(&doc).unwrap()
 }
 pub mod bin;
+mod conf;
+mod origin;
 pub mod strict;
+
+pub use conf::{Backend, Conf, Frontend, table};
+pub use origin::{Behaviour, Origin};
 
 /// Mark a server up or down through the command layer (as a health check would).
 pub fn set_health(d: &Running, backend: &str, server: &str, up: bool) {
