@@ -9,27 +9,17 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ONE: &str = r#"
-[global]
-threads = 1
-splice = {splice}
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-timeouts = { connect = "1s" }
-servers = [{ name = "a", address = "{a}" }]
-"#;
+/// One tcp frontend `fe` in front of backend `be`, one server at `a`.
+fn one_conf(a: std::net::SocketAddr) -> Conf {
+    Conf::new().frontend(Frontend::tcp("fe").to("be")).backend(
+        Backend::new("be")
+            .timeouts([("connect", "1s")])
+            .server("a", a),
+    )
+}
 
 fn one(a: &Origin, splice: bool) -> fulcrum::daemon::Running {
-    start(
-        ONE,
-        &[("a", a.addr.to_string()), ("splice", splice.to_string())],
-    )
+    one_conf(a.addr).global("splice", splice).start()
 }
 
 #[tokio::test]
@@ -132,7 +122,7 @@ async fn server_half_close_keeps_the_client_direction_flowing() {
             s.read_to_end(&mut got).await.unwrap();
             got
         });
-        let d = start(ONE, &[("a", addr.to_string()), ("splice", "true".into())]);
+        let d = one_conf(addr).global("splice", true).start();
         let mut c = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         let mut first = Vec::new();
         c.read_to_end(&mut first).await.unwrap();
@@ -144,35 +134,30 @@ async fn server_half_close_keeps_the_client_direction_flowing() {
     .await;
 }
 
-const TWO: &str = r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-retries = {retries}
-timeouts = { connect = "1s" }
-servers = [{ name = "dead", address = "{dead}" }, { name = "live", address = "{live}" }]
-"#;
+/// Servers `dead` then `live` (rr: every first attempt goes to `dead`).
+fn two(
+    dead: std::net::SocketAddr,
+    live: std::net::SocketAddr,
+    retries: i64,
+) -> fulcrum::daemon::Running {
+    Conf::new()
+        .frontend(Frontend::tcp("fe").to("be"))
+        .backend(
+            Backend::new("be")
+                .set("retries", retries)
+                .timeouts([("connect", "1s")])
+                .server("dead", dead)
+                .server("live", live),
+        )
+        .start()
+}
 
 #[tokio::test]
 async fn connect_failure_moves_to_the_next_server() {
     bounded(10, async {
         let live = Origin::start("live", Behaviour::Echo).await;
         let dead = dead_addr().await;
-        let d = start(
-            TWO,
-            &[
-                ("dead", dead.to_string()),
-                ("live", live.addr.to_string()),
-                ("retries", "1".into()),
-            ],
-        );
+        let d = two(dead, live.addr, 1);
         for i in 0..6u8 {
             assert_eq!(exchange(d.addr("fe").unwrap(), &[i]).await, [i]);
         }
@@ -193,14 +178,7 @@ async fn connect_failure_moves_to_the_next_server() {
 async fn all_servers_down_closes_the_client_promptly_and_counts() {
     bounded(10, async {
         let (d1, d2) = (dead_addr().await, dead_addr().await);
-        let d = start(
-            TWO,
-            &[
-                ("dead", d1.to_string()),
-                ("live", d2.to_string()),
-                ("retries", "3".into()),
-            ],
-        );
+        let d = two(d1, d2, 3);
         let mut c = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         c.write_all(b"anyone?").await.unwrap();
         // Closed within the test's bound, well before any timeout could fire.
@@ -218,32 +196,22 @@ async fn all_servers_down_closes_the_client_promptly_and_counts() {
     .await;
 }
 
-const LIMITED: &str = r#"
-[global]
-threads = 1
-{global}
+/// One frontend and one server at `a`, without timeouts.
+fn plain(a: std::net::SocketAddr, fe: Frontend) -> Conf {
+    Conf::new()
+        .frontend(fe.to("be"))
+        .backend(Backend::new("be").server("a", a))
+}
 
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-{frontend}
-
-[[backend]]
-name = "be"
-servers = [{ name = "a", address = "{a}" }]
-"#;
-
-async fn maxconn_holds_the_excess(global: &str, frontend: &str) {
+/// `maxconn = 1` on the process (`global`) or on the frontend.
+async fn maxconn_holds_the_excess(global: bool) {
     let a = Origin::start("a", Behaviour::Echo).await;
-    let d = start(
-        LIMITED,
-        &[
-            ("a", a.addr.to_string()),
-            ("global", global.into()),
-            ("frontend", frontend.into()),
-        ],
-    );
+    let d = if global {
+        plain(a.addr, Frontend::tcp("fe")).global("maxconn", 1)
+    } else {
+        plain(a.addr, Frontend::tcp("fe").set("maxconn", 1))
+    }
+    .start();
     let fe = d.addr("fe").unwrap();
     let mut first = TcpStream::connect(fe).await.unwrap();
     first.write_all(b"1").await.unwrap();
@@ -271,26 +239,19 @@ async fn maxconn_holds_the_excess(global: &str, frontend: &str) {
 
 #[tokio::test]
 async fn frontend_maxconn_holds_the_excess_in_the_backlog() {
-    bounded(10, maxconn_holds_the_excess("", "maxconn = 1")).await;
+    bounded(10, maxconn_holds_the_excess(false)).await;
 }
 
 #[tokio::test]
 async fn global_maxconn_holds_the_excess_in_the_backlog() {
-    bounded(10, maxconn_holds_the_excess("maxconn = 1", "")).await;
+    bounded(10, maxconn_holds_the_excess(true)).await;
 }
 
 #[tokio::test]
 async fn idle_connections_are_closed_and_active_ones_are_not() {
     bounded(10, async {
         let a = Origin::start("a", Behaviour::Echo).await;
-        let d = start(
-            LIMITED,
-            &[
-                ("a", a.addr.to_string()),
-                ("global", String::new()),
-                ("frontend", "timeouts = { client = \"300ms\" }".into()),
-            ],
-        );
+        let d = plain(a.addr, Frontend::tcp("fe").timeouts([("client", "300ms")])).start();
         let fe = d.addr("fe").unwrap();
         // Active: a byte every 100 ms for a second, three times the idle timeout.
         let mut busy = TcpStream::connect(fe).await.unwrap();
@@ -337,10 +298,7 @@ async fn server_reset_is_propagated_to_the_client() {
 async fn graceful_stop_lets_a_transfer_in_flight_finish() {
     bounded(20, async {
         let a = Origin::start("a", Behaviour::SinkThenReport).await;
-        let d = start(
-            &ONE.replace("threads = 1", "threads = 1\ngrace = \"10s\""),
-            &[("a", a.addr.to_string()), ("splice", "true".into())],
-        );
+        let d = one_conf(a.addr).global("grace", "10s").start();
         let fe = d.addr("fe").unwrap();
         let data = pattern(8 << 20, 11);
         let mut sum = Checksum::default();
@@ -382,10 +340,7 @@ async fn graceful_stop_lets_a_transfer_in_flight_finish() {
 async fn graceful_stop_closes_what_outlives_the_grace_period() {
     bounded(10, async {
         let a = Origin::start("a", Behaviour::Echo).await;
-        let d = start(
-            &ONE.replace("threads = 1", "threads = 1\ngrace = \"200ms\""),
-            &[("a", a.addr.to_string()), ("splice", "true".into())],
-        );
+        let d = one_conf(a.addr).global("grace", "200ms").start();
         let mut c = TcpStream::connect(d.addr("fe").unwrap()).await.unwrap();
         c.write_all(b"x").await.unwrap();
         let mut b = [0u8; 1];
@@ -402,21 +357,11 @@ async fn graceful_stop_closes_what_outlives_the_grace_period() {
 async fn per_core_threads_share_one_port_and_ipv6_listens() {
     bounded(10, async {
         let a = Origin::start("a", Behaviour::Echo).await;
-        let text = r#"
-[global]
-threads = 2
-threading = "per-core"
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0", "[::1]:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-servers = [{ name = "a", address = "{a}" }]
-"#;
-        let d = start(text, &[("a", a.addr.to_string())]);
+        let fe = Frontend::tcp("fe").set("listen", ["127.0.0.1:0", "[::1]:0"].to_vec());
+        let d = plain(a.addr, fe)
+            .global("threads", 2)
+            .global("threading", "per-core")
+            .start();
         let addrs = d.addrs("fe").to_vec();
         assert_eq!(addrs.len(), 2);
         assert!(addrs[1].is_ipv6());
@@ -433,10 +378,10 @@ servers = [{ name = "a", address = "{a}" }]
 async fn shared_threading_forwards_too() {
     bounded(10, async {
         let a = Origin::start("a", Behaviour::Echo).await;
-        let d = start(
-            &ONE.replace("threads = 1", "threads = 2\nthreading = \"shared\""),
-            &[("a", a.addr.to_string()), ("splice", "true".into())],
-        );
+        let d = one_conf(a.addr)
+            .global("threads", 2)
+            .global("threading", "shared")
+            .start();
         for i in 0..10u8 {
             assert_eq!(exchange(d.addr("fe").unwrap(), &[i]).await, [i]);
         }
@@ -448,24 +393,14 @@ async fn shared_threading_forwards_too() {
 async fn server_maxconn_queues_then_times_out() {
     bounded(10, async {
         let a = Origin::start("a", Behaviour::Echo).await;
-        let text = r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-timeouts = { queue = "{queue}" }
-servers = [{ name = "a", address = "{a}", maxconn = 1 }]
-"#;
-        let d = start(
-            text,
-            &[("a", a.addr.to_string()), ("queue", "400ms".into())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::tcp("fe").to("be"))
+            .backend(
+                Backend::new("be")
+                    .timeouts([("queue", "400ms")])
+                    .server_with("a", a.addr, table([("maxconn", 1)])),
+            )
+            .start();
         let fe = d.addr("fe").unwrap();
         let mut first = TcpStream::connect(fe).await.unwrap();
         first.write_all(b"1").await.unwrap();
