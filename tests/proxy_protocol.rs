@@ -6,36 +6,23 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CHAIN: &str = r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-accept_proxy = {accept}
-timeouts = { client = "2s" }
-
-[[backend]]
-name = "be"
-servers = [{ name = "a", address = "{a}" {send} }]
-"#;
-
+/// A frontend accepting PROXY headers (or not) in front of one server that
+/// is sent them in version `send` ("v1", "v2"; "" for none).
 fn daemon(a: &Origin, accept: bool, send: &str) -> fulcrum::daemon::Running {
-    let send = if send.is_empty() {
-        String::new()
+    let more = if send.is_empty() {
+        Default::default()
     } else {
-        format!(", send_proxy = \"{send}\"")
+        table([("send_proxy", send)])
     };
-    start(
-        CHAIN,
-        &[
-            ("a", a.addr.to_string()),
-            ("accept", accept.to_string()),
-            ("send", send),
-        ],
-    )
+    Conf::new()
+        .frontend(
+            Frontend::tcp("fe")
+                .to("be")
+                .set("accept_proxy", accept)
+                .timeouts([("client", "2s")]),
+        )
+        .backend(Backend::new("be").server_with("a", a.addr, more))
+        .start()
 }
 
 #[tokio::test]
