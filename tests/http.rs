@@ -10,33 +10,29 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const WEB: &str = r#"
-[global]
-threads = 1
+/// Frontend `web` (http) to backend `app`, with these request and
+/// keep-alive timeouts.
+fn web_front(http_request: &str, http_keepalive: &str) -> Frontend {
+    Frontend::http("web").to("app").timeouts([
+        ("client", "5s"),
+        ("http_request", http_request),
+        ("http_keepalive", http_keepalive),
+    ])
+}
 
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-timeouts = { client = "5s", http_request = "{http_request}", http_keepalive = "2s" }
-
-[[backend]]
-name = "app"
-timeouts = { connect = "1s", server = "{server}" }
-retries = 1
-servers = [{ name = "a", address = "{a}" }]
-"#;
+/// Backend `app`: server `a`, one retry, this server timeout.
+fn app(a: SocketAddr, server: &str) -> Backend {
+    Backend::new("app")
+        .timeouts([("connect", "1s"), ("server", server)])
+        .set("retries", 1)
+        .server("a", a)
+}
 
 fn web(a: SocketAddr, server: &str) -> fulcrum::daemon::Running {
-    start(
-        WEB,
-        &[
-            ("a", a.to_string()),
-            ("server", server.into()),
-            ("http_request", "500ms".into()),
-        ],
-    )
+    Conf::new()
+        .frontend(web_front("500ms", "2s"))
+        .backend(app(a, server))
+        .start()
 }
 
 /// Send raw bytes, read until the proxy closes (or `until` appears), return the text.
@@ -510,14 +506,11 @@ async fn sixty_four_mib_each_way(splice: bool) {
                 .unwrap();
             s.write_all(&pattern(LEN, 5)).await.unwrap();
         });
-        let d = start(
-            &WEB.replace("threads = 1", &format!("threads = 1\nsplice = {splice}")),
-            &[
-                ("a", addr.to_string()),
-                ("server", "10s".into()),
-                ("http_request", "500ms".into()),
-            ],
-        );
+        let d = Conf::new()
+            .global("splice", splice)
+            .frontend(web_front("500ms", "2s"))
+            .backend(app(addr, "10s"))
+            .start();
         let data = pattern(LEN, 9);
         let mut want_up = Checksum::default();
         want_up.update(&data);
@@ -568,26 +561,16 @@ async fn sixty_four_mib_each_way(splice: bool) {
 async fn limits_forwarded_and_the_rejected_request_log() {
     bounded(10, async {
         let o = Origin::replying(OK, Duration::ZERO).await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-forwarded = true
-x_forwarded = false
-max_headers = 5
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", o.addr.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(
+                Frontend::http("web")
+                    .to("app")
+                    .set("forwarded", true)
+                    .set("x_forwarded", false)
+                    .set("max_headers", 5),
+            )
+            .backend(Backend::new("app").server("a", o.addr))
+            .start();
         let resp = raw(
             d.addr("web").unwrap(),
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -616,24 +599,14 @@ servers = [{ name = "a", address = "{a}" }]
 async fn server_maxconn_queues_requests_then_503() {
     bounded(10, async {
         let o = Origin::replying(OK, Duration::from_millis(800)).await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-timeouts = { queue = "300ms" }
-servers = [{ name = "a", address = "{a}", maxconn = 1 }]
-"#,
-            &[("a", o.addr.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::http("web").to("app"))
+            .backend(
+                Backend::new("app")
+                    .timeouts([("queue", "300ms")])
+                    .server_with("a", o.addr, table([("maxconn", 1)])),
+            )
+            .start();
         let addr = d.addr("web").unwrap();
         let slow = tokio::spawn(async move {
             raw(
@@ -671,14 +644,10 @@ servers = [{ name = "a", address = "{a}", maxconn = 1 }]
 async fn idle_keep_alive_clients_are_closed_after_http_keepalive() {
     bounded(10, async {
         let o = Origin::replying(OK, Duration::ZERO).await;
-        let d = start(
-            &WEB.replace("http_keepalive = \"2s\"", "http_keepalive = \"300ms\""),
-            &[
-                ("a", o.addr.to_string()),
-                ("server", "5s".into()),
-                ("http_request", "5s".into()),
-            ],
-        );
+        let d = Conf::new()
+            .frontend(web_front("5s", "300ms"))
+            .backend(app(o.addr, "5s"))
+            .start();
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
@@ -727,41 +696,18 @@ async fn hash_keys_come_from_the_request() {
                 .unwrap(),
             );
         }
-        let servers: Vec<String> = origins
-            .iter()
-            .enumerate()
-            .map(|(i, o)| format!("{{ name = \"s{i}\", address = \"{}\" }}", o.addr))
-            .collect();
-        let text = format!(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "by_user"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "users"
-
-[[frontend]]
-name = "by_host"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "sites"
-
-[[backend]]
-name = "users"
-balance = {{ algorithm = "url_param", param = "user" }}
-servers = [{s}]
-
-[[backend]]
-name = "sites"
-balance = "dh"
-servers = [{s}]
-"#,
-            s = servers.join(", ")
-        );
-        let d = start(&text, &[]);
+        let addrs: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
+        let url_param = table([("algorithm", "url_param"), ("param", "user")]);
+        let d = Conf::new()
+            .frontend(Frontend::http("by_user").to("users"))
+            .frontend(Frontend::http("by_host").to("sites"))
+            .backend(
+                Backend::new("users")
+                    .set("balance", url_param)
+                    .servers(&addrs),
+            )
+            .backend(Backend::new("sites").set("balance", "dh").servers(&addrs))
+            .start();
         let ask = |fe: &'static str, target: String, host: String| {
             let addr = d.addr(fe).unwrap();
             async move {
@@ -833,10 +779,10 @@ servers = [{s}]
 async fn proxy_protocol_client_is_the_forwarded_for_address() {
     bounded(10, async {
         let o = Origin::replying(OK, Duration::ZERO).await;
-        let d = start(
-            &WEB.replace("mode = \"http\"", "mode = \"http\"\naccept_proxy = true"),
-            &[("a", o.addr.to_string()), ("server", "5s".into()), ("http_request", "5s".into())],
-        );
+        let d = Conf::new()
+            .frontend(web_front("5s", "2s").set("accept_proxy", true))
+            .backend(app(o.addr, "5s"))
+            .start();
         let resp = raw(
             d.addr("web").unwrap(),
             b"PROXY TCP4 198.51.100.23 192.0.2.1 40000 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
