@@ -294,25 +294,18 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, u16)> {
 async fn every_malformed_request_is_rejected_and_nothing_is_smuggled() {
     bounded(60, async {
         let (origin, seen) = recording_origin().await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-timeouts = { http_request = "2s" }
-
-[[backend]]
-name = "app"
-timeouts = { server = "2s" }
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", origin.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(
+                Frontend::http("web")
+                    .to("app")
+                    .timeouts([("http_request", "2s")]),
+            )
+            .backend(
+                Backend::new("app")
+                    .timeouts([("server", "2s")])
+                    .server("a", origin),
+            )
+            .start();
         let cases = corpus();
         assert!(cases.len() >= 40);
         for (name, req, status) in &cases {
@@ -376,23 +369,10 @@ servers = [{ name = "a", address = "{a}" }]
 async fn connection_naming_a_framing_field_is_refused() {
     bounded(30, async {
         let (origin, seen) = recording_origin().await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", origin.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::http("web").to("app"))
+            .backend(Backend::new("app").server("a", origin))
+            .start();
         let cases: [&[u8]; 6] = [
             b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\nConnection: close, Content-Length\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
             b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Transfer-Encoding\r\n\r\n22\r\nGET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
@@ -432,24 +412,10 @@ async fn a_response_whose_connection_names_its_framing_is_a_502() {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Transfer-Encoding\r\n\r\n0\r\n\r\n",
         ] {
             let o = Origin::start_http(answer).await;
-            let d = start(
-                r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-retries = 0
-servers = [{ name = "a", address = "{a}" }]
-"#,
-                &[("a", o.addr.to_string())],
-            );
+            let d = Conf::new()
+                .frontend(Frontend::http("web").to("app"))
+                .backend(Backend::new("app").set("retries", 0).server("a", o.addr))
+                .start();
             let web = d.addr("web").unwrap();
             for _ in 0..2 {
                 let r = get(web, "/", "").await;
