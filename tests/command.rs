@@ -14,26 +14,15 @@ async fn three() -> (fulcrum::daemon::Running, [Origin; 3]) {
         Origin::start("b", Behaviour::Hello).await,
         Origin::start("c", Behaviour::Hello).await,
     ];
-    let d = start(
-        r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-balance = "wrr"
-servers = [
-  { name = "a", address = "{a}" },
-  { name = "b", address = "{b}" },
-]
-"#,
-        &[("a", o[0].addr.to_string()), ("b", o[1].addr.to_string())],
-    );
+    let d = Conf::new()
+        .frontend(Frontend::tcp("fe").to("be"))
+        .backend(
+            Backend::new("be")
+                .set("balance", "wrr")
+                .server("a", o[0].addr)
+                .server("b", o[1].addr),
+        )
+        .start();
     (d, o)
 }
 

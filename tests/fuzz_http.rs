@@ -574,25 +574,10 @@ async fn the_origin_receives_exactly_the_accepted_requests() {
         .unwrap_or(0x0018_f022);
     bounded(60 + cases / 50, async {
         let (origin, seen) = strict_origin().await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-timeouts = { http_request = "2s", client = "2s" }
-
-[[backend]]
-name = "app"
-timeouts = { server = "2s" }
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", origin.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::web().timeouts([("http_request", "2s"), ("client", "2s")]))
+            .backend(Backend::app(origin).timeouts([("server", "2s")]))
+            .start();
         let addr = d.addr("web").unwrap();
         let mut rng = Rng(seed | 1);
         let mut tally = Tally::default();

@@ -12,34 +12,13 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CONF: &str = r#"
-[global]
-threads = 1
-idle_park_after = "{park}"
-grace = "200ms"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-timeouts = { http_request = "{req}", http_keepalive = "{ka}" }
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#;
-
 fn daemon(o: &Origin, park: &str, req: &str, ka: &str) -> fulcrum::daemon::Running {
-    start(
-        CONF,
-        &[
-            ("park", park.into()),
-            ("req", req.into()),
-            ("ka", ka.into()),
-            ("a", o.addr.to_string()),
-        ],
-    )
+    Conf::new()
+        .global("idle_park_after", park)
+        .global("grace", "200ms")
+        .frontend(Frontend::web().timeouts([("http_request", req), ("http_keepalive", ka)]))
+        .backend(Backend::app(o.addr))
+        .start()
 }
 
 fn front(d: &fulcrum::daemon::Running) -> fulcrum::stats::FrontendStats {
@@ -301,30 +280,11 @@ fn server_side_state(listen_port: u16, client_port: u16) -> Option<u8> {
 async fn http_listeners_defer_accepting_until_the_first_bytes() {
     bounded(20, async {
         let o = Origin::http("a", "").await;
-        let d = start(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[frontend]]
-name = "eager"
-listen = ["127.0.0.1:0"]
-mode = "http"
-defer_accept = false
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", o.addr.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::web())
+            .frontend(Frontend::http("eager").to("app").set("defer_accept", false))
+            .backend(Backend::app(o.addr))
+            .start();
         let conns = |f: &str| d.stats().frontend(f).unwrap().conn_total;
         let web = d.addr("web").unwrap();
         let mut c = TcpStream::connect(web).await.unwrap();

@@ -206,22 +206,18 @@ async fn the_balancer_and_redirects_see_the_normal_path() {
         assert!(servers.len() > 1, "the keys spread over the servers");
 
         // A redirect built from the path uses the normalised one.
-        let rd = start(
-            r#"
-[[frontend]]
-name = "r"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "b"
-acl.old = { path_prefix = "/old/" }
-rules = [{ redirect = { prefix = "https://new.example" }, if = "old" }]
-
-[[backend]]
-name = "b"
-servers = [{ name = "s", address = "{s}" }]
-"#,
-            &[("s", origins[0].addr.to_string())],
-        );
+        let rd = Conf::new()
+            .frontend(
+                Frontend::http("r")
+                    .to("b")
+                    .set("acl", value(r#"{ old = { path_prefix = "/old/" } }"#))
+                    .set(
+                        "rules",
+                        value(r#"[{ redirect = { prefix = "https://new.example" }, if = "old" }]"#),
+                    ),
+            )
+            .backend(Backend::new("b").server("s", origins[0].addr))
+            .start();
         let mut c = TcpStream::connect(rd.addr("r").unwrap()).await.unwrap();
         let r = roundtrip(
             &mut c,

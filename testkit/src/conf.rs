@@ -80,6 +80,14 @@ impl Conf {
     pub fn start(&self) -> Running {
         crate::start(&self.text(), &[])
     }
+
+    /// Start it as file `path` (relative paths in it, such as the admin
+    /// socket's or certificates', are relative to that file's directory).
+    pub fn start_as(&self, path: &std::path::Path) -> Running {
+        let text = self.text();
+        std::fs::write(path, &text).expect("the config file is written");
+        crate::start_named(path.to_str().expect("a UTF-8 path"), &text)
+    }
 }
 
 /// One `[[frontend]]`, listening on 127.0.0.1:0.
@@ -98,6 +106,11 @@ impl Frontend {
     /// A `mode = "http"` frontend.
     pub fn http(name: &str) -> Frontend {
         Frontend::new(name, "http")
+    }
+
+    /// The frontend most HTTP tests use: `web`, http, to backend `app`.
+    pub fn web() -> Frontend {
+        Frontend::http("web").to("app")
     }
 
     /// A `mode = "tcp"` frontend.
@@ -132,6 +145,11 @@ impl Backend {
             ("name", Value::from(name)),
             ("servers", Value::Array(Vec::new())),
         ]))
+    }
+
+    /// The backend most HTTP tests use: `app`, one server `a` at `addr`.
+    pub fn app(addr: SocketAddr) -> Backend {
+        Backend::new("app").server("a", addr)
     }
 
     /// A server `{ name, address }`.
@@ -176,6 +194,16 @@ pub fn table<K: Into<String>, V: Into<Value>, const N: usize>(pairs: [(K, V); N]
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect()
+}
+
+/// A TOML value written inline (`{ old = { path_prefix = "/old/" } }`,
+/// `[{ deny = 403, if = "bad" }]`): for rules and ACLs, whose TOML is clearer
+/// than a builder.
+pub fn value(text: &str) -> Value {
+    let mut t: Table = format!("v = {text}")
+        .parse()
+        .unwrap_or_else(|e| panic!("not a TOML value: {text}: {e}"));
+    t.remove("v").expect("the parsed value")
 }
 
 #[cfg(test)]

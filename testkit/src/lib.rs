@@ -282,7 +282,7 @@ mod conf;
 mod origin;
 pub mod strict;
 
-pub use conf::{Backend, Conf, Frontend, table};
+pub use conf::{Backend, Conf, Frontend, table, value};
 pub use origin::{Behaviour, Origin};
 
 /// Mark a server up or down through the command layer (as a health check would).
