@@ -7,26 +7,6 @@ use std::collections::HashMap;
 
 use support::*;
 
-const POOL: &str = r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"{extra_listen}]
-accept_proxy = {accept_proxy}
-default_backend = "be"
-
-[[backend]]
-name = "be"
-balance = {balance}
-servers = [
-  { name = "a", address = "{a}", weight = {wa} },
-  { name = "b", address = "{b}", weight = {wb} },
-  { name = "c", address = "{c}", weight = {wc} },
-]
-"#;
-
 struct Pool {
     origins: [Origin; 3],
 }
@@ -47,22 +27,23 @@ impl Pool {
         balance: &str,
         weights: [u32; 3],
         accept_proxy: bool,
-        extra_listen: &str,
+        extra_listen: &[&str],
     ) -> fulcrum::daemon::Running {
-        start(
-            POOL,
-            &[
-                ("a", self.origins[0].addr.to_string()),
-                ("b", self.origins[1].addr.to_string()),
-                ("c", self.origins[2].addr.to_string()),
-                ("wa", weights[0].to_string()),
-                ("wb", weights[1].to_string()),
-                ("wc", weights[2].to_string()),
-                ("balance", balance.to_string()),
-                ("accept_proxy", accept_proxy.to_string()),
-                ("extra_listen", extra_listen.to_string()),
-            ],
-        )
+        let mut listen = vec!["127.0.0.1:0"];
+        listen.extend_from_slice(extra_listen);
+        let mut be = Backend::new("be").set("balance", value(balance));
+        for (o, w) in self.origins.iter().zip(weights) {
+            be = be.server_with(o.name, o.addr, table([("weight", w)]));
+        }
+        Conf::new()
+            .frontend(
+                Frontend::tcp("fe")
+                    .to("be")
+                    .set("listen", listen)
+                    .set("accept_proxy", accept_proxy),
+            )
+            .backend(be)
+            .start()
     }
 }
 
@@ -74,7 +55,7 @@ fn proxy_from(ip: &str) -> Vec<u8> {
 async fn wrr_is_smooth_through_sockets() {
     bounded(10, async {
         let p = Pool::new().await;
-        let d = p.daemon("\"wrr\"", [5, 1, 1], false, "");
+        let d = p.daemon("\"wrr\"", [5, 1, 1], false, &[]);
         let mut seq = String::new();
         for _ in 0..14 {
             seq += &hello(d.addr("fe").unwrap(), b"").await;
@@ -88,7 +69,7 @@ async fn wrr_is_smooth_through_sockets() {
 async fn lc_follows_open_connections() {
     bounded(10, async {
         let p = Pool::new().await;
-        let d = p.daemon("\"lc\"", [1, 1, 1], false, "");
+        let d = p.daemon("\"lc\"", [1, 1, 1], false, &[]);
         let fe = d.addr("fe").unwrap();
         // Three long connections, one per server.
         let mut open = HashMap::new();
@@ -121,7 +102,7 @@ async fn lc_follows_open_connections() {
 async fn wlc_divides_by_weight() {
     bounded(10, async {
         let p = Pool::new().await;
-        let d = p.daemon("\"wlc\"", [1, 2, 5], false, "");
+        let d = p.daemon("\"wlc\"", [1, 2, 5], false, &[]);
         let fe = d.addr("fe").unwrap();
         let mut held = Vec::new();
         let mut count: HashMap<String, usize> = HashMap::new();
@@ -143,8 +124,8 @@ async fn wlc_divides_by_weight() {
 async fn sh_keeps_clients_and_two_instances_agree() {
     bounded(20, async {
         let p = Pool::new().await;
-        let d1 = p.daemon("\"sh\"", [1, 1, 1], true, "");
-        let d2 = p.daemon("\"sh\"", [1, 1, 1], true, "");
+        let d1 = p.daemon("\"sh\"", [1, 1, 1], true, &[]);
+        let d2 = p.daemon("\"sh\"", [1, 1, 1], true, &[]);
         let mut spread: HashMap<String, usize> = HashMap::new();
         for i in 0..60 {
             let ip = format!("198.51.{}.{}", i / 7, 10 + i);
@@ -197,7 +178,12 @@ async fn sh_keeps_clients_and_two_instances_agree() {
 async fn sh_prefix_keeps_a_network_together() {
     bounded(10, async {
         let p = Pool::new().await;
-        let d = p.daemon("{ algorithm = \"sh\", prefix = true }", [1, 1, 1], true, "");
+        let d = p.daemon(
+            "{ algorithm = \"sh\", prefix = true }",
+            [1, 1, 1],
+            true,
+            &[],
+        );
         let first = hello(d.addr("fe").unwrap(), &proxy_from("203.0.113.1")).await;
         for host in 2..40 {
             let got = hello(
@@ -220,7 +206,7 @@ async fn dh_maps_each_local_address_to_its_server() {
             "\"dh\"",
             [1, 1, 1],
             false,
-            ", \"127.0.0.2:0\", \"127.0.0.3:0\", \"127.0.0.4:0\"",
+            &["127.0.0.2:0", "127.0.0.3:0", "127.0.0.4:0"],
         );
         let addrs = d.addrs("fe").to_vec();
         assert_eq!(addrs.len(), 4);
@@ -238,7 +224,7 @@ async fn dh_maps_each_local_address_to_its_server() {
 async fn lblc_keeps_a_destination_until_its_server_is_overloaded() {
     bounded(10, async {
         let p = Pool::new().await;
-        let d = p.daemon("\"lblc\"", [2, 2, 2], false, "");
+        let d = p.daemon("\"lblc\"", [2, 2, 2], false, &[]);
         let fe = d.addr("fe").unwrap();
         let (home, s1) = hello_open(fe).await;
         let (n2, s2) = hello_open(fe).await;
@@ -265,7 +251,7 @@ async fn random_and_p2c_reach_every_server() {
             "{ algorithm = \"lblcr\", expire = \"1m\" }",
         ] {
             let p = Pool::new().await;
-            let d = p.daemon(algo, [1, 1, 1], false, "");
+            let d = p.daemon(algo, [1, 1, 1], false, &[]);
             let mut held = Vec::new();
             let mut seen: HashMap<String, usize> = HashMap::new();
             for _ in 0..30 {
@@ -287,7 +273,7 @@ async fn hash_balance_factor_bounds_a_hot_key() {
             ("{ algorithm = \"sh\", hash_balance_factor = 1.25 }", 4),
         ] {
             let p = Pool::new().await;
-            let d = p.daemon(balance, [1, 1, 1], true, "");
+            let d = p.daemon(balance, [1, 1, 1], true, &[]);
             // Nine connections held open, all from one client address.
             let mut held = Vec::new();
             let mut count: HashMap<String, usize> = HashMap::new();
