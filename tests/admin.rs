@@ -27,28 +27,6 @@ async fn admin(d: &Running, line: &str) -> String {
     admin_at(&d.admin_paths()[0], line).await
 }
 
-const TCP: &str = r#"
-[global]
-threads = 1
-
-[admin]
-socket = "admin.sock"
-read_only_socket = "admin-ro.sock"
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-balance = "wrr"
-servers = [
-  { name = "a", address = "{a}" },
-  { name = "b", address = "{b}" },
-]
-"#;
-
 struct Setup {
     d: Running,
     o: [Origin; 3],
@@ -62,11 +40,17 @@ async fn setup(test: &str) -> Setup {
         Origin::start("c", Behaviour::Hello).await,
     ];
     let dir = TempDir::new(test);
-    let text = TCP
-        .replace("{a}", &o[0].addr.to_string())
-        .replace("{b}", &o[1].addr.to_string());
-    std::fs::write(dir.join("fulcrum.toml"), &text).unwrap();
-    let d = start_named(dir.join("fulcrum.toml").to_str().unwrap(), &text);
+    let d = Conf::new()
+        .section("admin", "socket", "admin.sock")
+        .section("admin", "read_only_socket", "admin-ro.sock")
+        .frontend(Frontend::tcp("fe").to("be"))
+        .backend(
+            Backend::new("be")
+                .set("balance", "wrr")
+                .server("a", o[0].addr)
+                .server("b", o[1].addr),
+        )
+        .start_as(&dir.join("fulcrum.toml"));
     Setup { d, o, dir }
 }
 
@@ -288,22 +272,11 @@ async fn show_errors_lists_a_rejected_request() {
     bounded(30, async {
         let a = Origin::http("a", "").await;
         let dir = TempDir::new("admin-errors");
-        let text = r#"
-[admin]
-socket = "admin.sock"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#
-        .replace("{a}", &a.addr.to_string());
-        let d = start_named(dir.join("f.toml").to_str().unwrap(), &text);
+        let d = Conf::new()
+            .section("admin", "socket", "admin.sock")
+            .frontend(Frontend::web())
+            .backend(Backend::app(a.addr))
+            .start_as(&dir.join("f.toml"));
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         let me = c.local_addr().unwrap();
         let r = roundtrip(&mut c, b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
@@ -417,13 +390,12 @@ async fn runtime_changes_survive_a_restart_and_a_bad_state_file_is_ignored() {
 
         // The file's weight for b changes: the file wins at the next start.
         drop(d);
-        let edited = text.replace(
-            &format!("{{ name = \"b\", address = \"{}\" }}", s.o[1].addr),
-            &format!(
-                "{{ name = \"b\", address = \"{}\", weight = 7 }}",
-                s.o[1].addr
-            ),
-        );
+        let mut doc: toml::Table = text.parse().unwrap();
+        doc["backend"][0]["servers"][1]
+            .as_table_mut()
+            .unwrap()
+            .insert("weight".into(), 7.into());
+        let edited = toml::to_string(&doc).unwrap();
         assert_ne!(edited, text);
         std::fs::write(&conf, &edited).unwrap();
         let d = start_named(conf.to_str().unwrap(), &edited);
