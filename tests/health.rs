@@ -171,34 +171,28 @@ async fn wait_status(d: &Running, backend: &str, server: &str, status: &str) {
     .await;
 }
 
-const CHECKED: &str = r#"
-[global]
-threads = 1
+/// Backend `app` (rr, two retries) with an HTTP check every 100 ms, rise
+/// and fall 2, and no servers yet.
+fn checked() -> Backend {
+    Backend::new("app")
+        .set("balance", "rr")
+        .set("retries", 2)
+        .timeouts([("connect", "2s")])
+        .set(
+            "health",
+            value(
+                r#"{ check = "http", path = "/healthz", expect_body = "ok", interval = "100ms", timeout = "80ms", rise = 2, fall = 2 }"#,
+            ),
+        )
+}
 
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-balance = "rr"
-retries = 2
-timeouts = { connect = "2s" }
-health = { check = "http", path = "/healthz", expect_body = "ok", interval = "100ms", timeout = "80ms", rise = 2, fall = 2 }
-servers = [
-  { name = "a", address = "{a}" },
-  { name = "b", address = "{b}" },
-]
-"#;
+fn web(app: Backend) -> Running {
+    Conf::new().frontend(Frontend::web()).backend(app).start()
+}
 
 async fn two() -> (Running, Switch, Switch) {
     let (a, b) = (Switch::start("a").await, Switch::start("b").await);
-    let d = start(
-        CHECKED,
-        &[("a", a.addr.to_string()), ("b", b.addr.to_string())],
-    );
+    let d = web(checked().server("a", a.addr).server("b", b.addr));
     wait_status(&d, "app", "a", "up").await;
     wait_status(&d, "app", "b", "up").await;
     (d, a, b)
@@ -262,16 +256,10 @@ async fn zero_failures_while_one_of_three_servers_is_killed_and_restarted() {
             Switch::start("b").await,
             Switch::start("c").await,
         );
-        let text = CHECKED.replace(
-            "  { name = \"b\", address = \"{b}\" },",
-            "  { name = \"b\", address = \"{b}\" },\n  { name = \"c\", address = \"{c}\" },",
-        );
-        let subs = [
-            ("a", a.addr.to_string()),
-            ("b", b.addr.to_string()),
-            ("c", c.addr.to_string()),
-        ];
-        let d = start(&text, &subs);
+        let d = web(checked()
+            .server("a", a.addr)
+            .server("b", b.addr)
+            .server("c", c.addr));
         for s in ["a", "b", "c"] {
             wait_status(&d, "app", s, "up").await;
         }
@@ -308,20 +296,20 @@ async fn tcp_checks_send_and_expect() {
     bounded(20, async {
         let echo = Origin::start("e", Behaviour::Echo).await;
         let silent = Origin::start("r", Behaviour::Record).await;
-        let d = start(
-            r#"
-[[frontend]]
-name = "db"
-listen = ["127.0.0.1:0"]
-default_backend = "pg"
-
-[[backend]]
-name = "pg"
-health = { check = "tcp", send = "PING\r\n", expect = "PING", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }
-servers = [{ name = "echo", address = "{e}" }, { name = "silent", address = "{r}" }]
-"#,
-            &[("e", echo.addr.to_string()), ("r", silent.addr.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::tcp("db").to("pg"))
+            .backend(
+                Backend::new("pg")
+                    .set(
+                        "health",
+                        value(
+                            r#"{ check = "tcp", send = "PING\r\n", expect = "PING", interval = "100ms", timeout = "80ms", rise = 1, fall = 1 }"#,
+                        ),
+                    )
+                    .server("echo", echo.addr)
+                    .server("silent", silent.addr),
+            )
+            .start();
         wait_status(&d, "pg", "echo", "up").await;
         eventually(10, "the silent one fails on its reply", || {
             servers(&d, "pg")["silent"].last_check == "timeout after 80ms"
@@ -339,13 +327,11 @@ async fn a_server_that_drops_syns_costs_requests_nothing() {
     bounded(30, async {
         let a = Switch::start("a").await;
         let (dead, _held, _sock) = syn_dropper();
-        let d = start(
-            &CHECKED.replace(
-                "check = \"http\", path = \"/healthz\", expect_body = \"ok\"",
-                "check = \"tcp\"",
-            ),
-            &[("a", a.addr.to_string()), ("b", dead.to_string())],
-        );
+        let tcp = r#"{ check = "tcp", interval = "100ms", timeout = "80ms", rise = 2, fall = 2 }"#;
+        let d = web(checked()
+            .set("health", value(tcp))
+            .server("a", a.addr)
+            .server("b", dead));
         wait_status(&d, "app", "a", "up").await;
         eventually(10, "b's check timed out", || {
             servers(&d, "app")["b"].last_check == "timeout after 80ms"
@@ -452,21 +438,10 @@ async fn icmp_checks_ping_the_server() {
     }
     bounded(20, async {
         let a = Switch::start("a").await;
-        let d = start(
-            r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-health = { check = "icmp", interval = "100ms", timeout = "90ms" }
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[("a", a.addr.to_string())],
-        );
+        let d = web(Backend::app(a.addr).set(
+            "health",
+            value(r#"{ check = "icmp", interval = "100ms", timeout = "90ms" }"#),
+        ));
         wait_status(&d, "app", "a", "up").await;
         assert_eq!(servers(&d, "app")["a"].last_check, "ok");
     })
@@ -477,14 +452,11 @@ servers = [{ name = "a", address = "{a}" }]
 async fn slow_start_ramps_a_returning_server() {
     bounded(30, async {
         let (a, b) = (Switch::start("a").await, Switch::start("b").await);
-        let text = CHECKED
-            .replace("balance = \"rr\"", "balance = \"wrr\"\nslowstart = \"3s\"")
-            .replace("address = \"{a}\" }", "address = \"{a}\", weight = 20 }")
-            .replace("address = \"{b}\" }", "address = \"{b}\", weight = 20 }");
-        let d = start(
-            &text,
-            &[("a", a.addr.to_string()), ("b", b.addr.to_string())],
-        );
+        let d = web(checked()
+            .set("balance", "wrr")
+            .set("slowstart", "3s")
+            .server_with("a", a.addr, table([("weight", 20)]))
+            .server_with("b", b.addr, table([("weight", 20)])));
         wait_status(&d, "app", "b", "up").await;
         b.health.store(503, SeqCst);
         wait_status(&d, "app", "b", "down").await;
@@ -517,22 +489,11 @@ async fn slow_start_ramps_a_returning_server() {
 async fn passive_ejection_takes_a_failing_server_out_for_a_while_and_is_capped() {
     bounded(30, async {
         let (a, b) = (Switch::start("a").await, Switch::start("b").await);
-        let text = r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-eject = { consecutive_5xx = 3, base_time = "600ms", max_percent = 50 }
-servers = [{ name = "a", address = "{a}" }, { name = "b", address = "{b}" }]
-"#;
-        let d = start(
-            text,
-            &[("a", a.addr.to_string()), ("b", b.addr.to_string())],
-        );
+        let eject = value(r#"{ consecutive_5xx = 3, base_time = "600ms", max_percent = 50 }"#);
+        let d = web(Backend::new("app")
+            .set("eject", eject)
+            .server("a", a.addr)
+            .server("b", b.addr));
         a.failing.store(true, SeqCst);
         let seen = names(&d, 6).await;
         assert_eq!(
@@ -562,14 +523,11 @@ servers = [{ name = "a", address = "{a}" }, { name = "b", address = "{b}" }]
 async fn backups_take_over_when_the_primaries_are_down_or_dead() {
     bounded(30, async {
         let (a, spare) = (Switch::start("a").await, Switch::start("spare").await);
-        let text = CHECKED.replace(
-            "  { name = \"b\", address = \"{b}\" },",
-            "  { name = \"spare\", address = \"{b}\", backup = true },",
-        );
-        let d = start(
-            &text,
-            &[("a", a.addr.to_string()), ("b", spare.addr.to_string())],
-        );
+        let d = web(checked().server("a", a.addr).server_with(
+            "spare",
+            spare.addr,
+            table([("backup", true)]),
+        ));
         wait_status(&d, "app", "a", "up").await;
         assert!(names(&d, 4).await.iter().all(|n| n == "a"));
         a.health.store(503, SeqCst);
@@ -577,29 +535,11 @@ async fn backups_take_over_when_the_primaries_are_down_or_dead() {
         assert!(names(&d, 4).await.iter().all(|n| n == "spare"));
 
         // Without checks: connects to both dead primaries fail, then the backup.
-        let d = start(
-            r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-retries = 3
-servers = [
-  { name = "p1", address = "{p1}" },
-  { name = "p2", address = "{p2}" },
-  { name = "spare", address = "{s}", backup = true },
-]
-"#,
-            &[
-                ("p1", dead_addr().await.to_string()),
-                ("p2", dead_addr().await.to_string()),
-                ("s", spare.addr.to_string()),
-            ],
-        );
+        let d = web(Backend::new("app")
+            .set("retries", 3)
+            .server("p1", dead_addr().await)
+            .server("p2", dead_addr().await)
+            .server_with("spare", spare.addr, table([("backup", true)])));
         assert_eq!(names(&d, 3).await, ["spare", "spare", "spare"]);
     })
     .await;
@@ -610,10 +550,7 @@ async fn all_down_rejects_at_once_or_fails_open() {
     bounded(30, async {
         let a = Switch::start("a").await;
         let (dead, _held, _sock) = syn_dropper();
-        let d = start(
-            CHECKED,
-            &[("a", a.addr.to_string()), ("b", dead.to_string())],
-        );
+        let d = web(checked().server("a", a.addr).server("b", dead));
         wait_status(&d, "app", "a", "up").await;
         wait_status(&d, "app", "b", "down").await;
         a.health.store(503, SeqCst);
@@ -635,11 +572,10 @@ async fn all_down_rejects_at_once_or_fails_open() {
         // fail_open: every check fails, traffic flows anyway.
         let b = Switch::start("b").await;
         b.health.store(503, SeqCst);
-        let text = CHECKED.replace("servers = [", "on_all_down = \"fail_open\"\nservers = [");
-        let d = start(
-            &text,
-            &[("a", a.addr.to_string()), ("b", b.addr.to_string())],
-        );
+        let d = web(checked()
+            .set("on_all_down", "fail_open")
+            .server("a", a.addr)
+            .server("b", b.addr));
         eventually(10, "failing open", || {
             let s = servers(&d, "app");
             s.values().all(|s| s.fail_open && s.health == "down")
