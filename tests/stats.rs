@@ -29,28 +29,28 @@ async fn json(d: &Running, path: &str) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
-const TWO: &str = r#"
-[stats]
-listen = "127.0.0.1:0"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-acl.admin = { path_prefix = "/admin" }
-rules = [{ deny = 403, if = "admin" }]
-
-[[backend]]
-name = "app"
-balance = "rr"
-servers = [{ name = "a", address = "{a}" }, { name = "b", address = "{b}" }]
-"#;
+/// The stats page, frontend `web` (denying /admin) and backend `app` (rr) on
+/// servers `a` and `b`.
+fn two_conf(a: std::net::SocketAddr, b: std::net::SocketAddr) -> Conf {
+    Conf::new()
+        .section("stats", "listen", "127.0.0.1:0")
+        .frontend(
+            Frontend::web()
+                .set("acl", value(r#"{ admin = { path_prefix = "/admin" } }"#))
+                .set("rules", value(r#"[{ deny = 403, if = "admin" }]"#)),
+        )
+        .backend(
+            Backend::new("app")
+                .set("balance", "rr")
+                .server("a", a)
+                .server("b", b),
+        )
+}
 
 async fn two() -> (Running, Origin, Origin) {
     let a = Origin::http("a", "").await;
     let b = Origin::http("b", "").await;
-    let d = start(TWO, &[("a", a.addr.to_string()), ("b", b.addr.to_string())]);
+    let d = two_conf(a.addr, b.addr).start();
     (d, a, b)
 }
 
@@ -190,21 +190,11 @@ async fn percentiles_match_the_origins_delay() {
             Duration::from_millis(40),
         )
         .await;
-        let cfg = r#"
-[stats]
-listen = "127.0.0.1:0"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "slow"
-
-[[backend]]
-name = "slow"
-servers = [{ name = "s", address = "{s}" }]
-"#;
-        let d = start(cfg, &[("s", slow.addr.to_string())]);
+        let d = Conf::new()
+            .section("stats", "listen", "127.0.0.1:0")
+            .frontend(Frontend::http("web").to("slow"))
+            .backend(Backend::new("slow").server("s", slow.addr))
+            .start();
         let web = d.addr("web").unwrap();
         for i in 0..20 {
             assert_eq!(get(web, &format!("/{i}"), "").await.status, 200);
@@ -358,24 +348,13 @@ async fn auth_guards_every_path_and_admin_needs_the_pages_token() {
         let a = Origin::http("a", "").await;
         let dir = tempdir();
         std::fs::write(dir.join("stats.pass"), "s3cret\n").unwrap();
-        let cfg = r#"
-[stats]
-listen = "127.0.0.1:0"
-auth = { user = "ops", password_file = "stats.pass" }
-admin = true
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#
-        .replace("{a}", &a.addr.to_string());
-        let d = start_named(dir.join("fulcrum.toml").to_str().unwrap(), &cfg);
+        let d = Conf::new()
+            .section("stats", "listen", "127.0.0.1:0")
+            .section("stats", "auth", value(r#"{ user = "ops", password_file = "stats.pass" }"#))
+            .section("stats", "admin", true)
+            .frontend(Frontend::web())
+            .backend(Backend::app(a.addr))
+            .start_as(&dir.join("fulcrum.toml"));
         for path in ["/", "/stats.json", "/metrics", "/stats.csv"] {
             let r = page(&d, path, "").await;
             assert_eq!(r.status, 401, "{path}");
@@ -507,22 +486,15 @@ async fn a_retry_counts_when_it_lands_on_a_kept_alive_connection() {
     bounded(30, async {
         let b = Origin::http("b", "").await;
         let dead = dead_addr().await;
-        let cfg = r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-balance = "rr"
-servers = [{ name = "b", address = "{b}" }, { name = "dead", address = "{dead}" }]
-"#;
-        let d = start(
-            cfg,
-            &[("b", b.addr.to_string()), ("dead", dead.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::web())
+            .backend(
+                Backend::new("app")
+                    .set("balance", "rr")
+                    .server("b", b.addr)
+                    .server("dead", dead),
+            )
+            .start();
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         // First b (its connection then kept), then dead: refused, retried on b's kept connection.
         for i in 0..2 {
@@ -554,9 +526,7 @@ async fn a_reload_shows_in_the_process_counters() {
             ),
             (1.into(), 0.into())
         );
-        let text = TWO
-            .replace("{a}", &a.addr.to_string())
-            .replace("{b}", &b.addr.to_string());
+        let text = two_conf(a.addr, b.addr).text();
         let cfg = fulcrum::config::parse("test.toml", &text).unwrap();
         d.command(fulcrum::command::Command::Reload(Box::new(cfg)))
             .unwrap();
