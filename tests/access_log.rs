@@ -62,57 +62,46 @@ fn parse(l: &str) -> Line {
     }
 }
 
-const HTTP: &str = r#"
-[log]
-access = "access.log"
-request_id = "X-Request-Id"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-timeouts = { http_request = "300ms" }
-acl.admin = { path_prefix = "/admin" }
-acl.old = { path_prefix = "/old" }
-acl.dead = { path_prefix = "/dead" }
-acl.bad = { path_prefix = "/bad" }
-rules = [
-  { deny = 403, if = "admin" },
-  { redirect = { location = "/new" }, if = "old" },
-  { use_backend = "dead", if = "dead" },
-  { use_backend = "bad", if = "bad" },
-]
-limits = { req_rate_per_source = "20/m" }
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-
-[[backend]]
-name = "dead"
-retries = 1
-servers = [{ name = "x", address = "{dead}" }]
-
-[[backend]]
-name = "bad"
-servers = [{ name = "g", address = "{bad}" }]
-"#;
-
-async fn http_daemon(test: &str, extra_log: &str) -> (Running, Origin, PathBuf, TempDir) {
+/// Frontend `web` with rules that deny, redirect, and route to a dead and a
+/// misbehaving backend; `json` turns on the JSON format with query strings.
+async fn http_daemon(test: &str, json: bool) -> (Running, Origin, PathBuf, TempDir) {
     let a = Origin::http("a", "").await;
     let bad = Origin::replying(b"HTTP/1.1 2x0 nope\r\n\r\n", Duration::ZERO).await;
     let dead = dead_addr().await;
     let d = dir(test);
-    let text = HTTP
-        .replace("{a}", &a.addr.to_string())
-        .replace("{dead}", &dead.to_string())
-        .replace("{bad}", &bad.addr.to_string())
-        .replace(
-            "request_id = \"X-Request-Id\"",
-            &format!("request_id = \"X-Request-Id\"\n{extra_log}"),
-        );
-    let running = start_named(d.join("fulcrum.toml").to_str().unwrap(), &text);
+    let mut conf = Conf::new().section("log", "access", "access.log").section(
+        "log",
+        "request_id",
+        "X-Request-Id",
+    );
+    if json {
+        conf = conf
+            .section("log", "format", "json")
+            .section("log", "query", true);
+    }
+    let running = conf
+        .frontend(
+            Frontend::web()
+                .timeouts([("http_request", "300ms")])
+                .set(
+                    "acl",
+                    table(["admin", "old", "dead", "bad"].map(|p| {
+                        (p, value(&format!(r#"{{ path_prefix = "/{p}" }}"#)))
+                    })),
+                )
+                .set(
+                    "rules",
+                    value(
+                        r#"[{ deny = 403, if = "admin" }, { redirect = { location = "/new" }, if = "old" },
+                            { use_backend = "dead", if = "dead" }, { use_backend = "bad", if = "bad" }]"#,
+                    ),
+                )
+                .set("limits", value(r#"{ req_rate_per_source = "20/m" }"#)),
+        )
+        .backend(Backend::app(a.addr))
+        .backend(Backend::new("dead").set("retries", 1).server("x", dead))
+        .backend(Backend::new("bad").server("g", bad.addr))
+        .start_as(&d.join("fulcrum.toml"));
     let log = d.join("access.log");
     (running, a, log, d)
 }
@@ -120,7 +109,7 @@ async fn http_daemon(test: &str, extra_log: &str) -> (Running, Origin, PathBuf, 
 #[tokio::test]
 async fn every_request_has_its_line_including_fulcrums_own_answers() {
     bounded(30, async {
-        let (d, a, log, _dir) = http_daemon("text", "").await;
+        let (d, a, log, _dir) = http_daemon("text", false).await;
         let web = d.addr("web").unwrap();
         let mut c = TcpStream::connect(web).await.unwrap();
         let me = c.local_addr().unwrap().to_string();
@@ -257,7 +246,7 @@ async fn every_request_has_its_line_including_fulcrums_own_answers() {
 #[tokio::test]
 async fn json_lines_parse_back_with_the_query_when_asked() {
     bounded(30, async {
-        let (d, _a, log, _dir) = http_daemon("json", "format = \"json\"\nquery = true").await;
+        let (d, _a, log, _dir) = http_daemon("json", true).await;
         let web = d.addr("web").unwrap();
         assert_eq!(get(web, "/q?x=1&y=\"2\"", "").await.status, 200);
         assert_eq!(get(web, "/admin", "").await.status, 403);
@@ -288,23 +277,11 @@ async fn tcp_connections_have_one_line_each_and_the_file_reopens() {
     bounded(30, async {
         let echo = Origin::start("echo", Behaviour::Echo).await;
         let d = dir("tcp");
-        let cfg = format!(
-            r#"
-[log]
-access = "access.log"
-
-[[frontend]]
-name = "fe"
-listen = ["127.0.0.1:0"]
-default_backend = "be"
-
-[[backend]]
-name = "be"
-servers = [{{ name = "e", address = "{}" }}]
-"#,
-            echo.addr
-        );
-        let running = start_named(d.join("f.toml").to_str().unwrap(), &cfg);
+        let running = Conf::new()
+            .section("log", "access", "access.log")
+            .frontend(Frontend::tcp("fe").to("be"))
+            .backend(Backend::new("be").server("e", echo.addr))
+            .start_as(&d.join("f.toml"));
         let log = d.join("access.log");
         let fe = running.addr("fe").unwrap();
         assert_eq!(exchange(fe, b"0123456789").await, b"0123456789");
@@ -335,21 +312,11 @@ servers = [{{ name = "e", address = "{}" }}]
 async fn the_log_can_be_off() {
     bounded(30, async {
         let a = Origin::http("a", "").await;
-        let cfg = r#"
-[log]
-access = "off"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-servers = [{ name = "a", address = "{a}" }]
-"#;
-        let d = start(cfg, &[("a", a.addr.to_string())]);
+        let d = Conf::new()
+            .section("log", "access", "off")
+            .frontend(Frontend::web())
+            .backend(Backend::app(a.addr))
+            .start();
         assert!(d.access_log().is_none());
         assert_eq!(get(d.addr("web").unwrap(), "/", "").await.status, 200);
         assert_eq!(d.stats().global.log_lines, 0);
