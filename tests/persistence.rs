@@ -233,29 +233,17 @@ async fn source_persistence_in_tcp_mode() {
             Origin::start("t2", Behaviour::Hello).await,
             Origin::start("t3", Behaviour::Hello).await,
         ];
-        let d = start(
-            r#"
-[[frontend]]
-name = "f"
-listen = ["127.0.0.1:0"]
-accept_proxy = true
-default_backend = "b"
-[[backend]]
-name = "b"
-balance = "rr"
-persist = { source = true }
-servers = [
-  { name = "t1", address = "{a}" },
-  { name = "t2", address = "{b}" },
-  { name = "t3", address = "{c}" },
-]
-"#,
-            &[
-                ("a", o[0].addr.to_string()),
-                ("b", o[1].addr.to_string()),
-                ("c", o[2].addr.to_string()),
-            ],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::tcp("f").to("b").set("accept_proxy", true))
+            .backend(
+                Backend::new("b")
+                    .set("balance", "rr")
+                    .set("persist", value("{ source = true }"))
+                    .server("t1", o[0].addr)
+                    .server("t2", o[1].addr)
+                    .server("t3", o[2].addr),
+            )
+            .start();
         let addr = d.addr("f").unwrap();
         let proxy = |ip: &str| format!("PROXY TCP4 {ip} 192.0.2.1 4000 80\r\n").into_bytes();
         let first = hello(addr, &proxy("10.9.0.1")).await;
@@ -280,36 +268,24 @@ async fn quoted_prefix_values_and_inserted_cookie_attributes() {
         let j1 = Origin::http("j1", quoted).await;
         let j2 = Origin::http("j2", quoted).await;
         let a = Origin::http("a", "").await;
-        let d = start(
-            r#"
-[[frontend]]
-name = "java"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "java"
-
-[[frontend]]
-name = "app"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "java"
-persist = { cookie = "JSESSIONID", mode = "prefix" }
-servers = [{ name = "j1", address = "{j1}" }, { name = "j2", address = "{j2}" }]
-
-[[backend]]
-name = "app"
-persist = { cookie = "SRV", secure = true, httponly = true, samesite = "lax", domain = "example.com", max_age = "1h" }
-servers = [{ name = "a", address = "{a}" }]
-"#,
-            &[
-                ("j1", j1.addr.to_string()),
-                ("j2", j2.addr.to_string()),
-                ("a", a.addr.to_string()),
-            ],
-        );
+        let d = Conf::new()
+            .frontend(Frontend::http("java").to("java"))
+            .frontend(Frontend::http("app").to("app"))
+            .backend(
+                Backend::new("java")
+                    .set("persist", value(r#"{ cookie = "JSESSIONID", mode = "prefix" }"#))
+                    .server("j1", j1.addr)
+                    .server("j2", j2.addr),
+            )
+            .backend(
+                Backend::app(a.addr).set(
+                    "persist",
+                    value(
+                        r#"{ cookie = "SRV", secure = true, httponly = true, samesite = "lax", domain = "example.com", max_age = "1h" }"#,
+                    ),
+                ),
+            )
+            .start();
         let java = d.addr("java").unwrap();
         let r = get(java, "/", "").await;
         let first = r.text().trim().to_string();
