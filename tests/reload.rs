@@ -17,48 +17,36 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The config of step `i`: weights change, server b comes and goes, c is
 /// added on odd steps, and /v2/ goes to backend v2 on even steps only.
+/// Generation `i` of a config that changes at each reload: server weights,
+/// which servers exist, and whether a rule routes /v2/ elsewhere.
 fn http_conf(i: usize, o: &[Origin]) -> String {
-    let mut servers = vec![format!(
-        "{{ name = \"a\", address = \"{}\", weight = {} }}",
+    let weight = i64::try_from(1 + i % 3).unwrap();
+    let mut app = Backend::new("app").set("balance", "wrr").server_with(
+        "a",
         o[0].addr,
-        1 + i % 3
-    )];
+        table([("weight", weight)]),
+    );
     if i % 3 != 2 {
-        servers.push(format!("{{ name = \"b\", address = \"{}\" }}", o[1].addr));
+        app = app.server("b", o[1].addr);
     }
     if i % 2 == 1 {
-        servers.push(format!("{{ name = \"c\", address = \"{}\" }}", o[2].addr));
+        app = app.server("c", o[2].addr);
     }
     let rules = if i.is_multiple_of(2) {
-        "rules = [{ use_backend = \"v2\", if = \"v2\" }]"
+        value(r#"[{ use_backend = "v2", if = "v2" }]"#)
     } else {
-        "rules = []"
+        value("[]")
     };
-    format!(
-        r#"
-[global]
-threads = 2
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-acl.v2 = {{ path_prefix = "/v2/" }}
-{rules}
-
-[[backend]]
-name = "app"
-balance = "wrr"
-servers = [{}]
-
-[[backend]]
-name = "v2"
-servers = [{{ name = "v", address = "{}" }}]
-"#,
-        servers.join(", "),
-        o[3].addr
-    )
+    Conf::new()
+        .global("threads", 2)
+        .frontend(
+            Frontend::web()
+                .set("acl", value(r#"{ v2 = { path_prefix = "/v2/" } }"#))
+                .set("rules", rules),
+        )
+        .backend(app)
+        .backend(Backend::new("v2").server("v", o[3].addr))
+        .text()
 }
 
 /// A client loop until `stop`: (requests, failures).
@@ -178,29 +166,13 @@ async fn a_websocket_and_a_tcp_stream_stay_open_across_reloads() {
         let dir = TempDir::new("reload-streams");
         let file = dir.join("fulcrum.toml");
         let conf = |weight: u32| {
-            format!(
-                r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "ws"
-
-[[frontend]]
-name = "tcp"
-listen = ["127.0.0.1:0"]
-default_backend = "echo"
-
-[[backend]]
-name = "ws"
-servers = [{{ name = "w", address = "{ws}", weight = {weight} }}]
-
-[[backend]]
-name = "echo"
-servers = [{{ name = "e", address = "{}", weight = {weight} }}]
-"#,
-                echo.addr
-            )
+            let w = table([("weight", weight)]);
+            Conf::new()
+                .frontend(Frontend::http("web").to("ws"))
+                .frontend(Frontend::tcp("tcp").to("echo"))
+                .backend(Backend::new("ws").server_with("w", ws, w.clone()))
+                .backend(Backend::new("echo").server_with("e", echo.addr, w))
+                .text()
         };
         std::fs::write(&file, conf(1)).unwrap();
         let d = start_named(file.to_str().unwrap(), &conf(1));
