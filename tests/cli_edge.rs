@@ -11,31 +11,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::bin::*;
+use support::{Backend, Conf, Frontend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 const CLIENTS: usize = 1500;
 
-fn http_config(origin: SocketAddr) -> String {
-    format!(
-        r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-backlog = 4096
-default_backend = "app"
-
-[[backend]]
-name = "app"
-timeouts = {{ server = "20s" }}
-servers = [{{ name = "o", address = "{origin}" }}]
-"#
-    )
+/// Frontend `web` (backlog 4096) to one origin, with a long server timeout.
+fn http_config(origin: SocketAddr) -> Conf {
+    Conf::new()
+        .frontend(Frontend::web().set("backlog", 4096))
+        .backend(
+            Backend::new("app")
+                .timeouts([("server", "20s")])
+                .server("o", origin),
+        )
 }
 
 /// An HTTP origin that answers each request with 200 `ok`, on a connection per
@@ -135,7 +126,7 @@ fn with_1024_descriptors_the_excess_waits_instead_of_failing() {
     let rt = multi_thread();
     rt.block_on(async {
         let o = origin(None).await;
-        let conf = write_config("fd-1024", "web.toml", &http_config(o));
+        let conf = write_config("fd-1024", "web.toml", &http_config(o).text());
         let d = run_with("ulimit -n 1024 &&", &conf, 1);
         let web = d.addrs[0];
         let statuses = tokio::time::timeout(Duration::from_secs(60), clients(web, CLIENTS))
@@ -166,7 +157,7 @@ fn with_a_higher_hard_limit_all_clients_are_served_at_once() {
         // The origin answers nobody until all of them are in: only a daemon
         // holding all the connections at once gets through.
         let o = origin(Some(CLIENTS)).await;
-        let conf = write_config("fd-raise", "web.toml", &http_config(o));
+        let conf = write_config("fd-raise", "web.toml", &http_config(o).text());
         let d = run_with("ulimit -Sn 1024 &&", &conf, 1);
         let statuses = tokio::time::timeout(Duration::from_secs(60), clients(d.addrs[0], CLIENTS))
             .await
@@ -547,7 +538,7 @@ fn accept_errors_are_counted_and_logged_at_most_once_a_second() {
         let o = origin(None).await;
         // A configured maxconn far past what 64 descriptors allow: the daemon
         // warns at start, then accept(2) fails with EMFILE under load.
-        let text = http_config(o).replace("threads = 1", "threads = 1\nmaxconn = 1000");
+        let text = http_config(o).global("maxconn", 1000).text();
         let conf = write_config("emfile", "web.toml", &text);
         let d = run_with("ulimit -n 64 &&", &conf, 1);
         assert!(
