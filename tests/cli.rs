@@ -62,10 +62,11 @@ fn check_accepts_every_shipped_config() {
     }
 }
 
-#[test]
-fn check_prints_warnings_with_their_position_and_accepts_the_file() {
+/// Run `fulcrum check` on every `.toml` in `config/{dir}`: each exits with
+/// `code` and prints on stderr exactly its `.expected` file. How many were run.
+fn check_every_file_in(dir: &str, code: i32) -> usize {
     let mut n = 0;
-    for e in std::fs::read_dir(root().join("config/warn")).unwrap() {
+    for e in std::fs::read_dir(root().join("config").join(dir)).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "toml") {
             continue;
@@ -78,7 +79,7 @@ fn check_prints_warnings_with_their_position_and_accepts_the_file() {
             .current_dir(root())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", rel.display());
+        assert_eq!(out.status.code(), Some(code), "{}", rel.display());
         let want = std::fs::read_to_string(p.with_extension("expected")).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
@@ -87,35 +88,17 @@ fn check_prints_warnings_with_their_position_and_accepts_the_file() {
             rel.display()
         );
     }
-    assert!(n >= 1);
+    n
+}
+
+#[test]
+fn check_prints_warnings_with_their_position_and_accepts_the_file() {
+    assert!(check_every_file_in("warn", 0) >= 1);
 }
 
 #[test]
 fn check_reports_every_error_with_its_position() {
-    let mut n = 0;
-    for e in std::fs::read_dir(root().join("config/bad")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "toml") {
-            continue;
-        }
-        n += 1;
-        let rel = p.strip_prefix(root()).unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "-c"])
-            .arg(rel)
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", rel.display());
-        let want = std::fs::read_to_string(p.with_extension("expected")).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            want,
-            "{}",
-            rel.display()
-        );
-    }
-    assert!(n >= 4);
+    assert!(check_every_file_in("bad", 1) >= 4);
 }
 
 /// A child process killed on drop, so no test leaves one behind.
