@@ -1,12 +1,12 @@
-//! ns per request for the rule walk (`l7::rules::decide`): no rules, and the
+//! ns per request for the rule walk (`rules::decide`): no rules, and the
 //! routing example (11 ACLs, 11 rules) on requests that take different paths.
 //! `cargo bench --bench routing`; the figures are in README "Routing".
 
 use std::time::Duration;
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use fulcrum::l7::acl::ReqView;
-use fulcrum::l7::rules::decide;
+use fulcrum::rules::acl::ReqView;
+use fulcrum::rules::decide;
 
 fn bench(c: &mut Criterion) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/routing.toml");

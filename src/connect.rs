@@ -31,7 +31,14 @@ async fn secure(
     let left = backend.timeouts.connect.saturating_sub(t0.elapsed());
     // Boxed: the handshake's state (about 1.8 KiB) lives only while it runs,
     // instead of inside every plain request's future.
-    match Box::pin(tls.connect(stream, server.addr, left)).await {
+    match Box::pin(crate::net::tls::connect_upstream(
+        tls,
+        stream,
+        server.addr,
+        left,
+    ))
+    .await
+    {
         Ok(s) => Ok(s),
         Err(e) => {
             server.state.counters.tls_errors.inc();
@@ -158,61 +165,18 @@ pub async fn connect_with<'b>(
     force_stop: &mut watch::Receiver<bool>,
     reuse: impl Fn(&Server) -> Option<crate::net::Stream>,
 ) -> Result<Connected<'b>, ConnectError> {
-    let mut avoid: Option<Arc<ServerState>> = None;
-    // The servers that failed this connection (only filled on failures).
-    let mut failed: Vec<Arc<ServerState>> = Vec::new();
-    let mut last_err = String::new();
-    let mut queued_since: Option<tokio::time::Instant> = None;
-    let mut queued = Duration::ZERO;
-    let mut attempts = 0u32;
-    let mut last_server: Option<Arc<str>> = None;
-    let mut last_tls = false;
+    let mut at = Attempts::default();
     loop {
         let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // A persistent server is tried first; after a failure the balancer picks.
-        let preferred = prefer
-            .filter(|_| avoid.is_none())
-            .and_then(|s| s.state.try_enter(s.maxconn).map(|g| (s, g)));
-        // Every primary failed this connection: a backup is next (without
-        // backups, the primaries are tried again within `retries`).
-        let primaries_failed = !failed.is_empty()
-            && !backend.backups.is_empty()
-            && backend
-                .servers
-                .iter()
-                .all(|s| !s.eligible() || failed.iter().any(|f| Arc::ptr_eq(f, &s.state)));
-        let picked =
-            preferred.or_else(|| take_slot(backend, ctx, avoid.as_ref(), primaries_failed));
-        let Some((server, guard)) = picked else {
+        let Some((server, guard)) = at.choose(backend, ctx, prefer) else {
             if !backend.any_full() {
-                if let Some(_q) = queued_since.take() {
-                    backend.counters.queue_cur.dec();
-                }
-                return Err(if attempts == 0 {
-                    ConnectError::NoServer(backend.name.clone())
-                } else {
-                    ConnectError::Failed {
-                        backend: backend.name.clone(),
-                        last: last_err,
-                        server: last_server,
-                        attempts,
-                        tls: last_tls,
-                    }
-                });
+                at.leave_queue(backend);
+                return Err(at.give_up(backend));
             }
             // Every candidate is at maxconn: wait for a slot, up to the queue timeout.
-            let since = *queued_since.get_or_insert_with(|| {
-                backend.counters.queued_total.inc();
-                backend.counters.queue_cur.inc();
-                backend
-                    .counters
-                    .queue_max
-                    .observe(backend.counters.queue_cur.get());
-                tokio::time::Instant::now()
-            });
-            let deadline = since + backend.timeouts.queue;
+            let deadline = at.enter_queue(backend) + backend.timeouts.queue;
             tokio::select! {
                 _ = &mut notified => continue,
                 _ = tokio::time::sleep_until(deadline) => {
@@ -225,12 +189,10 @@ pub async fn connect_with<'b>(
                 }
             }
         };
-        if let Some(since) = queued_since.take() {
-            backend.counters.queue_cur.dec();
-            queued += since.elapsed();
-        }
+        at.leave_queue(backend);
         picked_one(backend, server);
-        let retries = attempts;
+        at.count_retry(backend, server);
+        let (queued, retries) = (at.queued, at.attempts);
         let done = move |stream, reused, connect| Connected {
             server,
             guard,
@@ -240,72 +202,159 @@ pub async fn connect_with<'b>(
             connect,
             retries,
         };
-        // A retry counts whether it connects or takes a kept-alive connection.
-        if attempts > 0 {
-            backend.counters.retries.inc();
-            if avoid
-                .as_ref()
-                .is_some_and(|a| !Arc::ptr_eq(a, &server.state))
-            {
-                backend.counters.redispatches.inc();
-            }
-        }
         if let Some(stream) = reuse(server) {
             return Ok(done(stream, true, Duration::ZERO));
         }
-        attempts += 1;
+        at.attempts += 1;
         let t0 = Instant::now();
-        match tokio::time::timeout(backend.timeouts.connect, TcpStream::connect(server.addr)).await
-        {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                match secure(backend, server, stream, t0).await {
-                    Ok(stream) => {
-                        // In tcp mode the time to connect is the latency
-                        // sample (p2c_ewma).
-                        let now = Instant::now();
-                        backend.observe(server, now - t0, now);
-                        crate::eject::connected(backend, server);
-                        return Ok(done(stream, false, now - t0));
-                    }
-                    Err(e) => {
-                        last_err = e;
-                        last_tls = true;
-                    }
-                }
+        match dial(backend, server, t0).await {
+            Ok(stream) => {
+                // In tcp mode the time to connect is the latency sample (p2c_ewma).
+                let now = Instant::now();
+                backend.observe(server, now - t0, now);
+                crate::eject::connected(backend, server);
+                return Ok(done(stream, false, now - t0));
             }
-            Ok(Err(e)) => {
-                last_err = format!("server \"{}\": {e}", server.name);
-                last_tls = false;
-            }
-            Err(_) => {
-                last_tls = false;
-                last_err = format!(
-                    "server \"{}\": connect timeout after {}",
-                    server.name,
-                    crate::config::units::fmt_duration(backend.timeouts.connect)
-                )
-            }
+            Err((error, tls)) => at.failed(backend, server, error, tls),
         }
+        if at.attempts > backend.retries {
+            return Err(at.give_up(backend));
+        }
+        server.state.counters.retries.inc();
+    }
+}
+
+/// Where one connection's attempts stand.
+#[derive(Default)]
+struct Attempts {
+    /// The server that failed last: the next pick avoids it.
+    avoid: Option<Arc<ServerState>>,
+    /// The servers that failed this connection (only filled on failures).
+    failed: Vec<Arc<ServerState>>,
+    last_err: String,
+    last_server: Option<Arc<str>>,
+    /// The last failure was a TLS handshake's.
+    last_tls: bool,
+    /// Connect attempts made.
+    attempts: u32,
+    /// Waiting in the backend queue since.
+    queued_since: Option<tokio::time::Instant>,
+    /// Time spent in the queue so far.
+    queued: Duration,
+}
+
+impl Attempts {
+    /// A persistent server first; after a failure the balancer picks, and
+    /// once every primary failed this connection a backup is next (without
+    /// backups, the primaries are tried again within `retries`).
+    fn choose<'b>(
+        &self,
+        backend: &'b BackendRt,
+        ctx: &PickCtx<'_>,
+        prefer: Option<&'b Server>,
+    ) -> Option<(&'b Server, InflightGuard)> {
+        let preferred = prefer
+            .filter(|_| self.avoid.is_none())
+            .and_then(|s| s.state.try_enter(s.maxconn).map(|g| (s, g)));
+        let primaries_failed = !self.failed.is_empty()
+            && !backend.backups.is_empty()
+            && backend
+                .servers
+                .iter()
+                .all(|s| !s.eligible() || self.failed.iter().any(|f| Arc::ptr_eq(f, &s.state)));
+        preferred.or_else(|| take_slot(backend, ctx, self.avoid.as_ref(), primaries_failed))
+    }
+
+    /// Join the backend queue (counted once per connection); when it began.
+    fn enter_queue(&mut self, backend: &BackendRt) -> tokio::time::Instant {
+        *self.queued_since.get_or_insert_with(|| {
+            backend.counters.queued_total.inc();
+            backend.counters.queue_cur.inc();
+            backend
+                .counters
+                .queue_max
+                .observe(backend.counters.queue_cur.get());
+            tokio::time::Instant::now()
+        })
+    }
+
+    fn leave_queue(&mut self, backend: &BackendRt) {
+        if let Some(since) = self.queued_since.take() {
+            backend.counters.queue_cur.dec();
+            self.queued += since.elapsed();
+        }
+    }
+
+    /// A retry counts whether it connects or takes a kept-alive connection;
+    /// a redispatch when it goes to another server than the one that failed.
+    fn count_retry(&self, backend: &BackendRt, server: &Server) {
+        if self.attempts == 0 {
+            return;
+        }
+        backend.counters.retries.inc();
+        if self
+            .avoid
+            .as_ref()
+            .is_some_and(|a| !Arc::ptr_eq(a, &server.state))
+        {
+            backend.counters.redispatches.inc();
+        }
+    }
+
+    /// Connecting to `server` failed: count it, and avoid it next.
+    fn failed(&mut self, backend: &BackendRt, server: &Server, error: String, tls: bool) {
         server.state.counters.connect_errors.inc();
         backend.counters.connect_errors.inc();
         crate::eject::connect_failed(backend, server);
-        tracing::debug!(backend = %backend.name, error = %last_err, "connect failed");
-        if !failed.iter().any(|f| Arc::ptr_eq(f, &server.state)) {
-            failed.push(server.state.clone());
+        tracing::debug!(backend = %backend.name, %error, "connect failed");
+        if !self.failed.iter().any(|f| Arc::ptr_eq(f, &server.state)) {
+            self.failed.push(server.state.clone());
         }
-        last_server = Some(server.name.clone());
-        if attempts > backend.retries {
-            return Err(ConnectError::Failed {
-                backend: backend.name.clone(),
-                last: last_err,
-                server: last_server,
-                attempts,
-                tls: last_tls,
-            });
+        self.last_server = Some(server.name.clone());
+        self.last_err = error;
+        self.last_tls = tls;
+        self.avoid = Some(server.state.clone());
+    }
+
+    /// No (more) server to try: none was available, or every attempt failed.
+    fn give_up(self, backend: &BackendRt) -> ConnectError {
+        if self.attempts == 0 {
+            return ConnectError::NoServer(backend.name.clone());
         }
-        server.state.counters.retries.inc();
-        avoid = Some(server.state.clone());
+        ConnectError::Failed {
+            backend: backend.name.clone(),
+            last: self.last_err,
+            server: self.last_server,
+            attempts: self.attempts,
+            tls: self.last_tls,
+        }
+    }
+}
+
+/// Connect to `server` within `timeouts.connect` (with its TLS handshake, if
+/// it has one): the stream, or why not and whether TLS was the reason.
+async fn dial(
+    backend: &BackendRt,
+    server: &Server,
+    t0: Instant,
+) -> Result<crate::net::Stream, (String, bool)> {
+    let limit = backend.timeouts.connect;
+    match tokio::time::timeout(limit, TcpStream::connect(server.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            secure(backend, server, stream, t0)
+                .await
+                .map_err(|e| (e, true))
+        }
+        Ok(Err(e)) => Err((format!("server \"{}\": {e}", server.name), false)),
+        Err(_) => Err((
+            format!(
+                "server \"{}\": connect timeout after {}",
+                server.name,
+                crate::config::units::fmt_duration(limit)
+            ),
+            false,
+        )),
     }
 }
 

@@ -51,11 +51,14 @@ pub struct Running {
     health: Option<crate::health::Health>,
     /// The collector's thread, the stats page and the access log's writer.
     ticker: Option<Ticker>,
-    web: Option<crate::stats::web::Web>,
-    access_log: Option<(Arc<AccessLog>, std::thread::JoinHandle<()>)>,
+    web: Option<crate::web::Web>,
+    access_log: Option<Writer>,
     admin: Option<crate::admin::AdminSocket>,
     ctl: Arc<crate::admin::Ctl>,
 }
+
+/// The access log and its writer thread.
+type Writer = (Arc<AccessLog>, std::thread::JoinHandle<()>);
 
 /// The collector's thread: `Shared::tick` every second until dropped.
 struct Ticker {
@@ -104,21 +107,7 @@ pub struct Stopped {
 /// Bind and start serving `config`. Raises the file-descriptor limit first and
 /// sizes `maxconn` and the idle pools from it (`fdlimit.rs`).
 pub fn start(mut config: Config) -> Result<Running, StartError> {
-    let (soft_before, soft, hard) = fdlimit::raise();
-    let budget = fdlimit::plan(&config, soft_before, soft, hard);
-    tracing::info!(
-        "file descriptors: soft limit {soft} (was {soft_before}), hard limit {}; maxconn {} ({})",
-        hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
-        budget.maxconn,
-        if budget.derived {
-            "derived from the limit"
-        } else {
-            "from the config"
-        }
-    );
-    if let Some(w) = fdlimit::maxconn_warning(&config, hard) {
-        tracing::warn!("{w}");
-    }
+    let (budget, soft) = fd_budget(&config);
     // Runtime changes kept from an earlier run (admin socket), on top of the file.
     let overrides = load_overrides(&mut config);
     let config = Arc::new(config);
@@ -130,15 +119,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     // port 0 is resolved once and then shared by the per-thread sockets.
     let bound = crate::listeners::bind(&config, per_core, sockets_per_addr, |_, _| false)?;
 
-    let icmp = config.backends.iter().flat_map(|b| &b.servers).any(|s| {
-        matches!(
-            s.health.as_ref().map(|h| &h.kind),
-            Some(crate::config::health::CheckKind::Icmp)
-        )
-    });
-    if icmp {
-        crate::health::icmp::available().map_err(StartError::Icmp)?;
-    }
+    icmp_if_needed(&config)?;
     let shared = Arc::new(Shared::new(config.clone()));
     let _ = shared.facts.set(crate::runtime::Facts {
         fd_limit: soft,
@@ -148,34 +129,17 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     });
     let web = match config.stats.listen {
         Some(addr) => Some(
-            crate::stats::web::Web::start(addr, &config.stats, shared.clone())
+            crate::web::Web::start(addr, &config.stats, shared.clone())
                 .map_err(|source| StartError::Stats { addr, source })?,
         ),
         None => None,
     };
-    let access_log = match &config.log.access {
-        Some(target) => {
-            let (log, handle) = AccessLog::start(
-                target.clone(),
-                config.log.format,
-                config.log.query,
-                shared.global.clone(),
-            )
-            .map_err(|source| StartError::AccessLog {
-                path: match target {
-                    crate::stats::access::Target::Stdout => "stdout".into(),
-                    crate::stats::access::Target::File(p) => p.display().to_string(),
-                },
-                source,
-            })?;
-            Some((Arc::new(log), handle))
-        }
-        None => None,
-    };
+    let access_log = start_access_log(&config, &shared)?;
     let ticker = Ticker::start(shared.clone()).map_err(StartError::Thread)?;
     let ctl = Arc::new(crate::admin::Ctl {
         shared: shared.clone(),
         config_file: Some(std::path::PathBuf::from(&config.file)),
+        // Kept only with an admin socket: it is what makes changes.
         state_file: config
             .admin
             .socket
@@ -206,60 +170,10 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         park_after: config.global.idle_park_after,
     });
 
-    // The worker threads, each running its runtime until the exit signal;
-    // the listeners' accept loops are spawned onto them through their handles.
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let mut handles = Vec::new();
-    for t in 0..sockets_per_addr {
-        let mut exit = exit_rx.clone();
-        let workers = if per_core { 1 } else { threads };
-        let handle_tx = handle_tx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("fulcrum-{t}"))
-            .spawn(move || {
-                crate::l7::pool::set_thread_cap(pool_cap);
-                let rt = if workers == 1 {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                } else {
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(workers)
-                        .thread_name("fulcrum-worker")
-                        .on_thread_start(move || crate::l7::pool::set_thread_cap(pool_cap))
-                        .enable_all()
-                        .build()
-                };
-                let rt = match rt {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot build the runtime");
-                        drop(handle_tx);
-                        return;
-                    }
-                };
-                // Sent, then let go: the collecting side ends once every
-                // worker has answered (or failed).
-                let _ = handle_tx.send((t, rt.handle().clone()));
-                drop(handle_tx);
-                rt.block_on(async move {
-                    let _ = exit.wait_for(|e| *e).await;
-                });
-            })
-            .map_err(StartError::Thread)?;
-        handles.push(h);
-    }
-    drop(handle_tx);
-    let mut workers: Vec<(usize, tokio::runtime::Handle)> = handle_rx.iter().collect();
-    if workers.len() != sockets_per_addr {
-        return Err(StartError::Thread(io::Error::other(
-            "a worker runtime did not start",
-        )));
-    }
-    workers.sort_by_key(|(t, _)| *t);
+    let workers = Workers::start(sockets_per_addr, per_core, threads, pool_cap, &exit_rx)?;
     let listeners = Arc::new(crate::listeners::Listeners::new(
         per_core,
-        workers.into_iter().map(|(_, h)| h).collect(),
+        workers.runtimes,
         crate::listeners::Base {
             shared: shared.clone(),
             global_limit,
@@ -279,7 +193,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         force_stop: force_tx,
         exit: exit_tx,
         drained,
-        threads: handles,
+        threads: workers.threads,
         grace: config.global.grace,
         budget,
         health: Some(health),
@@ -289,6 +203,146 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         admin,
         ctl,
     })
+}
+
+/// Raise the file-descriptor limit and size `maxconn` and the idle pools
+/// from it (logged, with a warning when the config asks for more than the
+/// hard limit allows): the budget and the soft limit now.
+fn fd_budget(config: &Config) -> (fdlimit::Budget, u64) {
+    let (soft_before, soft, hard) = fdlimit::raise();
+    let budget = fdlimit::plan(config, soft_before, soft, hard);
+    tracing::info!(
+        "file descriptors: soft limit {soft} (was {soft_before}), hard limit {}; maxconn {} ({})",
+        hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
+        budget.maxconn,
+        if budget.derived {
+            "derived from the limit"
+        } else {
+            "from the config"
+        }
+    );
+    if let Some(w) = fdlimit::maxconn_warning(config, hard) {
+        tracing::warn!("{w}");
+    }
+    (budget, soft)
+}
+
+/// ICMP checks need a raw or ping socket: refuse to start without one.
+fn icmp_if_needed(config: &Config) -> Result<(), StartError> {
+    let icmp = config.backends.iter().flat_map(|b| &b.servers).any(|s| {
+        matches!(
+            s.health.as_ref().map(|h| &h.kind),
+            Some(crate::config::health::CheckKind::Icmp)
+        )
+    });
+    if icmp {
+        crate::health::icmp::available().map_err(StartError::Icmp)?;
+    }
+    Ok(())
+}
+
+/// The access log's writer thread, when `[log] access` is on.
+fn start_access_log(config: &Config, shared: &Shared) -> Result<Option<Writer>, StartError> {
+    let Some(target) = &config.log.access else {
+        return Ok(None);
+    };
+    let (log, handle) = AccessLog::start(
+        target.clone(),
+        config.log.format,
+        config.log.query,
+        shared.global.clone(),
+    )
+    .map_err(|source| StartError::AccessLog {
+        path: match target {
+            crate::config::LogTarget::Stdout => "stdout".into(),
+            crate::config::LogTarget::File(p) => p.display().to_string(),
+        },
+        source,
+    })?;
+    Ok(Some((Arc::new(log), handle)))
+}
+
+/// The worker threads, each running its tokio runtime until the exit signal;
+/// the listeners' accept loops are spawned onto them through their handles.
+struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// In thread order.
+    runtimes: Vec<tokio::runtime::Handle>,
+}
+
+impl Workers {
+    /// `n` threads: with `per_core`, each a one-thread runtime; else one
+    /// runtime of `threads` workers.
+    fn start(
+        n: usize,
+        per_core: bool,
+        threads: usize,
+        pool_cap: usize,
+        exit: &watch::Receiver<bool>,
+    ) -> Result<Workers, StartError> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let mut handles = Vec::new();
+        for t in 0..n {
+            let exit = exit.clone();
+            let workers = if per_core { 1 } else { threads };
+            let handle_tx = handle_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("fulcrum-{t}"))
+                .spawn(move || Workers::run(t, workers, pool_cap, handle_tx, exit))
+                .map_err(StartError::Thread)?;
+            handles.push(h);
+        }
+        drop(handle_tx);
+        let mut runtimes: Vec<(usize, tokio::runtime::Handle)> = handle_rx.iter().collect();
+        if runtimes.len() != n {
+            return Err(StartError::Thread(io::Error::other(
+                "a worker runtime did not start",
+            )));
+        }
+        runtimes.sort_by_key(|(t, _)| *t);
+        Ok(Workers {
+            threads: handles,
+            runtimes: runtimes.into_iter().map(|(_, h)| h).collect(),
+        })
+    }
+
+    /// One worker thread: build its runtime, hand its handle over, run until
+    /// the exit signal.
+    fn run(
+        t: usize,
+        workers: usize,
+        pool_cap: usize,
+        handle_tx: std::sync::mpsc::Sender<(usize, tokio::runtime::Handle)>,
+        mut exit: watch::Receiver<bool>,
+    ) {
+        crate::l7::pool::set_thread_cap(pool_cap);
+        let rt = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("fulcrum-worker")
+                .on_thread_start(move || crate::l7::pool::set_thread_cap(pool_cap))
+                .enable_all()
+                .build()
+        };
+        let rt = match rt {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the runtime");
+                return;
+            }
+        };
+        // Sent, then let go: the collecting side ends once every worker has
+        // answered (or failed).
+        let _ = handle_tx.send((t, rt.handle().clone()));
+        drop(handle_tx);
+        rt.block_on(async move {
+            let _ = exit.wait_for(|e| *e).await;
+        });
+    }
 }
 
 /// The state file's runtime changes applied to `config` (only with an admin
@@ -376,7 +430,7 @@ impl Running {
 
     /// Where the stats page listens (port 0 resolved), when it is on.
     pub fn stats_addr(&self) -> Option<SocketAddr> {
-        self.web.as_ref().map(crate::stats::web::Web::addr)
+        self.web.as_ref().map(crate::web::Web::addr)
     }
 
     /// Reopen the access log's file (SIGUSR1, after logrotate).

@@ -329,23 +329,10 @@ impl std::fmt::Debug for UpstreamTls {
 
 impl UpstreamTls {
     /// The name to ask server `addr` for.
-    fn name_for(&self, addr: std::net::SocketAddr) -> rustls::pki_types::ServerName<'static> {
+    pub fn name_for(&self, addr: std::net::SocketAddr) -> rustls::pki_types::ServerName<'static> {
         self.sni
             .clone()
             .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
-    }
-
-    /// The client handshake with server `addr` on `tcp`, within `limit`
-    /// (live traffic and health checks alike).
-    pub async fn connect(
-        &self,
-        tcp: tokio::net::TcpStream,
-        addr: std::net::SocketAddr,
-        limit: Duration,
-    ) -> Result<crate::net::Stream, crate::net::tls::HandshakeError> {
-        crate::net::tls::connect(tcp, self.config.clone(), self.name_for(addr), limit)
-            .await
-            .map(|t| crate::net::Stream::Tls(Box::new(t)))
     }
 }
 

@@ -109,12 +109,27 @@ pub struct Admin {
     pub state_file: Option<std::path::PathBuf>,
 }
 
+/// Where the access log's lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+/// How an access log line looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// `[log]`: the access log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Log {
     /// `None`: off.
-    pub access: Option<crate::stats::access::Target>,
-    pub format: crate::stats::access::Format,
+    pub access: Option<LogTarget>,
+    pub format: LogFormat,
     /// Log the query string with the path.
     pub query: bool,
     /// http: the header field that carries each request's id to the server.
@@ -124,8 +139,8 @@ pub struct Log {
 impl Default for Log {
     fn default() -> Log {
         Log {
-            access: Some(crate::stats::access::Target::Stdout),
-            format: crate::stats::access::Format::Text,
+            access: Some(LogTarget::Stdout),
+            format: LogFormat::Text,
             query: false,
             request_id: None,
         }

@@ -1,5 +1,5 @@
 //! Layer-7 routing, typed: named ACLs, conditions, ordered rules and backend
-//! persistence. `validate.rs` builds these from the file; `l7::acl`, `l7::rules`
+//! persistence. `validate.rs` builds these from the file; `rules::acl`, `rules`
 //! and `l7::persist` evaluate them. Regular expressions are compiled here, once.
 
 use std::net::IpAddr;

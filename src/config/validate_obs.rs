@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::file::{AdminFile, AuthFile, LogFile, StatsFile};
 use super::validate::Validator;
 use super::{Admin, Auth, Log, Stats};
-use crate::stats::access::{Format, Target};
+use super::{LogFormat as Format, LogTarget as Target};
 
 impl Validator<'_> {
     pub(super) fn stats(&mut self, raw: &StatsFile) -> Stats {

@@ -84,8 +84,7 @@ async fn connect(t: &Target, limit: Duration) -> Result<Stream, String> {
     let s = TcpStream::connect(t.addr).await.map_err(|e| why(&e))?;
     match &t.tls {
         None => Ok(Stream::Tcp(s)),
-        Some(tls) => tls
-            .connect(s, t.addr, limit)
+        Some(tls) => crate::net::tls::connect_upstream(tls, s, t.addr, limit)
             .await
             .map_err(|e| e.to_string()),
     }

@@ -161,7 +161,7 @@ fn route(
     if front.rules.is_empty() {
         return front.backend;
     }
-    let view = crate::l7::acl::ReqView {
+    let view = crate::rules::acl::ReqView {
         method: "",
         path: "",
         query: None,
@@ -171,8 +171,8 @@ fn route(
         dst_port: dst.port(),
         tls,
     };
-    match crate::l7::rules::decide(&front.rules, &front.acls, &view, front.backend, 0).route {
-        crate::l7::rules::Route::Backend(b) => b,
+    match crate::rules::decide(&front.rules, &front.acls, &view, front.backend, 0).route {
+        crate::rules::Route::Backend(b) => b,
         _ => front.backend,
     }
 }

@@ -2,7 +2,6 @@
 //! (`chunked`), response heads (`response`), and the per-connection loop
 //! (`session`).
 
-pub mod acl;
 pub mod chunked;
 pub mod codec;
 pub mod framing;
@@ -13,5 +12,4 @@ pub mod pool;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
-pub mod rules;
 pub mod session;

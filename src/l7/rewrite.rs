@@ -14,8 +14,8 @@ use super::codec::{self, Framing};
 use super::framing::{Declared, is_framing_field};
 use super::persist::{CookieEdit, edit_cookie_field, prefix_set_cookie};
 use super::response::{RespFraming, RespHead};
-use super::rules::Ops;
 use crate::config::routing::HeaderOp;
+use crate::rules::Ops;
 
 /// Hop-by-hop fields, never forwarded in either direction (plus whatever the
 /// Connection header names). `Upgrade` and `HTTP2-Settings` are dropped too:

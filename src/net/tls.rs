@@ -125,6 +125,19 @@ pub async fn connect(
     Ok(TlsConn::new(tcp, c, None))
 }
 
+/// The client handshake with server `addr` on `tcp` as `tls` says, within
+/// `limit` (live traffic and health checks alike).
+pub async fn connect_upstream(
+    tls: &crate::tls::UpstreamTls,
+    tcp: TcpStream,
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> Result<super::Stream, HandshakeError> {
+    connect(tcp, tls.config.clone(), tls.name_for(addr), limit)
+        .await
+        .map(|t| super::Stream::Tls(Box::new(t)))
+}
+
 /// Exchange handshake records until the session is established.
 async fn handshake(
     tcp: &TcpStream,

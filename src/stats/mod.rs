@@ -143,7 +143,6 @@ pub mod latency;
 pub mod render;
 mod sets;
 mod snapshot;
-pub mod web;
 
 pub use sets::*;
 pub use snapshot::*;

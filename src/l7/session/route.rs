@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use crate::config::routing::{CookieMode, Persist};
 use crate::connect::{self, Pin};
-use crate::l7::acl::ReqView;
 use crate::l7::codec::{self, Framing, HeadError};
 use crate::l7::path::{self, PathMode};
 use crate::l7::persist::CookieEdit;
 use crate::l7::reply::{canned, strip_body};
 use crate::l7::rewrite::{self, CookieOut, Forwarding, Req};
-use crate::l7::rules::{self, Route};
+use crate::rules::acl::ReqView;
+use crate::rules::{self, Route};
 use crate::runtime::{BackendRt, FrontendRt};
 use crate::server::Server;
 

@@ -9,9 +9,9 @@ use super::body::{Body, RelayError, relay};
 use crate::l7::codec::Framing;
 use crate::l7::response::{self, RespFraming, RespHead};
 use crate::l7::rewrite::{self, CookieOut, Req, RespEdits};
-use crate::l7::rules;
 use crate::net::buf::{self, Buf};
 use crate::net::io::{self, Failed, Limit};
+use crate::rules;
 use crate::runtime::BackendRt;
 
 /// How sending a request or reading its response head failed.

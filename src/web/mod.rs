@@ -24,10 +24,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 
-use super::render;
 use crate::command::{AdminState, Command, execute};
 use crate::config::Stats;
 use crate::runtime::Shared;
+use crate::stats::render;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -208,7 +208,7 @@ async fn stats_json(
         return r;
     }
     let snap = ctx.shared.stats();
-    let history = q.history.unwrap_or(0).min(super::collect::HISTORY);
+    let history = q.history.unwrap_or(0).min(crate::stats::collect::HISTORY);
     let v = render::json::render(&snap, &ctx.shared.collector, history);
     (
         [

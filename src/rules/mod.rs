@@ -2,11 +2,13 @@
 //! routing rule (deny, redirect, use_backend, split) whose condition holds
 //! decides; without one, the frontend's default backend.
 
+pub mod acl;
+
 use std::sync::Arc;
 
-use super::acl::{Eval, ReqView};
 use crate::balancers::hash::{hash_bytes, hash_ip};
 use crate::config::routing::{Acl, Action, HeaderOp, RedirectTo, Rule, Sticky};
+use acl::{Eval, ReqView};
 
 /// Seed for split stickiness hashes (fixed: every instance and version agrees).
 const SPLIT_SEED: u64 = 0x5b1f_7c0d_a11e_0001;
