@@ -136,26 +136,7 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
     };
     let access_log = start_access_log(&config, &shared)?;
     let ticker = Ticker::start(shared.clone()).map_err(StartError::Thread)?;
-    let ctl = Arc::new(crate::admin::Ctl {
-        shared: shared.clone(),
-        config_file: Some(std::path::PathBuf::from(&config.file)),
-        // Kept only with an admin socket: it is what makes changes.
-        state_file: config
-            .admin
-            .socket
-            .as_ref()
-            .and(config.admin.state_file.clone()),
-        overrides: std::sync::Mutex::new(overrides),
-        listeners: std::sync::OnceLock::new(),
-    });
-    ctl.apply_states();
-    let admin = match config.admin.socket {
-        Some(_) => Some(crate::admin::AdminSocket::start(
-            &config.admin,
-            ctl.clone(),
-        )?),
-        None => None,
-    };
+    let (ctl, admin) = control(&config, &shared, overrides)?;
     let health = crate::health::Health::start(shared.clone()).map_err(StartError::Thread)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
@@ -203,6 +184,36 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         admin,
         ctl,
     })
+}
+
+/// The control plane: the runtime changes kept from an earlier run applied,
+/// and the admin socket, when configured.
+fn control(
+    config: &Config,
+    shared: &Arc<Shared>,
+    overrides: crate::admin::state::Overrides,
+) -> Result<(Arc<crate::admin::Ctl>, Option<crate::admin::AdminSocket>), StartError> {
+    let ctl = Arc::new(crate::admin::Ctl {
+        shared: shared.clone(),
+        config_file: Some(std::path::PathBuf::from(&config.file)),
+        // Kept only with an admin socket: it is what makes changes.
+        state_file: config
+            .admin
+            .socket
+            .as_ref()
+            .and(config.admin.state_file.clone()),
+        overrides: std::sync::Mutex::new(overrides),
+        listeners: std::sync::OnceLock::new(),
+    });
+    ctl.apply_states();
+    let admin = match config.admin.socket {
+        Some(_) => Some(crate::admin::AdminSocket::start(
+            &config.admin,
+            ctl.clone(),
+        )?),
+        None => None,
+    };
+    Ok((ctl, admin))
 }
 
 /// Raise the file-descriptor limit and size `maxconn` and the idle pools
