@@ -58,68 +58,94 @@ pub fn parse_response<'b>(
     if !(100..=999).contains(&status) || minor > 1 {
         return Err(BadResponse);
     }
-    let mut cl: Option<u64> = None;
-    let mut te = false;
-    let mut codings = TeList::default();
-    let mut close = minor == 0;
-    for h in resp.headers.iter() {
-        if h.value
-            .iter()
-            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-        {
-            return Err(BadResponse);
-        }
-        let v = std::str::from_utf8(h.value).map_err(|_| BadResponse)?;
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(v).ok_or(BadResponse)?;
-            if cl.is_some_and(|c| c != n) {
-                return Err(BadResponse);
-            }
-            cl = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = true;
-            codings.add(v).map_err(|_| BadResponse)?;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            // As for requests: a server cannot unframe its response.
-            connection_field(v, minor, &mut close).map_err(|_| BadResponse)?;
-        }
-    }
-    if te && cl.is_some() {
-        return Err(BadResponse);
-    }
+    let mut f = RespFields::scan(resp.headers, minor)?;
     let bodyless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
-    let declared = match (te, cl) {
-        (true, _) => Declared::Codings(codings),
-        (false, Some(n)) => Declared::Length(n),
-        (false, None) => Declared::Nothing,
-    };
-    let framing = if bodyless {
-        RespFraming::None
-    } else if te {
-        if codings.chunked {
-            RespFraming::Chunked
-        } else {
-            // A response may end a non-chunked coding by closing (RFC 9112 §6.3).
-            close = true;
-            RespFraming::Close
-        }
-    } else {
-        match cl {
-            Some(0) => RespFraming::None,
-            Some(n) => RespFraming::Length(n),
-            None => {
-                close = true;
-                RespFraming::Close
-            }
-        }
-    };
+    let framing = f.framing(bodyless);
     Ok(Some(RespHead {
         status,
         framing,
-        declared,
-        close,
+        declared: f.declared(),
+        close: f.close,
         len,
     }))
+}
+
+/// The response header fields that frame it, checked as they are read.
+struct RespFields {
+    cl: Option<u64>,
+    te: bool,
+    codings: TeList,
+    close: bool,
+}
+
+impl RespFields {
+    fn scan(headers: &[httparse::Header<'_>], minor: u8) -> Result<RespFields, BadResponse> {
+        let mut f = RespFields {
+            cl: None,
+            te: false,
+            codings: TeList::default(),
+            close: minor == 0,
+        };
+        for h in headers {
+            if h.value
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(BadResponse);
+            }
+            let v = std::str::from_utf8(h.value).map_err(|_| BadResponse)?;
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = content_length(v).ok_or(BadResponse)?;
+                if f.cl.is_some_and(|c| c != n) {
+                    return Err(BadResponse);
+                }
+                f.cl = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                f.te = true;
+                f.codings.add(v).map_err(|_| BadResponse)?;
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                // As for requests: a server cannot unframe its response.
+                connection_field(v, minor, &mut f.close).map_err(|_| BadResponse)?;
+            }
+        }
+        if f.te && f.cl.is_some() {
+            return Err(BadResponse);
+        }
+        Ok(f)
+    }
+
+    /// The framing fields as declared (what goes on to the client).
+    fn declared(&self) -> Declared {
+        match (self.te, self.cl) {
+            (true, _) => Declared::Codings(self.codings),
+            (false, Some(n)) => Declared::Length(n),
+            (false, None) => Declared::Nothing,
+        }
+    }
+
+    /// Where the body ends; a body that ends by closing makes the
+    /// connection one that closes.
+    fn framing(&mut self, bodyless: bool) -> RespFraming {
+        if bodyless {
+            return RespFraming::None;
+        }
+        if self.te {
+            if self.codings.chunked {
+                return RespFraming::Chunked;
+            }
+            // A response may end a non-chunked coding by closing (RFC 9112 §6.3).
+            self.close = true;
+            return RespFraming::Close;
+        }
+        match self.cl {
+            Some(0) => RespFraming::None,
+            Some(n) => RespFraming::Length(n),
+            None => {
+                self.close = true;
+                RespFraming::Close
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -397,30 +397,8 @@ pub fn response(
     let named = connection_tokens(headers);
     // Room for what is usually added, and for `body` bytes sent with the head.
     let mut out = Vec::with_capacity(raw.len() + 64 + body);
-    // Keep the server's reason phrase (validated by httparse) after our version.
-    let line_end = raw
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(raw.len());
-    let reason = raw[..line_end]
-        .splitn(3, |&b| b == b' ')
-        .nth(2)
-        .unwrap_or(b"");
-    let _ = write!(out, "HTTP/1.1 {status} ");
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-    // nocache: a response that sets the persistence cookie must not be cached by
-    // a shared cache, unless the server already said so.
-    let private = match edits.cookie {
-        CookieOut::Insert { nocache: true, .. } => !headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("cache-control")
-                && std::str::from_utf8(h.value).is_ok_and(|v| {
-                    let v = v.to_ascii_lowercase();
-                    v.contains("private") || v.contains("no-cache") || v.contains("no-store")
-                })
-        }),
-        _ => false,
-    };
+    status_line(&mut out, raw, status);
+    let private = make_private(headers, edits.cookie);
     // Framing fields: the declared ones, where the first one was (none for 1xx
     // and 204, which never carry them).
     let mut framing_due = !((100..200).contains(&status) || status == 204);
@@ -469,6 +447,37 @@ pub fn response(
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The status line: our version, the server's status and reason phrase
+/// (validated by httparse).
+fn status_line(out: &mut Vec<u8>, raw: &[u8], status: u16) {
+    let line_end = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(raw.len());
+    let reason = raw[..line_end]
+        .splitn(3, |&b| b == b' ')
+        .nth(2)
+        .unwrap_or(b"");
+    let _ = write!(out, "HTTP/1.1 {status} ");
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// nocache: a response that sets the persistence cookie must not be cached
+/// by a shared cache, unless the server already said so.
+fn make_private(headers: &[httparse::Header<'_>], cookie: CookieOut<'_>) -> bool {
+    match cookie {
+        CookieOut::Insert { nocache: true, .. } => !headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("cache-control")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    let v = v.to_ascii_lowercase();
+                    v.contains("private") || v.contains("no-cache") || v.contains("no-store")
+                })
+        }),
+        _ => false,
+    }
 }
 
 /// The framing a serialised request head declares, by the strict parser (debug
