@@ -35,7 +35,9 @@ pub enum Command {
     /// Every counter.
     ShowStat,
     /// Servers and their state, of one backend or all.
-    ShowServers { backend: Option<String> },
+    ShowServers {
+        backend: Option<String>,
+    },
     SetState {
         backend: String,
         server: String,
@@ -59,20 +61,27 @@ pub enum Command {
         server: String,
         addr: SocketAddr,
     },
-    AddServer {
-        backend: String,
-        server: String,
-        addr: SocketAddr,
-        weight: u32,
-        backup: bool,
-        /// Checked like the backend's other servers.
-        check: bool,
-    },
+    AddServer(NewServer),
     /// Refused unless the server is in maintenance (or draining) with no
     /// connection open.
-    DelServer { backend: String, server: String },
+    DelServer {
+        backend: String,
+        server: String,
+    },
     /// Swap in a new, already validated configuration.
     Reload(Box<Config>),
+}
+
+/// A server added at runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    pub backend: String,
+    pub server: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    /// Checked like the backend's other servers.
+    pub check: bool,
 }
 
 /// What a command answers.
@@ -177,14 +186,7 @@ pub fn execute(shared: &Shared, cmd: Command) -> Result<Reply, CommandError> {
             tracing::info!(backend, server, addr = %s.addr, "server address set by command");
             Ok(())
         }),
-        Command::AddServer {
-            backend,
-            server,
-            addr,
-            weight,
-            backup,
-            check,
-        } => add_server(shared, backend, server, addr, (weight, backup, check)),
+        Command::AddServer(new) => add_server(shared, new),
         Command::DelServer { backend, server } => del_server(shared, &backend, &server),
         Command::Reload(cfg) => {
             let generation = shared.replace(Arc::new(*cfg));
@@ -255,13 +257,15 @@ fn server_mut<'c>(
         })
 }
 
-fn add_server(
-    shared: &Shared,
-    backend: String,
-    server: String,
-    addr: SocketAddr,
-    (weight, backup, check): (u32, bool, bool),
-) -> Result<Reply, CommandError> {
+fn add_server(shared: &Shared, new: NewServer) -> Result<Reply, CommandError> {
+    let NewServer {
+        backend,
+        server,
+        addr,
+        weight,
+        backup,
+        check,
+    } = new;
     if weight > crate::config::defaults::MAX_WEIGHT {
         return Err(CommandError::BadWeight(weight));
     }

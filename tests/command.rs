@@ -58,14 +58,14 @@ async fn weights_states_and_membership_change_the_next_picks() {
         set_state(&d, "be", "a", AdminState::Maint);
         assert_eq!(spread(&d, 4).await, HashMap::from([("b".into(), 4)]));
         // A server added at runtime takes traffic at once.
-        d.command(Command::AddServer {
+        d.command(Command::AddServer(fulcrum::command::NewServer {
             backend: "be".into(),
             server: "c".into(),
             addr: o[2].addr,
             weight: 1,
             backup: false,
             check: false,
-        })
+        }))
         .unwrap();
         assert_eq!(
             spread(&d, 4).await,

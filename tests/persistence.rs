@@ -201,14 +201,16 @@ async fn source_persistence_sticks_then_expires_and_survives_a_reload() {
         assert_eq!(s.d.stats().backend("sticky").unwrap().persist_hits, 6);
 
         // A new snapshot (same servers plus one, added by command) keeps the table.
-        s.d.command(fulcrum::command::Command::AddServer {
-            backend: "sticky".into(),
-            server: "s4".into(),
-            addr: s.sticky[2].addr,
-            weight: 1,
-            backup: false,
-            check: false,
-        })
+        s.d.command(fulcrum::command::Command::AddServer(
+            fulcrum::command::NewServer {
+                backend: "sticky".into(),
+                server: "s4".into(),
+                addr: s.sticky[2].addr,
+                weight: 1,
+                backup: false,
+                check: false,
+            },
+        ))
         .unwrap();
         assert_eq!(servers_of(&s.d, "sticky").len(), 4);
         assert_eq!(from("127.0.0.1", addr).await, one);

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::command::AdminState;
+use crate::command::{AdminState, NewServer};
 
 /// `show stat`'s formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +52,7 @@ pub enum AdminCmd {
         server: String,
         addr: SocketAddr,
     },
-    AddServer {
-        backend: String,
-        server: String,
-        addr: SocketAddr,
-        weight: u32,
-        backup: bool,
-        check: bool,
-    },
+    AddServer(NewServer),
     DelServer {
         backend: String,
         server: String,
@@ -228,7 +221,7 @@ fn parse(w: &[&str]) -> Result<AdminCmd, String> {
         }
         ["add", "server", bs, a, rest @ ..] => {
             let (backend, server) = backend_server(bs)?;
-            let mut cmd = AddServer {
+            let mut new = NewServer {
                 backend,
                 server,
                 addr: addr(a, None)?,
@@ -238,26 +231,26 @@ fn parse(w: &[&str]) -> Result<AdminCmd, String> {
             };
             let mut rest = rest.iter();
             while let Some(opt) = rest.next() {
-                match (*opt, &mut cmd) {
-                    ("weight", AddServer { weight: wt, .. }) => {
+                match *opt {
+                    "weight" => {
                         let n = rest.next().ok_or("weight needs a value")?;
-                        *wt = match weight(n)? {
+                        new.weight = match weight(n)? {
                             Weight::Absolute(n) => n,
                             Weight::Percent(_) => {
                                 return Err("a new server's weight is a number".into());
                             }
                         };
                     }
-                    ("backup", AddServer { backup, .. }) => *backup = true,
-                    ("check", AddServer { check, .. }) => *check = true,
-                    (other, _) => {
+                    "backup" => new.backup = true,
+                    "check" => new.check = true,
+                    other => {
                         return Err(format!(
                             "unknown option \"{other}\" (weight N, backup, check)"
                         ));
                     }
                 }
             }
-            cmd
+            AddServer(new)
         }
         ["add", "server", ..] => {
             return Err(
@@ -325,14 +318,14 @@ mod tests {
         );
         assert_eq!(
             parse_line("add server app/c 127.0.0.1:9003 weight 3 backup check").unwrap()[0],
-            AdminCmd::AddServer {
+            AdminCmd::AddServer(NewServer {
                 backend: "app".into(),
                 server: "c".into(),
                 addr: "127.0.0.1:9003".parse().unwrap(),
                 weight: 3,
                 backup: true,
                 check: true
-            }
+            })
         );
         assert_eq!(
             parse_line("del server app/c when-drained 5s").unwrap()[0],

@@ -62,42 +62,11 @@ impl Ctl {
                 Answer::ok(render::json::render(&snap, &self.shared.collector, 0).to_string())
             }
             ShowServersState(b) => self.servers_state(b.as_deref()),
-            ShowBackend => {
-                let rt = self.shared.snapshot();
-                let mut out = String::from("# name\n");
-                for b in &rt.backends {
-                    let _ = writeln!(out, "{}", b.name);
-                }
-                Answer::ok(out)
-            }
-            ShowFrontend => {
-                let rt = self.shared.snapshot();
-                let mut out = String::from("# name mode status addresses\n");
-                for f in &rt.config.frontends {
-                    let status = if self.shared.frontend_paused(&f.name) {
-                        "DISABLED"
-                    } else {
-                        "OPEN"
-                    };
-                    let addrs: Vec<String> = f.listen.iter().map(|a| a.to_string()).collect();
-                    let mode = match f.mode {
-                        crate::config::Mode::Tcp => "tcp",
-                        crate::config::Mode::Http => "http",
-                    };
-                    let _ = writeln!(out, "{} {mode} {status} {}", f.name, addrs.join(","));
-                }
-                Answer::ok(out)
-            }
+            ShowBackend => Answer::ok(self.backends()),
+            ShowFrontend => Answer::ok(self.frontends()),
             ShowErrors(f) => self.errors(f.as_deref()),
             ShowSessions => Answer::ok(self.sessions()),
-            ShowConfigDiff => {
-                let lines = self.overrides().diff();
-                if lines.is_empty() {
-                    Answer::ok("the running state is the config file's\n")
-                } else {
-                    Answer::ok(lines.join("\n") + "\n")
-                }
-            }
+            ShowConfigDiff => Answer::ok(self.config_diff()),
             SetState {
                 backend,
                 server,
@@ -113,55 +82,15 @@ impl Ctl {
                 server,
                 addr,
             } => self.set_addr(&backend, &server, addr),
-            AddServer {
-                backend,
-                server,
-                addr,
-                weight,
-                backup,
-                check,
-            } => self.add_server(&backend, &server, addr, weight, backup, check),
+            AddServer(new) => self.add_server(new),
             DelServer {
                 backend,
                 server,
                 when_drained,
             } => self.del_server(&backend, &server, when_drained).await,
-            ShutdownSessions { backend, server } => {
-                let rt = self.shared.snapshot();
-                match rt
-                    .backend(&backend)
-                    .and_then(|b| b.all_servers().find(|s| *s.name == *server))
-                {
-                    Some(s) => {
-                        let n = self.shared.sessions.kill_server(s.state.id);
-                        tracing::info!(
-                            backend,
-                            server,
-                            sessions = n,
-                            "sessions shut down by command"
-                        );
-                        Answer::ok(format!("{n} session(s) closed\n"))
-                    }
-                    None => Answer::err(CommandError::UnknownServer { backend, server }),
-                }
-            }
-            DisableFrontend(f) | EnableFrontend(f)
-                if self.shared.snapshot().frontend(&f).is_none() =>
-            {
-                Answer::err(format!("no frontend \"{f}\""))
-            }
-            DisableFrontend(f) => {
-                self.shared.set_frontend_paused(&f, true);
-                tracing::info!(frontend = %f, "frontend disabled by command: not accepting");
-                Answer::ok(format!(
-                    "frontend {f}: not accepting (clients wait in the backlog)\n"
-                ))
-            }
-            EnableFrontend(f) => {
-                self.shared.set_frontend_paused(&f, false);
-                tracing::info!(frontend = %f, "frontend enabled by command: accepting");
-                Answer::ok(format!("frontend {f}: accepting\n"))
-            }
+            ShutdownSessions { backend, server } => self.shutdown_sessions(backend, server),
+            DisableFrontend(f) => self.pause_frontend(&f, true),
+            EnableFrontend(f) => self.pause_frontend(&f, false),
             Reload => match self.reload() {
                 Ok(text) => Answer::ok(text),
                 Err(e) => Answer::err(e),
@@ -171,6 +100,82 @@ impl Ctl {
                 Err(e) => Answer::err(e),
             },
             WriteConfig => self.write_config(),
+        }
+    }
+
+    /// `show backend`: their names.
+    fn backends(&self) -> String {
+        let rt = self.shared.snapshot();
+        let mut out = String::from("# name\n");
+        for b in &rt.backends {
+            let _ = writeln!(out, "{}", b.name);
+        }
+        out
+    }
+
+    /// `show frontend`: name, mode, whether it accepts, addresses.
+    fn frontends(&self) -> String {
+        let rt = self.shared.snapshot();
+        let mut out = String::from("# name mode status addresses\n");
+        for f in &rt.config.frontends {
+            let status = if self.shared.frontend_paused(&f.name) {
+                "DISABLED"
+            } else {
+                "OPEN"
+            };
+            let addrs: Vec<String> = f.listen.iter().map(|a| a.to_string()).collect();
+            let mode = match f.mode {
+                crate::config::Mode::Tcp => "tcp",
+                crate::config::Mode::Http => "http",
+            };
+            let _ = writeln!(out, "{} {mode} {status} {}", f.name, addrs.join(","));
+        }
+        out
+    }
+
+    /// `show config diff`: the runtime changes against the file.
+    fn config_diff(&self) -> String {
+        let lines = self.overrides().diff();
+        if lines.is_empty() {
+            "the running state is the config file's\n".into()
+        } else {
+            lines.join("\n") + "\n"
+        }
+    }
+
+    /// `shutdown sessions server B/S`: close every connection it serves.
+    fn shutdown_sessions(&self, backend: String, server: String) -> Answer {
+        let rt = self.shared.snapshot();
+        let Some(s) = rt
+            .backend(&backend)
+            .and_then(|b| b.all_servers().find(|s| *s.name == *server))
+        else {
+            return Answer::err(CommandError::UnknownServer { backend, server });
+        };
+        let n = self.shared.sessions.kill_server(s.state.id);
+        tracing::info!(
+            backend,
+            server,
+            sessions = n,
+            "sessions shut down by command"
+        );
+        Answer::ok(format!("{n} session(s) closed\n"))
+    }
+
+    /// `disable frontend` / `enable frontend`: stop or resume accepting.
+    fn pause_frontend(&self, f: &str, paused: bool) -> Answer {
+        if self.shared.snapshot().frontend(f).is_none() {
+            return Answer::err(format!("no frontend \"{f}\""));
+        }
+        self.shared.set_frontend_paused(f, paused);
+        if paused {
+            tracing::info!(frontend = %f, "frontend disabled by command: not accepting");
+            Answer::ok(format!(
+                "frontend {f}: not accepting (clients wait in the backlog)\n"
+            ))
+        } else {
+            tracing::info!(frontend = %f, "frontend enabled by command: accepting");
+            Answer::ok(format!("frontend {f}: accepting\n"))
         }
     }
 
@@ -433,37 +438,22 @@ impl Ctl {
         })
     }
 
-    fn add_server(
-        &self,
-        backend: &str,
-        server: &str,
-        addr: std::net::SocketAddr,
-        weight: u32,
-        backup: bool,
-        check: bool,
-    ) -> Answer {
-        let cmd = Command::AddServer {
-            backend: backend.into(),
-            server: server.into(),
-            addr,
-            weight,
-            backup,
-            check,
-        };
-        if let Err(e) = execute(&self.shared, cmd) {
+    fn add_server(&self, new: crate::command::NewServer) -> Answer {
+        if let Err(e) = execute(&self.shared, Command::AddServer(new.clone())) {
             return Answer::err(e);
         }
-        self.changed(format!("{backend}/{server}: added at {addr}\n"), |ov| {
-            let o = ov.entry(backend, server);
+        let text = format!("{}/{}: added at {}\n", new.backend, new.server, new.addr);
+        self.changed(text, |ov| {
+            let o = ov.entry(&new.backend, &new.server);
             if o.deleted {
                 // Removed, then added back: a runtime server, not the file's.
                 o.deleted = false;
             }
             o.added = Some(Added {
-                addr,
-                weight,
-                backup,
-                check,
+                addr: new.addr,
+                weight: new.weight,
+                backup: new.backup,
+                check: new.check,
             });
         })
     }
