@@ -126,6 +126,14 @@ impl std::ops::Deref for FrontendStats {
 }
 
 impl FrontendStats {
+    /// Requests refused as malformed, of class `class`.
+    pub fn rejected(&self, class: &str) -> u64 {
+        self.http_rejected
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// Requests refused before reaching a backend for being malformed or
     /// slow (HAProxy's `ereq`): every rejection class and the 408s.
     pub fn request_errors(&self) -> u64 {

@@ -170,17 +170,9 @@ fn times(row: &mut Row, l: Option<&Latency>) {
 }
 
 fn responses(row: &mut Row, r: &[u64; 6]) {
-    for (col, v) in [
-        "hrsp_1xx",
-        "hrsp_2xx",
-        "hrsp_3xx",
-        "hrsp_4xx",
-        "hrsp_5xx",
-        "hrsp_other",
-    ]
-    .iter()
-    .zip(r)
-    {
+    // hrsp_1xx .. hrsp_other: six columns in a row.
+    let at = COLUMNS.iter().position(|c| *c == "hrsp_1xx").unwrap_or(0);
+    for (col, v) in COLUMNS[at..at + 6].iter().zip(r) {
         row.set(col, v);
     }
 }

@@ -127,12 +127,7 @@ fn frontend(f: &FrontendStats) -> Value {
     });
     let mut rejected = Map::new();
     for class in HTTP_REJECT_CLASSES {
-        let n = f
-            .http_rejected
-            .iter()
-            .find(|(c, _)| *c == class)
-            .map_or(0, |(_, n)| *n);
-        rejected.insert(class.into(), n.into());
+        rejected.insert(class.into(), f.rejected(class).into());
     }
     json!({
         "name": f.name,

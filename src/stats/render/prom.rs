@@ -136,11 +136,7 @@ pub fn render(snap: &Snapshot) -> String {
     );
     for f in &snap.frontends {
         for class in HTTP_REJECT_CLASSES {
-            let n = f
-                .http_rejected
-                .iter()
-                .find(|(c, _)| *c == class)
-                .map_or(0, |(_, n)| *n);
+            let n = f.rejected(class);
             fam.sample(
                 "fulcrum_frontend_http_rejected_total",
                 &[("frontend", &f.name), ("class", class)],
