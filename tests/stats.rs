@@ -241,6 +241,15 @@ async fn percentiles_match_the_origins_delay() {
             .unwrap();
         let ttime: u64 = row.split(',').nth(i).unwrap().parse().unwrap();
         assert!((39..50).contains(&ttime), "{ttime}");
+        // Its response columns: the 20 answers were 200s.
+        let col = |name: &str| {
+            let i = fulcrum::stats::render::csv::COLUMNS
+                .iter()
+                .position(|c| *c == name)
+                .unwrap();
+            row.split(',').nth(i).unwrap().to_string()
+        };
+        assert_eq!((col("hrsp_2xx"), col("hrsp_5xx")), ("20".into(), "0".into()));
     })
     .await;
 }
