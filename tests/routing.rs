@@ -49,18 +49,22 @@ async fn every_matcher_positive_and_negative() {
             ("src6", r#"{ src = "2001:db8::/32" }"#),
             ("dport", r#"{ dst_port = [443, 8443] }"#),
         ];
-        let mut text = String::from(
-            "[[frontend]]\nname = \"f\"\nlisten = [\"127.0.0.1:0\"]\nmode = \"http\"\naccept_proxy = true\nx_forwarded = false\ndefault_backend = \"b\"\n",
-        );
-        for (n, m) in acls {
-            text.push_str(&format!("acl.{n} = {m}\n"));
-        }
-        text.push_str("rules = [\n");
-        for (n, _) in acls {
-            text.push_str(&format!("  {{ add_header = \"x-hit: {n}\", if = \"{n}\" }},\n"));
-        }
-        text.push_str("]\n[[backend]]\nname = \"b\"\nservers = [{ name = \"o\", address = \"{o}\" }]\n");
-        let d = start(&text, &[("o", origin.addr.to_string())]);
+        let acl = table(acls.map(|(n, m)| (n, value(m))));
+        let rules: Vec<toml::Value> = acls
+            .iter()
+            .map(|(n, _)| value(&format!(r#"{{ add_header = "x-hit: {n}", if = "{n}" }}"#)))
+            .collect();
+        let d = Conf::new()
+            .frontend(
+                Frontend::http("f")
+                    .to("b")
+                    .set("accept_proxy", true)
+                    .set("x_forwarded", false)
+                    .set("acl", acl)
+                    .set("rules", rules),
+            )
+            .backend(Backend::new("b").server("o", origin.addr))
+            .start();
         let addr = d.addr("f").unwrap();
         let send = |raw: String| async move {
             let mut c = TcpStream::connect(addr).await.unwrap();
@@ -90,16 +94,18 @@ async fn conditions_combine_and_the_first_routing_rule_wins() {
     bounded(20, async {
         let one = Origin::http("one", "").await;
         let two = Origin::http("two", "").await;
-        let d = start(
-            r#"
-[[frontend]]
-name = "f"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "one"
-acl.a = { path_prefix = "/a" }
-acl.b = { header = "x-b" }
-rules = [
+        let d = Conf::new()
+            .frontend(
+                Frontend::http("f")
+                    .to("one")
+                    .set(
+                        "acl",
+                        value(r#"{ a = { path_prefix = "/a" }, b = { header = "x-b" } }"#),
+                    )
+                    .set(
+                        "rules",
+                        value(
+                            r#"[
   { add_header = "x-cond: and", if = "a b" },
   { add_header = "x-cond: or", if = "a || b" },
   { add_header = "x-cond: not", if = "!a" },
@@ -108,16 +114,13 @@ rules = [
   { use_backend = "two", if = "b" },
   { use_backend = "one", if = "b" },
   { add_header = "x-cond: after-route", if = "b" },
-]
-[[backend]]
-name = "one"
-servers = [{ name = "o1", address = "{one}" }]
-[[backend]]
-name = "two"
-servers = [{ name = "o2", address = "{two}" }]
-"#,
-            &[("one", one.addr.to_string()), ("two", two.addr.to_string())],
-        );
+]"#,
+                        ),
+                    ),
+            )
+            .backend(Backend::new("one").server("o1", one.addr))
+            .backend(Backend::new("two").server("o2", two.addr))
+            .start();
         let addr = d.addr("f").unwrap();
         let cases: [(&str, &str, &[&str], &str); 4] = [
             ("/a", "x-b: 1\r\n", &["and", "or", "after-route"], "two"),
@@ -306,22 +309,15 @@ async fn canary_example_splits_70_30_and_pins_testers() {
 async fn a_denied_head_request_gets_no_body_and_the_connection_stays_in_step() {
     bounded(10, async {
         let origin = Origin::http("o", "").await;
-        let d = start(
-            r#"
-[[frontend]]
-name = "f"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "b"
-acl.secret = { path_prefix = "/secret" }
-rules = [{ deny = 403, if = "secret" }]
-
-[[backend]]
-name = "b"
-servers = [{ name = "o", address = "{o}" }]
-"#,
-            &[("o", origin.addr.to_string())],
-        );
+        let d = Conf::new()
+            .frontend(
+                Frontend::http("f")
+                    .to("b")
+                    .set("acl", value(r#"{ secret = { path_prefix = "/secret" } }"#))
+                    .set("rules", value(r#"[{ deny = 403, if = "secret" }]"#)),
+            )
+            .backend(Backend::new("b").server("o", origin.addr))
+            .start();
         let mut c = TcpStream::connect(d.addr("f").unwrap()).await.unwrap();
         c.write_all(
             b"HEAD /secret HTTP/1.1\r\nHost: a\r\n\r\nGET /open HTTP/1.1\r\nHost: a\r\n\r\n",

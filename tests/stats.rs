@@ -249,7 +249,10 @@ async fn percentiles_match_the_origins_delay() {
                 .unwrap();
             row.split(',').nth(i).unwrap().to_string()
         };
-        assert_eq!((col("hrsp_2xx"), col("hrsp_5xx")), ("20".into(), "0".into()));
+        assert_eq!(
+            (col("hrsp_2xx"), col("hrsp_5xx")),
+            ("20".into(), "0".into())
+        );
     })
     .await;
 }
