@@ -93,22 +93,19 @@ async fn the_dashboard_shows_every_server_and_one_going_down() {
     bounded(120, async {
         let (a, _keep) = stoppable("a").await;
         let (b, b_task) = stoppable("b").await;
-        let cfg = r#"
-[stats]
-listen = "127.0.0.1:0"
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-health = { check = "tcp", interval = "200ms", rise = 1, fall = 1 }
-servers = [{ name = "alpha", address = "{a}" }, { name = "beta", address = "{b}" }]
-"#;
-        let d = start(cfg, &[("a", a.to_string()), ("b", b.to_string())]);
+        let d = Conf::new()
+            .section("stats", "listen", "127.0.0.1:0")
+            .frontend(Frontend::web())
+            .backend(
+                Backend::new("app")
+                    .set(
+                        "health",
+                        value(r#"{ check = "tcp", interval = "200ms", rise = 1, fall = 1 }"#),
+                    )
+                    .server("alpha", a)
+                    .server("beta", b),
+            )
+            .start();
         let status = |name: &str| {
             d.stats()
                 .backend("app")

@@ -189,21 +189,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Frontend `https` (http over TLS, its `tls` table's keys as given) to one
+/// server.
 fn conf(origin: SocketAddr, tls: &str) -> String {
-    format!(
-        r#"
-[[frontend]]
-name = "https"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-tls = {{ {tls} }}
-
-[[backend]]
-name = "app"
-servers = [{{ name = "a", address = "{origin}" }}]
-"#
-    )
+    Conf::new()
+        .frontend(
+            Frontend::http("https")
+                .to("app")
+                .set("tls", value(&format!("{{ {tls} }}"))),
+        )
+        .backend(Backend::app(origin))
+        .text()
 }
 
 /// Start the daemon on `text` as `dir/fulcrum.toml` (so relative paths are
