@@ -477,3 +477,33 @@ fn with_head(
     }
     (framing, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_small_body_goes_with_the_head_and_nothing_else_does() {
+        let (mut head, mut sbuf) = (b"HEAD\r\n\r\n".to_vec(), b"hello, next".to_vec());
+        let (f, got) = with_head(RespFraming::Length(5), &mut head, &mut sbuf);
+        assert_eq!((f, got), (RespFraming::None, 5));
+        assert_eq!(
+            (&head[..], &sbuf[..]),
+            (&b"HEAD\r\n\r\nhello"[..], &b", next"[..])
+        );
+        // Not all here yet, or not framed by a length: relayed after the head.
+        let (mut head, mut sbuf) = (Vec::new(), b"hel".to_vec());
+        let (f, got) = with_head(RespFraming::Length(5), &mut head, &mut sbuf);
+        assert_eq!(
+            (f, got, head.len(), sbuf.len()),
+            (RespFraming::Length(5), 0, 0, 3)
+        );
+        let (f, got) = with_head(RespFraming::Chunked, &mut head, &mut sbuf);
+        assert_eq!((f, got, sbuf.len()), (RespFraming::Chunked, 0, 3));
+        // Over the large-buffer size: relayed, not copied into the head.
+        let mut big = vec![0u8; buf::LARGE + 1];
+        let n = big.len() as u64;
+        let (f, _) = with_head(RespFraming::Length(n), &mut head, &mut big);
+        assert_eq!(f, RespFraming::Length(n));
+    }
+}
