@@ -390,27 +390,22 @@ async fn client_certificates_required_refused_without_and_optional_routes_by_ver
         assert!(blocking(move || c.get(addr, "site.test", &["/"])).await.is_err());
 
         // Optional: both get in, the rules tell them apart.
-        let text = format!(
-            r#"
-[[frontend]]
-name = "https"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "open"
-tls = {{ certs = [{{ cert = "site.pem", key = "site.key" }}], client_ca = "ca.pem", client_auth = "optional" }}
-acl.verified = {{ tls_client_verified = true }}
-rules = [{{ use_backend = "vip", if = "verified" }}]
-
-[[backend]]
-name = "open"
-servers = [{{ name = "o", address = "{}" }}]
-
-[[backend]]
-name = "vip"
-servers = [{{ name = "v", address = "{}" }}]
-"#,
-            open.addr, vip.addr
-        );
+        let text = Conf::new()
+            .frontend(
+                Frontend::http("https")
+                    .to("open")
+                    .set(
+                        "tls",
+                        value(
+                            r#"{ certs = [{ cert = "site.pem", key = "site.key" }], client_ca = "ca.pem", client_auth = "optional" }"#,
+                        ),
+                    )
+                    .set("acl", value("{ verified = { tls_client_verified = true } }"))
+                    .set("rules", value(r#"[{ use_backend = "vip", if = "verified" }]"#)),
+            )
+            .backend(Backend::new("open").server("o", open.addr))
+            .backend(Backend::new("vip").server("v", vip.addr))
+            .text();
         let d = start_as(&dir, "optional.toml", &text);
         let addr = d.addr("https").unwrap();
         let c = anon.clone();
@@ -431,38 +426,32 @@ async fn sni_acls_route_and_a_plain_redirect_sends_http_to_https() {
         let dir = TempDir::new("tls-route");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["a.test", "b.test"], 30);
-        let text = format!(
-            r#"
-[[frontend]]
-name = "http"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "a"
-acl.plain = {{ tls = false }}
-rules = [{{ redirect = {{ scheme = "https", status = 301 }}, if = "plain" }}]
-
-[[frontend]]
-name = "https"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "a"
-tls = {{ certs = [{{ cert = "site.pem", key = "site.key" }}] }}
-acl.b = {{ sni = "b.test" }}
-rules = [
-  {{ use_backend = "b", if = "b" }},
-  {{ set_response_header = "strict-transport-security: max-age=31536000" }},
-]
-
-[[backend]]
-name = "a"
-servers = [{{ name = "a", address = "{}" }}]
-
-[[backend]]
-name = "b"
-servers = [{{ name = "b", address = "{}" }}]
-"#,
-            a.addr, b.addr
-        );
+        let text = Conf::new()
+            .frontend(
+                Frontend::http("http")
+                    .to("a")
+                    .set("acl", value("{ plain = { tls = false } }"))
+                    .set(
+                        "rules",
+                        value(r#"[{ redirect = { scheme = "https", status = 301 }, if = "plain" }]"#),
+                    ),
+            )
+            .frontend(
+                Frontend::http("https")
+                    .to("a")
+                    .set("tls", value(r#"{ certs = [{ cert = "site.pem", key = "site.key" }] }"#))
+                    .set("acl", value(r#"{ b = { sni = "b.test" } }"#))
+                    .set(
+                        "rules",
+                        value(
+                            r#"[{ use_backend = "b", if = "b" },
+                                { set_response_header = "strict-transport-security: max-age=31536000" }]"#,
+                        ),
+                    ),
+            )
+            .backend(Backend::new("a").server("a", a.addr))
+            .backend(Backend::new("b").server("b", b.addr))
+            .text();
         let d = start_in(&dir, &text);
         let r = get(d.addr("http").unwrap(), "/x?y=1", "").await;
         assert_eq!(r.status, 301);
@@ -495,10 +484,13 @@ async fn tls_offload_in_tcp_mode_pumps_plaintext() {
         let dir = TempDir::new("tls-tcp");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["site.test"], 30);
-        let text = format!(
-            "[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
-            echo.addr
-        );
+        let text = Conf::new()
+            .frontend(Frontend::tcp("tls").to("echo").set(
+                "tls",
+                value(r#"{ certs = [{ cert = "site.pem", key = "site.key" }] }"#),
+            ))
+            .backend(Backend::new("echo").server("e", echo.addr))
+            .text();
         let d = start_in(&dir, &text);
         let addr = d.addr("tls").unwrap();
         let c = Client::new(&ca);
@@ -527,10 +519,14 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         let dir = TempDir::new("tls-reload");
         let ca = Ca::new(&dir.0);
         ca.leaf(&dir.0, "site", &["old.test", "site.test"], 30);
-        let text = format!(
-            "[admin]\nsocket = \"admin.sock\"\n\n[[frontend]]\nname = \"tls\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"echo\"\ntls = {{ certs = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\n[[backend]]\nname = \"echo\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n",
-            echo.addr
-        );
+        let text = Conf::new()
+            .section("admin", "socket", "admin.sock")
+            .frontend(Frontend::tcp("tls").to("echo").set(
+                "tls",
+                value(r#"{ certs = [{ cert = "site.pem", key = "site.key" }] }"#),
+            ))
+            .backend(Backend::new("echo").server("e", echo.addr))
+            .text();
         let d = start_in(&dir, &text);
         let addr = d.addr("tls").unwrap();
         let c = Client::new(&ca);
@@ -572,7 +568,10 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         // `reload tls` on the admin socket: the files alone, read again.
         ca.leaf(&dir.0, "site", &["third.test", "site.test"], 30);
         let r = admin(&d, "reload tls").await;
-        assert!(r.starts_with("tls reloaded: the certificates of 1 frontend(s) read again"), "{r}");
+        assert!(
+            r.starts_with("tls reloaded: the certificates of 1 frontend(s) read again"),
+            "{r}"
+        );
         let served = |c: Client| {
             blocking(move || {
                 let mut s = open(c.config(), addr, "site.test");
@@ -586,7 +585,10 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         // A broken key file: refused, the running certificate stays.
         std::fs::write(dir.join("site.key"), "not a key").unwrap();
         let r = admin(&d, "reload tls").await;
-        assert!(r.contains("reload tls refused, the running certificates stay"), "{r}");
+        assert!(
+            r.contains("reload tls refused, the running certificates stay"),
+            "{r}"
+        );
         assert_eq!(served(Client::new(&ca)).await, ["third.test", "site.test"]);
     })
     .await;
@@ -844,30 +846,25 @@ async fn sni_passthrough_routes_two_names_to_two_backends_without_decrypting() {
         let a = tls_origin(&dir.0, "a", "origin-a");
         let b = tls_origin(&dir.0, "b", "origin-b");
         let plain = Origin::start("plain", Behaviour::Echo).await;
-        let text = format!(
-            r#"
-[[frontend]]
-name = "sni"
-listen = ["127.0.0.1:0"]
-default_backend = "other"
-acl.a = {{ sni = "a.test" }}
-acl.b = {{ sni_suffix = "b.test" }}
-rules = [{{ use_backend = "a", if = "a" }}, {{ use_backend = "b", if = "b" }}]
-
-[[backend]]
-name = "a"
-servers = [{{ name = "a", address = "{a}" }}]
-
-[[backend]]
-name = "b"
-servers = [{{ name = "b", address = "{b}" }}]
-
-[[backend]]
-name = "other"
-servers = [{{ name = "p", address = "{}" }}]
-"#,
-            plain.addr
-        );
+        let text = Conf::new()
+            .frontend(
+                Frontend::tcp("sni")
+                    .to("other")
+                    .set(
+                        "acl",
+                        value(r#"{ a = { sni = "a.test" }, b = { sni_suffix = "b.test" } }"#),
+                    )
+                    .set(
+                        "rules",
+                        value(
+                            r#"[{ use_backend = "a", if = "a" }, { use_backend = "b", if = "b" }]"#,
+                        ),
+                    ),
+            )
+            .backend(Backend::new("a").server("a", a))
+            .backend(Backend::new("b").server("b", b))
+            .backend(Backend::new("other").server("p", plain.addr))
+            .text();
         let d = start_in(&dir, &text);
         let addr = d.addr("sni").unwrap();
         let ask = |sni: &'static str| {
@@ -970,38 +967,47 @@ async fn tls_to_servers_verifies_them_reuses_pooled_sessions_and_checks_health_o
         let rogue_ca = Ca::new(&other.0);
         rogue_ca.leaf(&other.0, "app", &["app.internal"], 30);
         let (rogue, _) = https_origin(&other.0, "app", "rogue");
-        let text = format!(
-            r#"
-[global]
-threads = 1
-
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "secure"
-acl.rogue = {{ path_prefix = "/rogue" }}
-acl.any = {{ path_prefix = "/any" }}
-rules = [{{ use_backend = "rogue", if = "rogue" }}, {{ use_backend = "any", if = "any" }}]
-
-[[backend]]
-name = "secure"
-tls = {{ verify = "ca", ca = "ca.pem", sni = "app.internal" }}
-health = {{ check = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }}
-servers = [{{ name = "s", address = "{good}" }}]
-
-[[backend]]
-name = "rogue"
-retries = 0
-tls = {{ ca = "ca.pem", sni = "app.internal" }}
-servers = [{{ name = "r", address = "{rogue}" }}]
-
-[[backend]]
-name = "any"
-tls = {{ verify = "none" }}
-servers = [{{ name = "r", address = "{rogue}" }}]
-"#
-        );
+        // The secure backend trusts `ca` (a reload swaps it below).
+        let conf = |ca: &str| {
+            Conf::new()
+            .frontend(
+                Frontend::web()
+                    .to("secure")
+                    .set(
+                        "acl",
+                        value(r#"{ rogue = { path_prefix = "/rogue" }, any = { path_prefix = "/any" } }"#),
+                    )
+                    .set(
+                        "rules",
+                        value(r#"[{ use_backend = "rogue", if = "rogue" }, { use_backend = "any", if = "any" }]"#),
+                    ),
+            )
+            .backend(
+                Backend::new("secure")
+                    .set(
+                            "tls",
+                            value(&format!(r#"{{ verify = "ca", ca = "{ca}", sni = "app.internal" }}"#)),
+                        )
+                    .set(
+                        "health",
+                        value(r#"{ check = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }"#),
+                    )
+                    .server("s", good),
+            )
+            .backend(
+                Backend::new("rogue")
+                    .set("retries", 0)
+                    .set("tls", value(r#"{ ca = "ca.pem", sni = "app.internal" }"#))
+                    .server("r", rogue),
+            )
+            .backend(
+                Backend::new("any")
+                    .set("tls", value(r#"{ verify = "none" }"#))
+                    .server("r", rogue),
+            )
+            .text()
+        };
+        let text = conf("ca.pem");
         let d = start_in(&dir, &text);
         let web = d.addr("web").unwrap();
         eventually(5, "checked up over TLS", || {
@@ -1035,11 +1041,7 @@ servers = [{{ name = "r", address = "{rogue}" }}]
         // A reload that trusts another CA: the checker restarts with it and
         // takes the server out.
         std::fs::copy(other.join("ca.pem"), dir.join("other-ca.pem")).unwrap();
-        let swapped = text.replacen(
-            "tls = { verify = \"ca\", ca = \"ca.pem\"",
-            "tls = { verify = \"ca\", ca = \"other-ca.pem\"",
-            1,
-        );
+        let swapped = conf("other-ca.pem");
         assert_ne!(swapped, text);
         std::fs::write(dir.join("fulcrum.toml"), &swapped).unwrap();
         d.reload().unwrap();
@@ -1063,26 +1065,21 @@ async fn a_server_overrides_its_backends_tls_or_turns_it_off() {
         let (secure, _) = https_origin(&dir.0, "app", "secure");
         let (other, _) = https_origin(&dir.0, "other", "other");
         let plain = Origin::http("plain", "").await;
-        let text = format!(
-            r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "mixed"
-
-[[backend]]
-name = "mixed"
-balance = "rr"
-tls = {{ ca = "ca.pem", sni = "app.internal" }}
-servers = [
-  {{ name = "s", address = "{secure}" }},
-  {{ name = "o", address = "{other}", tls = {{ ca = "ca.pem", sni = "other.internal" }} }},
-  {{ name = "p", address = "{}", tls = false }},
-]
-"#,
-            plain.addr
-        );
+        let text = Conf::new()
+            .frontend(Frontend::web().to("mixed"))
+            .backend(
+                Backend::new("mixed")
+                    .set("balance", "rr")
+                    .set("tls", value(r#"{ ca = "ca.pem", sni = "app.internal" }"#))
+                    .server("s", secure)
+                    .server_with(
+                        "o",
+                        other,
+                        table([("tls", value(r#"{ ca = "ca.pem", sni = "other.internal" }"#))]),
+                    )
+                    .server_with("p", plain.addr, table([("tls", false)])),
+            )
+            .text();
         let d = start_in(&dir, &text);
         let web = d.addr("web").unwrap();
         let mut seen = Vec::new();
@@ -1178,28 +1175,30 @@ async fn fulcrum_presents_its_client_certificate_to_servers_that_require_one() {
             .with_single_cert(chain, key)
             .unwrap();
         let (origin, _) = https_origin_with(Arc::new(config), "mtls");
-        let text = format!(
-            r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "with"
-acl.without = {{ path_prefix = "/without" }}
-rules = [{{ use_backend = "without", if = "without" }}]
-
-[[backend]]
-name = "with"
-tls = {{ ca = "ca.pem", sni = "app.internal", client_cert = "lb.pem", client_key = "lb.key" }}
-servers = [{{ name = "s", address = "{origin}" }}]
-
-[[backend]]
-name = "without"
-retries = 0
-tls = {{ ca = "ca.pem", sni = "app.internal" }}
-servers = [{{ name = "s", address = "{origin}" }}]
-"#
-        );
+        let text = Conf::new()
+            .frontend(
+                Frontend::web()
+                    .to("with")
+                    .set("acl", value(r#"{ without = { path_prefix = "/without" } }"#))
+                    .set("rules", value(r#"[{ use_backend = "without", if = "without" }]"#)),
+            )
+            .backend(
+                Backend::new("with")
+                    .set(
+                        "tls",
+                        value(
+                            r#"{ ca = "ca.pem", sni = "app.internal", client_cert = "lb.pem", client_key = "lb.key" }"#,
+                        ),
+                    )
+                    .server("s", origin),
+            )
+            .backend(
+                Backend::new("without")
+                    .set("retries", 0)
+                    .set("tls", value(r#"{ ca = "ca.pem", sni = "app.internal" }"#))
+                    .server("s", origin),
+            )
+            .text();
         let d = start_in(&dir, &text);
         let web = d.addr("web").unwrap();
         let r = get(web, "/", "").await;
