@@ -377,25 +377,22 @@ async fn script_checks_exit_codes_dynamic_weight_and_timeout() {
             &format!("sleep 30 & echo $$ $! > {}; wait", pids.display()),
         );
         let a = Switch::start("a").await;
-        let text = format!(
-            r#"
-[[frontend]]
-name = "web"
-listen = ["127.0.0.1:0"]
-mode = "http"
-default_backend = "app"
-
-[[backend]]
-name = "app"
-health = {{ check = "script", command = ["{check}"], dynamic_weight = true, interval = "100ms", timeout = "90ms", rise = 1, fall = 1 }}
-servers = [
-  {{ name = "a", address = "{a}", weight = 10 }},
-  {{ name = "slow", address = "{a}", health = {{ command = ["{slow}"], timeout = "300ms", interval = "1s" }} }},
-]
-"#,
-            a = a.addr
+        let mut health = table([
+            ("check", "script"),
+            ("interval", "100ms"),
+            ("timeout", "90ms"),
+        ]);
+        health.extend(table([("rise", 1), ("fall", 1)]));
+        health.insert("dynamic_weight".into(), true.into());
+        health.insert("command".into(), vec![check].into());
+        let mut own = table([("timeout", "300ms"), ("interval", "1s")]);
+        own.insert("command".into(), vec![slow].into());
+        let d = web(
+            Backend::new("app")
+                .set("health", health)
+                .server_with("a", a.addr, table([("weight", 10)]))
+                .server_with("slow", a.addr, table([("health", own)])),
         );
-        let d = start(&text, &[]);
         wait_status(&d, "app", "a", "up").await;
         let port = a.addr.port();
         assert_eq!(servers(&d, "app")["a"].last_check, format!("ok: app/a at {port} says 0"));
