@@ -44,23 +44,13 @@ async fn setup(test: &str) -> Setup {
         .section("admin", "socket", "admin.sock")
         .section("admin", "read_only_socket", "admin-ro.sock")
         .frontend(Frontend::tcp("fe").to("be"))
-        .backend(
-            Backend::new("be")
-                .set("balance", "wrr")
-                .server("a", o[0].addr)
-                .server("b", o[1].addr),
-        )
+        .backend(Backend::new("be").set("balance", "wrr").origins(&o[..2]))
         .start_as(&dir.join("fulcrum.toml"));
     Setup { d, o, dir }
 }
 
-async fn spread(d: &Running, n: usize) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for _ in 0..n {
-        *m.entry(hello(d.addr("fe").unwrap(), b"").await)
-            .or_default() += 1;
-    }
-    m
+async fn spread(d: &fulcrum::daemon::Running, n: usize) -> HashMap<String, usize> {
+    hello_spread(d.addr("fe").unwrap(), n).await
 }
 
 #[tokio::test]

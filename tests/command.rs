@@ -16,23 +16,13 @@ async fn three() -> (fulcrum::daemon::Running, [Origin; 3]) {
     ];
     let d = Conf::new()
         .frontend(Frontend::tcp("fe").to("be"))
-        .backend(
-            Backend::new("be")
-                .set("balance", "wrr")
-                .server("a", o[0].addr)
-                .server("b", o[1].addr),
-        )
+        .backend(Backend::new("be").set("balance", "wrr").origins(&o[..2]))
         .start();
     (d, o)
 }
 
 async fn spread(d: &fulcrum::daemon::Running, n: usize) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for _ in 0..n {
-        *m.entry(hello(d.addr("fe").unwrap(), b"").await)
-            .or_default() += 1;
-    }
-    m
+    hello_spread(d.addr("fe").unwrap(), n).await
 }
 
 #[tokio::test]

@@ -167,6 +167,11 @@ impl Backend {
         self
     }
 
+    /// One server per origin, named as the origin is.
+    pub fn origins(self, origins: &[crate::Origin]) -> Backend {
+        origins.iter().fold(self, |b, o| b.server(o.name, o.addr))
+    }
+
     /// One server per address, named `s0`, `s1`, ...
     pub fn servers(self, addrs: &[SocketAddr]) -> Backend {
         addrs

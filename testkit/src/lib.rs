@@ -155,6 +155,16 @@ pub async fn hello(addr: SocketAddr, first: &[u8]) -> String {
     String::from_utf8(line).unwrap()
 }
 
+/// How many of `n` fresh connections to `addr` each `Hello` origin answered
+/// (by the name it says).
+pub async fn hello_spread(addr: SocketAddr, n: usize) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for _ in 0..n {
+        *m.entry(hello(addr, b"").await).or_default() += 1;
+    }
+    m
+}
+
 /// Like `hello`, but keeps the connection open and returns it.
 pub async fn hello_open(addr: SocketAddr) -> (String, TcpStream) {
     let mut s = TcpStream::connect(addr).await.unwrap();
