@@ -135,7 +135,11 @@ async fn drain_weight_addr_add_and_del_change_the_traffic() {
             let path = d.admin_paths()[0].clone();
             tokio::spawn(async move { admin_at(&path, "del server be/n when-drained 5s").await })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The command drains n first, then waits for its connection.
+        eventually(5, "n draining", || {
+            d.stats().backend("be").unwrap().server("n").unwrap().admin == "drain"
+        })
+        .await;
         assert!(!deleting.is_finished(), "waits for the open connection");
         drop(held);
         assert_eq!(deleting.await.unwrap(), "be/n: removed\n");
@@ -199,9 +203,14 @@ async fn shutdown_sessions_and_disable_frontend() {
             "frontend fe: not accepting (clients wait in the backlog)\n"
         );
         assert!(admin(d, "show frontend").await.contains("fe tcp DISABLED"));
+        let accepted = d.stats().frontends[0].conn_total;
         let waiting = tokio::spawn(hello(fe, b""));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually(5, "the client in the listener's backlog", || {
+            accept_queue(fe.port()) == 1
+        })
+        .await;
         assert!(!waiting.is_finished(), "not accepted while disabled");
+        assert_eq!(d.stats().frontends[0].conn_total, accepted);
         assert_eq!(
             admin(d, "enable frontend fe").await,
             "frontend fe: accepting\n"

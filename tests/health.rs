@@ -239,7 +239,10 @@ async fn http_checks_take_a_server_down_and_bring_it_back() {
         wait_status(&d, "app", "a", "up").await;
         // Maintenance: passing checks never bring it back.
         set_state(&d, "app", "a", AdminState::Maint);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Three passing checks (rise is 2) after it went into maintenance.
+        let checks = |d: &Running| servers(d, "app")["a"].base.checks;
+        let seen = checks(&d);
+        eventually(10, "three more checks", || checks(&d) >= seen + 3).await;
         let s = &servers(&d, "app")["a"];
         assert_eq!((s.status.as_str(), s.health.as_str()), ("maint", "up"));
         set_state(&d, "app", "a", AdminState::Ready);

@@ -222,9 +222,19 @@ async fn parking_can_be_turned_off() {
     bounded(20, async {
         let o = Origin::http("a", "").await;
         let d = daemon(&o, "0s", "5s", "10s");
+        // The control: the same, parking after 20 ms.
+        let control = daemon(&o, "20ms", "5s", "10s");
         let mut c = TcpStream::connect(d.addr("web").unwrap()).await.unwrap();
         assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut k = TcpStream::connect(control.addr("web").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(roundtrip(&mut k, &req("/")).await.unwrap().status, 200);
+        // Idle at least as long as the control's connection, which is parked.
+        eventually(5, "the control parked", || {
+            front(&control).http_idle_parks == 1
+        })
+        .await;
         assert_eq!(front(&d).http_idle_parks, 0);
         assert_eq!(roundtrip(&mut c, &req("/")).await.unwrap().status, 200);
         assert_eq!(front(&d).http_idle_parks, 0);
@@ -255,23 +265,6 @@ async fn the_http_example_parks_idle_connections() {
     .await;
 }
 
-/// The state of the server's end of the connection from `client_port` to
-/// `listen_port`, as /proc/net/tcp shows it (0x01 established, 0x03 SYN_RECV).
-fn server_side_state(listen_port: u16, client_port: u16) -> Option<u8> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let port = |a: &str| {
-        a.rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok())
-    };
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (port(f.get(1)?) == Some(listen_port) && port(f.get(2)?) == Some(client_port))
-            .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
-            .flatten()
-    })
-}
-
 /// `defer_accept` (on by default in http mode, TCP_DEFER_ACCEPT): the kernel
 /// holds a connection that has sent nothing (its server end stays in
 /// SYN_RECV) instead of handing it over; its first bytes hand it over and it
@@ -290,14 +283,10 @@ async fn http_listeners_defer_accepting_until_the_first_bytes() {
         let mut c = TcpStream::connect(web).await.unwrap();
         let me = c.local_addr().unwrap().port();
         eventually(5, "the deferred connection's server end is seen", || {
-            server_side_state(web.port(), me).is_some()
+            tcp_state(web.port(), me).is_some()
         })
         .await;
-        assert_eq!(
-            server_side_state(web.port(), me),
-            Some(0x03),
-            "held in SYN_RECV"
-        );
+        assert_eq!(tcp_state(web.port(), me), Some(0x03), "held in SYN_RECV");
         assert_eq!(conns("web"), 0, "not handed to the daemon yet");
         c.write_all(&req("/")).await.unwrap();
         assert_eq!(read_response(&mut c).await.unwrap().status, 200);
@@ -310,11 +299,7 @@ async fn http_listeners_defer_accepting_until_the_first_bytes() {
             conns("eager") == 1
         })
         .await;
-        assert_eq!(
-            server_side_state(eager.port(), me),
-            Some(0x01),
-            "established"
-        );
+        assert_eq!(tcp_state(eager.port(), me), Some(0x01), "established");
         drop(d);
     })
     .await;

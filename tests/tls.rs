@@ -533,7 +533,9 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
         // An open session, echoing.
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let c1 = c.clone();
+        let mut ready_tx = Some(ready_tx);
         std::thread::spawn(move || {
             let mut s = open(c1.config(), addr, "site.test");
             let mut ok = true;
@@ -543,13 +545,16 @@ async fn a_certificate_replaced_by_a_reload_is_served_to_the_next_handshake_whil
                 let mut back = vec![0u8; msg.len()];
                 ok &= s.read_exact(&mut back).is_ok() && back == msg.as_bytes();
                 if i == 0 {
-                    // Wait for the reload.
+                    // Established and echoing: now the reload.
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
                     let _ = rx.recv();
                 }
             }
             let _ = done_tx.send(ok);
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        ready_rx.await.unwrap();
         ca.leaf(&dir.0, "site", &["new.test", "site.test"], 30);
         let r = d.reload().unwrap();
         assert!(r.starts_with("reloaded: generation 2"), "{r}");

@@ -125,6 +125,48 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// The rows of /proc/net/tcp (IPv4 sockets), split into fields.
+fn proc_net_tcp() -> Vec<Vec<String>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| u16::from_str_radix(p, 16).ok())
+}
+
+/// The state of the local end of the connection from `local_port` to
+/// `remote_port`, as the kernel shows it (0x01 established, 0x03 SYN_RECV).
+pub fn tcp_state(local_port: u16, remote_port: u16) -> Option<u8> {
+    proc_net_tcp().into_iter().find_map(|f| {
+        (port_of(f.get(1)?) == Some(local_port) && port_of(f.get(2)?) == Some(remote_port))
+            .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+/// How many connections wait in the accept queue of the listener on
+/// `port` (the LISTEN socket's receive queue), summed over its sockets.
+pub fn accept_queue(port: u16) -> u32 {
+    proc_net_tcp()
+        .into_iter()
+        .filter(|f| {
+            f.get(1).and_then(|a| port_of(a)) == Some(port)
+                && f.get(3).map(String::as_str) == Some("0A")
+        })
+        .filter_map(|f| {
+            let (_, rx) = f.get(4)?.split_once(':')?;
+            u32::from_str_radix(rx, 16).ok()
+        })
+        .sum()
+}
+
 /// Send `data` and read everything back until EOF.
 pub async fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
