@@ -19,7 +19,7 @@ use crate::l4;
 use crate::net::conn::Permits;
 use crate::net::proxy_protocol::{self, Decoded, ProxyError};
 use crate::net::{Accepted, Conn, ConnOpts, Stream};
-use crate::runtime::Shared;
+use crate::runtime::{FrontendRt, Shared};
 
 /// How long the kernel holds a connection that has sent nothing yet when the
 /// frontend defers accepting (`defer_accept`); after it, the connection is
@@ -317,49 +317,14 @@ async fn pipeline(
     let (stream, early) = match &front.tls {
         None if front.inspect_sni => {
             let mut early = early;
-            let limit = front.client_timeout.min(SNI_WAIT);
-            // Boxed, like the handshake below: a plain connection's pipeline
-            // future does not carry their state.
-            let hello = Box::pin(crate::net::tls::peek_sni(&stream, &mut early, limit)).await;
-            if !matches!(hello, Some(Some(_))) {
-                front.counters.tls_sni_missing.inc();
-            }
-            sni = hello.map(|name| crate::net::tls::TlsInfo {
-                sni: name,
-                ..Default::default()
-            });
+            sni = peek_sni(front, &stream, &mut early).await;
             (Stream::Tcp(stream), early)
         }
         None => (Stream::Tcp(stream), early),
-        Some(tls) => {
-            let c = &front.counters;
-            let limit = tls.handshake_timeout();
-            match Box::pin(crate::net::tls::accept(
-                stream,
-                tls.config.clone(),
-                &early,
-                limit,
-            ))
-            .await
-            {
-                Ok(t) => {
-                    c.tls_handshakes.inc();
-                    if t.info.resumed {
-                        c.tls_resumed.inc();
-                    }
-                    (Stream::Tls(Box::new(t)), Vec::new())
-                }
-                Err(e) => {
-                    match e {
-                        crate::net::tls::HandshakeError::Timeout => c.tls_handshake_timeouts.inc(),
-                        crate::net::tls::HandshakeError::Closed => {}
-                        _ => c.tls_handshake_errors.inc(),
-                    }
-                    tracing::debug!(frontend = %front.name, client = %client, error = %e, "TLS handshake failed");
-                    return None;
-                }
-            }
-        }
+        Some(tls) => (
+            handshake(front, tls, stream, &early, client).await?,
+            Vec::new(),
+        ),
     };
     Some(Accepted {
         stream,
@@ -369,6 +334,63 @@ async fn pipeline(
         rate_limited,
         sni,
     })
+}
+
+/// A tcp frontend routing by SNI without terminating TLS: the name in the
+/// ClientHello (its bytes kept in `early` for the server), if one came.
+async fn peek_sni(
+    front: &FrontendRt,
+    stream: &TcpStream,
+    early: &mut Vec<u8>,
+) -> Option<crate::net::tls::TlsInfo> {
+    let limit = front.client_timeout.min(SNI_WAIT);
+    // Boxed, like the handshake: a plain connection's pipeline future does
+    // not carry their state.
+    let hello = Box::pin(crate::net::tls::peek_sni(stream, early, limit)).await;
+    if !matches!(hello, Some(Some(_))) {
+        front.counters.tls_sni_missing.inc();
+    }
+    hello.map(|name| crate::net::tls::TlsInfo {
+        sni: name,
+        ..Default::default()
+    })
+}
+
+/// The server side of the TLS handshake (counted); `None` when it failed.
+async fn handshake(
+    front: &FrontendRt,
+    tls: &crate::tls::FrontendTls,
+    stream: TcpStream,
+    early: &[u8],
+    client: SocketAddr,
+) -> Option<Stream> {
+    let c = &front.counters;
+    let limit = tls.handshake_timeout();
+    match Box::pin(crate::net::tls::accept(
+        stream,
+        tls.config.clone(),
+        early,
+        limit,
+    ))
+    .await
+    {
+        Ok(t) => {
+            c.tls_handshakes.inc();
+            if t.info.resumed {
+                c.tls_resumed.inc();
+            }
+            Some(Stream::Tls(Box::new(t)))
+        }
+        Err(e) => {
+            match e {
+                crate::net::tls::HandshakeError::Timeout => c.tls_handshake_timeouts.inc(),
+                crate::net::tls::HandshakeError::Closed => {}
+                _ => c.tls_handshake_errors.inc(),
+            }
+            tracing::debug!(frontend = %front.name, client = %client, error = %e, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// How long a tcp frontend routing by SNI waits for the ClientHello (or its

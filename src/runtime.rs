@@ -155,133 +155,12 @@ impl BackendRt {
 impl Runtime {
     /// Build from a validated config, carrying live state over from `prev` by name.
     pub fn build(cfg: Arc<Config>, prev: Option<&Runtime>, generation: u64) -> Runtime {
-        let mut old_servers: HashMap<(&str, &str), &Server> = HashMap::new();
-        let mut old_be: HashMap<&str, &BackendRt> = HashMap::new();
-        let mut old_fe: HashMap<&str, &FrontendRt> = HashMap::new();
-        if let Some(p) = prev {
-            for b in &p.backends {
-                old_be.insert(&b.name, b);
-                for s in b.all_servers() {
-                    old_servers.insert((&b.name, &s.name), s);
-                }
-            }
-            for f in &p.frontends {
-                old_fe.insert(&f.name, f);
-            }
-        }
-        let backends = cfg
-            .backends
-            .iter()
-            .map(|b| {
-                let prev_be = old_be.get(b.name.as_str());
-                let pool = prev_be.map_or_else(Arc::default, |p| p.pool.clone());
-                let (mut servers, mut backups) = (Vec::new(), Vec::new());
-                for s in &b.servers {
-                    let state = match old_servers.get(&(b.name.as_str(), s.name.as_str())) {
-                        Some(old) if old.addr == s.addr => {
-                            old.state.set_target_weight(s.weight);
-                            old.state.clone()
-                        }
-                        _ => {
-                            let st = ServerState::new(s.weight, pool.clone());
-                            if s.health.is_some() {
-                                // A checked server starts down; its first
-                                // check decides.
-                                st.set_health(false);
-                            }
-                            Arc::new(st)
-                        }
-                    };
-                    let server = Server {
-                        name: s.name.as_str().into(),
-                        addr: s.addr,
-                        weight: s.weight,
-                        maxconn: s.maxconn,
-                        send_proxy: s.send_proxy,
-                        cookie: s.cookie.as_str().into(),
-                        backup: s.backup,
-                        check: s.health.as_ref().map(|h| (h.rise, h.fall)),
-                        tls: s.tls.clone(),
-                        state,
-                    };
-                    if s.backup {
-                        backups.push(server);
-                    } else {
-                        servers.push(server);
-                    }
-                }
-                BackendRt {
-                    name: b.name.as_str().into(),
-                    balancer: balancers::build(&b.algorithm, &servers),
-                    backup_balancer: balancers::build(&b.algorithm, &backups),
-                    servers,
-                    backups,
-                    timeouts: b.timeouts,
-                    retries: b.retries,
-                    pool_max_idle: b.pool_max_idle,
-                    counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
-                    pool,
-                    persist: b.persist.clone(),
-                    eject: b.eject,
-                    slowstart: b.slowstart,
-                    drain_timeout: b.drain_timeout,
-                    on_all_down: b.on_all_down,
-                    // Carried over unless the table's size changed.
-                    sources: {
-                        let size = match &b.persist {
-                            Some(crate::config::routing::Persist::Source { size, .. }) => *size,
-                            _ => 1,
-                        };
-                        prev_be
-                            .map(|p| p.sources.clone())
-                            .filter(|t| t.size() == size)
-                            .unwrap_or_else(|| Arc::new(Sticky::new(size)))
-                    },
-                }
-            })
-            .collect();
+        let old = Previous::index(prev);
+        let backends = cfg.backends.iter().map(|b| old.backend(b)).collect();
         let frontends = cfg
             .frontends
             .iter()
-            .map(|f| FrontendRt {
-                name: f.name.as_str().into(),
-                mode: f.mode,
-                backend: f.default_backend,
-                client_timeout: f.timeouts.client,
-                http_request_timeout: f.timeouts.http_request,
-                http_keepalive_timeout: f.timeouts.http_keepalive,
-                accept_proxy: f.accept_proxy,
-                defer_accept: f.defer_accept,
-                x_forwarded: f.x_forwarded,
-                forwarded: f.forwarded,
-                limits: crate::config::HeadLimits {
-                    max_head: f.max_head_size as usize,
-                    max_headers: f.max_headers as usize,
-                },
-                error_pages: f.error_pages.clone(),
-                acls: f.acls.clone(),
-                rules: f.rules.clone(),
-                path: f.path,
-                source_limits: f
-                    .source_limits
-                    .clone()
-                    .map(|l| Arc::new(crate::limits::Limiter::new(l))),
-                request_id: cfg.log.request_id.as_deref().map(Arc::from),
-                tls: f.tls.clone(),
-                inspect_sni: f.mode == Mode::Tcp
-                    && f.tls.is_none()
-                    && f.acls.iter().any(|a| {
-                        matches!(
-                            a.matcher,
-                            crate::config::routing::Matcher::Sni(_)
-                                | crate::config::routing::Matcher::SniSuffix(_)
-                                | crate::config::routing::Matcher::Tls(_)
-                        )
-                    }),
-                counters: old_fe
-                    .get(f.name.as_str())
-                    .map_or_else(Default::default, |p| p.counters.clone()),
-            })
+            .map(|f| old.frontend(f, &cfg))
             .collect();
         Runtime {
             generation,
@@ -584,6 +463,149 @@ impl Shared {
     /// Follow the generations swapped in.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+}
+
+/// The snapshot a new one replaces, by name: what carries over (servers'
+/// live state, counters, idle pools, persistence tables).
+struct Previous<'p> {
+    servers: HashMap<(&'p str, &'p str), &'p Server>,
+    backends: HashMap<&'p str, &'p BackendRt>,
+    frontends: HashMap<&'p str, &'p FrontendRt>,
+}
+
+impl<'p> Previous<'p> {
+    fn index(prev: Option<&'p Runtime>) -> Previous<'p> {
+        let mut old = Previous {
+            servers: HashMap::new(),
+            backends: HashMap::new(),
+            frontends: HashMap::new(),
+        };
+        for b in prev.iter().flat_map(|p| &p.backends) {
+            old.backends.insert(&b.name, b);
+            for s in b.all_servers() {
+                old.servers.insert((&b.name, &s.name), s);
+            }
+        }
+        for f in prev.iter().flat_map(|p| &p.frontends) {
+            old.frontends.insert(&f.name, f);
+        }
+        old
+    }
+
+    fn backend(&self, b: &crate::config::Backend) -> BackendRt {
+        let prev_be = self.backends.get(b.name.as_str());
+        let pool = prev_be.map_or_else(Arc::default, |p| p.pool.clone());
+        let (mut servers, mut backups) = (Vec::new(), Vec::new());
+        for s in &b.servers {
+            let server = self.server(&b.name, s, &pool);
+            if s.backup {
+                backups.push(server);
+            } else {
+                servers.push(server);
+            }
+        }
+        // Carried over unless the table's size changed.
+        let size = match &b.persist {
+            Some(crate::config::routing::Persist::Source { size, .. }) => *size,
+            _ => 1,
+        };
+        let sources = prev_be
+            .map(|p| p.sources.clone())
+            .filter(|t| t.size() == size)
+            .unwrap_or_else(|| Arc::new(Sticky::new(size)));
+        BackendRt {
+            name: b.name.as_str().into(),
+            balancer: balancers::build(&b.algorithm, &servers),
+            backup_balancer: balancers::build(&b.algorithm, &backups),
+            servers,
+            backups,
+            timeouts: b.timeouts,
+            retries: b.retries,
+            pool_max_idle: b.pool_max_idle,
+            counters: prev_be.map_or_else(Default::default, |p| p.counters.clone()),
+            pool,
+            persist: b.persist.clone(),
+            eject: b.eject,
+            slowstart: b.slowstart,
+            drain_timeout: b.drain_timeout,
+            on_all_down: b.on_all_down,
+            sources,
+        }
+    }
+
+    /// A server keeps its live state when its name and address are the same.
+    fn server(&self, backend: &str, s: &crate::config::ServerConfig, pool: &Arc<Pool>) -> Server {
+        let state = match self.servers.get(&(backend, s.name.as_str())) {
+            Some(old) if old.addr == s.addr => {
+                old.state.set_target_weight(s.weight);
+                old.state.clone()
+            }
+            _ => {
+                let st = ServerState::new(s.weight, pool.clone());
+                if s.health.is_some() {
+                    // A checked server starts down; its first check decides.
+                    st.set_health(false);
+                }
+                Arc::new(st)
+            }
+        };
+        Server {
+            name: s.name.as_str().into(),
+            addr: s.addr,
+            weight: s.weight,
+            maxconn: s.maxconn,
+            send_proxy: s.send_proxy,
+            cookie: s.cookie.as_str().into(),
+            backup: s.backup,
+            check: s.health.as_ref().map(|h| (h.rise, h.fall)),
+            tls: s.tls.clone(),
+            state,
+        }
+    }
+
+    fn frontend(&self, f: &crate::config::Frontend, cfg: &Config) -> FrontendRt {
+        FrontendRt {
+            name: f.name.as_str().into(),
+            mode: f.mode,
+            backend: f.default_backend,
+            client_timeout: f.timeouts.client,
+            http_request_timeout: f.timeouts.http_request,
+            http_keepalive_timeout: f.timeouts.http_keepalive,
+            accept_proxy: f.accept_proxy,
+            defer_accept: f.defer_accept,
+            x_forwarded: f.x_forwarded,
+            forwarded: f.forwarded,
+            limits: crate::config::HeadLimits {
+                max_head: f.max_head_size as usize,
+                max_headers: f.max_headers as usize,
+            },
+            error_pages: f.error_pages.clone(),
+            acls: f.acls.clone(),
+            rules: f.rules.clone(),
+            path: f.path,
+            source_limits: f
+                .source_limits
+                .clone()
+                .map(|l| Arc::new(crate::limits::Limiter::new(l))),
+            request_id: cfg.log.request_id.as_deref().map(Arc::from),
+            tls: f.tls.clone(),
+            // tcp rules on SNI without terminating TLS: peek at the ClientHello.
+            inspect_sni: f.mode == Mode::Tcp
+                && f.tls.is_none()
+                && f.acls.iter().any(|a| {
+                    matches!(
+                        a.matcher,
+                        crate::config::routing::Matcher::Sni(_)
+                            | crate::config::routing::Matcher::SniSuffix(_)
+                            | crate::config::routing::Matcher::Tls(_)
+                    )
+                }),
+            counters: self
+                .frontends
+                .get(f.name.as_str())
+                .map_or_else(Default::default, |p| p.counters.clone()),
+        }
     }
 }
 
