@@ -632,3 +632,32 @@ async fn the_health_example_checks_http_and_tcp_servers() {
     })
     .await;
 }
+
+/// A server added at runtime counts its time down from when it was added,
+/// not from when the process started (HAProxy's `downtime`).
+#[tokio::test]
+async fn a_server_added_later_counts_its_downtime_from_its_addition() {
+    bounded(20, async {
+        let (a, b) = (Switch::start("a").await, Switch::start("b").await);
+        let d = web(checked().server("a", a.addr));
+        wait_status(&d, "app", "a", "up").await;
+        // The daemon (and the process's clock) well before the addition.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let added = Instant::now();
+        d.command(Command::AddServer(fulcrum::command::NewServer {
+            backend: "app".into(),
+            server: "b".into(),
+            addr: b.addr,
+            weight: 1,
+            backup: false,
+            check: true,
+        }))
+        .unwrap();
+        wait_status(&d, "app", "b", "up").await;
+        let s = &servers(&d, "app")["b"];
+        let since = added.elapsed().as_millis() as u64;
+        // (+1: both sides are whole milliseconds.)
+        assert!(s.down_total_ms <= since + 1, "{s:?}: added {since} ms ago");
+    })
+    .await;
+}

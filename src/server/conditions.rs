@@ -86,7 +86,12 @@ impl Conditions {
             consecutive_connect_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
-            report: Mutex::new(CheckReport::default()),
+            // Its health "changed" when it came to be: time down counts from
+            // here, not from the process's start (a server added at runtime).
+            report: Mutex::new(CheckReport {
+                changed_at_ms: clock_ms(),
+                ..CheckReport::default()
+            }),
         }
     }
 
