@@ -475,10 +475,20 @@ async fn the_socket_refuses_a_world_writable_directory() {
         let mut perm = std::fs::metadata(&dir.0).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o777);
         std::fs::set_permissions(&dir.0, perm).unwrap();
-        let text = "[admin]\nsocket = \"a.sock\"\n[[frontend]]\nname = \"f\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"b\"\n[[backend]]\nname = \"b\"\nservers = [{ name = \"s\", address = \"127.0.0.1:9\" }]\n";
-        let cfg = fulcrum::config::parse(dir.join("f.toml").to_str().unwrap(), text).unwrap();
-        let e = fulcrum::daemon::start(quiet(cfg, text)).err().expect("refused");
-        assert!(e.to_string().contains("its directory is writable by everyone"), "{e}");
+        let text = Conf::new()
+            .section("admin", "socket", "a.sock")
+            .frontend(Frontend::tcp("f").to("b"))
+            .backend(Backend::new("b").server("s", "127.0.0.1:9".parse().unwrap()))
+            .text();
+        let cfg = fulcrum::config::parse(dir.join("f.toml").to_str().unwrap(), &text).unwrap();
+        let e = fulcrum::daemon::start(quiet(cfg, &text))
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string()
+                .contains("its directory is writable by everyone"),
+            "{e}"
+        );
     })
     .await;
 }

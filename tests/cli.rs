@@ -158,9 +158,11 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits_zero() {
     let conf = dir.join("term.toml");
     std::fs::write(
         &conf,
-        format!(
-            "[global]\nthreads = 1\ngrace = \"10s\"\n\n[[frontend]]\nname = \"fe\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"be\"\n\n[[backend]]\nname = \"be\"\nservers = [{{ name = \"o\", address = \"{oaddr}\" }}]\n"
-        ),
+        support::Conf::new()
+            .global("grace", "10s")
+            .frontend(support::Frontend::tcp("fe").to("be"))
+            .backend(support::Backend::new("be").server("o", oaddr))
+            .text(),
     )
     .unwrap();
     let mut child = Proc(

@@ -188,10 +188,15 @@ fn holding_origin() -> SocketAddr {
     addr
 }
 
+fn tcp_conf(origin: SocketAddr, listen: &str, grace: &str) -> Conf {
+    Conf::new()
+        .global("grace", grace)
+        .frontend(Frontend::tcp("fe").to("be").set("listen", vec![listen]))
+        .backend(Backend::new("be").server("o", origin))
+}
+
 fn tcp_config(origin: SocketAddr, listen: &str, grace: &str) -> String {
-    format!(
-        "[global]\nthreads = 1\ngrace = \"{grace}\"\n\n[[frontend]]\nname = \"fe\"\nlisten = [\"{listen}\"]\ndefault_backend = \"be\"\n\n[[backend]]\nname = \"be\"\nservers = [{{ name = \"o\", address = \"{origin}\" }}]\n"
-    )
+    tcp_conf(origin, listen, grace).text()
 }
 
 /// A TCP origin in a thread that closes each connection when the client does.
@@ -218,10 +223,9 @@ fn held_connection(d: &Daemon) -> std::net::TcpStream {
 fn sigusr1_reopens_the_access_log() {
     let dir = test_dir("hup");
     let log = dir.join("access.log");
-    let text = format!(
-        "{}\n[log]\naccess = \"access.log\"\n",
-        tcp_config(closing_origin(), "127.0.0.1:0", "1s")
-    );
+    let text = tcp_conf(closing_origin(), "127.0.0.1:0", "1s")
+        .section("log", "access", "access.log")
+        .text();
     let conf = write_config("hup", "tcp.toml", &text);
     let mut d = run_with("", &conf, 1);
     use rustix::process::Signal;
@@ -406,7 +410,9 @@ fn a_second_instance_on_the_same_address_refuses_to_start() {
     let listen = format!("127.0.0.1:{}", free_port());
     // Two threads: per-core listeners with SO_REUSEPORT, which a second
     // process could otherwise share silently.
-    let text = tcp_config(holding_origin(), &listen, "1s").replace("threads = 1", "threads = 2");
+    let text = tcp_conf(holding_origin(), &listen, "1s")
+        .global("threads", 2)
+        .text();
     let conf = write_config("twice", "tcp.toml", &text);
     let first = run_with("", &conf, 1);
     let mut cmd = std::process::Command::new(bin());
@@ -493,9 +499,14 @@ fn every_option_has_help_and_the_help_is_true() {
 fn demo_on_another_file_prints_hints_that_fit_it() {
     let origin = free_port();
     let listen = free_port();
-    let text = format!(
-        "[[frontend]]\nname = \"site\"\nlisten = [\"127.0.0.1:{listen}\"]\nmode = \"http\"\ndefault_backend = \"b\"\n\n[[backend]]\nname = \"b\"\nservers = [{{ name = \"one\", address = \"127.0.0.1:{origin}\" }}]\n"
-    );
+    let text = Conf::new()
+        .frontend(
+            Frontend::http("site")
+                .to("b")
+                .set("listen", vec![format!("127.0.0.1:{listen}")]),
+        )
+        .backend(Backend::new("b").server("one", ([127, 0, 0, 1], origin).into()))
+        .text();
     let conf = write_config("demo-other", "other.toml", &text);
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["demo", "-c"]).arg(&conf);
@@ -607,10 +618,9 @@ fn fulcrum_cmd(sub: &str, args: &[&str], stdin: &str) -> (Option<i32>, String) {
 
 #[test]
 fn fulcrum_admin_drives_the_real_binary_and_changes_survive_its_restart() {
-    let text = format!(
-        "{}\n[admin]\nsocket = \"admin.sock\"\n",
-        tcp_config(closing_origin(), "127.0.0.1:0", "1s")
-    );
+    let text = tcp_conf(closing_origin(), "127.0.0.1:0", "1s")
+        .section("admin", "socket", "admin.sock")
+        .text();
     let conf = write_config("admin-bin", "fulcrum.toml", &text);
     let c = conf.to_str().unwrap();
     let mut d = run_with("", &conf, 1);
@@ -658,13 +668,17 @@ fn fulcrum_admin_drives_the_real_binary_and_changes_survive_its_restart() {
 #[test]
 fn fulcrum_reload_reloads_the_running_daemon_through_its_admin_socket() {
     let (one, two) = (greeting_origin("one"), greeting_origin("two"));
-    let admin = "\n[admin]\nsocket = \"admin.sock\"\n";
-    let v1 = tcp_config(one, "127.0.0.1:0", "1s") + admin;
+    let with_admin = |origin| {
+        tcp_conf(origin, "127.0.0.1:0", "1s")
+            .section("admin", "socket", "admin.sock")
+            .text()
+    };
+    let v1 = with_admin(one);
     let conf = write_config("reload-bin", "fulcrum.toml", &v1);
     let c = conf.to_str().unwrap();
     let mut d = run_with("", &conf, 1);
     assert_eq!(read_all(d.addrs[0]), "one");
-    std::fs::write(&conf, tcp_config(two, "127.0.0.1:0", "1s") + admin).unwrap();
+    std::fs::write(&conf, with_admin(two)).unwrap();
     let (code, out) = fulcrum_cmd("reload", &["-c", c], "");
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("reloaded: generation 2"), "{out}");

@@ -247,11 +247,14 @@ async fn listeners_are_added_and_removed_in_one_reload() {
         let echo = Origin::start("echo", Behaviour::Echo).await;
         let dir = TempDir::new("reload-listeners");
         let file = dir.join("fulcrum.toml");
-        let front = |name: &str| {
-            format!("[[frontend]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"be\"\n\n")
+        let conf = |names: [&str; 2]| {
+            Conf::new()
+                .frontend(Frontend::tcp(names[0]).to("be"))
+                .frontend(Frontend::tcp(names[1]).to("be"))
+                .backend(Backend::new("be").server("e", echo.addr))
+                .text()
         };
-        let back = format!("[[backend]]\nname = \"be\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n", echo.addr);
-        let v1 = format!("{}{}{back}", front("one"), front("keep"));
+        let v1 = conf(["one", "keep"]);
         std::fs::write(&file, &v1).unwrap();
         let d = start_named(file.to_str().unwrap(), &v1);
         let one = d.addr("one").unwrap();
@@ -262,16 +265,26 @@ async fn listeners_are_added_and_removed_in_one_reload() {
         let mut b = [0u8; 1];
         open.read_exact(&mut b).await.unwrap();
 
-        let v2 = format!("{}{}{back}", front("keep"), front("two"));
+        let v2 = conf(["keep", "two"]);
         std::fs::write(&file, &v2).unwrap();
         let r = d.reload().unwrap();
         assert!(r.contains("frontend two: listening on 127.0.0.1:"), "{r}");
-        assert!(r.contains(&format!("frontend one: no longer listening on {one}")), "{r}");
+        assert!(
+            r.contains(&format!("frontend one: no longer listening on {one}")),
+            "{r}"
+        );
         let two = d.addr("two").unwrap();
         assert_eq!(exchange(two, b"hi").await, b"hi");
-        assert_eq!(d.addr("keep").unwrap(), keep, "an unchanged listener keeps its socket");
+        assert_eq!(
+            d.addr("keep").unwrap(),
+            keep,
+            "an unchanged listener keeps its socket"
+        );
         assert_eq!(exchange(keep, b"ok").await, b"ok");
-        eventually(5, "one refuses", || std::net::TcpStream::connect(one).is_err()).await;
+        eventually(5, "one refuses", || {
+            std::net::TcpStream::connect(one).is_err()
+        })
+        .await;
         // The stream that was open still flows.
         open.write_all(b"y").await.unwrap();
         open.read_exact(&mut b).await.unwrap();
@@ -288,14 +301,19 @@ async fn a_reload_that_cannot_bind_changes_nothing() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dir = TempDir::new("reload-bind");
         let file = dir.join("fulcrum.toml");
-        let back = format!("[[backend]]\nname = \"be\"\nservers = [{{ name = \"e\", address = \"{}\" }}]\n", echo.addr);
-        let v1 = format!("[[frontend]]\nname = \"a\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"be\"\n\n{back}");
+        let conf = Conf::new()
+            .frontend(Frontend::tcp("a").to("be"))
+            .backend(Backend::new("be").server("e", echo.addr));
+        let v1 = conf.text();
         std::fs::write(&file, &v1).unwrap();
         let d = start_named(file.to_str().unwrap(), &v1);
-        let v2 = format!(
-            "{v1}\n[[frontend]]\nname = \"b\"\nlisten = [\"{}\"]\ndefault_backend = \"be\"\n",
-            taken.local_addr().unwrap()
-        );
+        let v2 = conf
+            .frontend(
+                Frontend::tcp("b")
+                    .to("be")
+                    .set("listen", vec![taken.local_addr().unwrap().to_string()]),
+            )
+            .text();
         std::fs::write(&file, v2).unwrap();
         let e = d.reload().unwrap_err();
         assert!(e.contains("already in use by another process"), "{e}");
