@@ -335,15 +335,21 @@ async fn a_removed_server_drains_then_leaves_and_is_cut_at_its_drain_timeout() {
         let other = Origin::start("other", Behaviour::Echo).await;
         let dir = TempDir::new("reload-drain");
         let file = dir.join("fulcrum.toml");
-        let conf = |servers: &str| {
-            format!(
-                "[[frontend]]\nname = \"tcp\"\nlisten = [\"127.0.0.1:0\"]\ndefault_backend = \"be\"\n\n[[backend]]\nname = \"be\"\ndrain_timeout = \"2s\"\nservers = [{servers}]\n"
-            )
+        // One server: `old` (echo) or `new` (other).
+        let conf = |(name, addr): (&str, std::net::SocketAddr)| {
+            Conf::new()
+                .frontend(Frontend::tcp("tcp").to("be"))
+                .backend(
+                    Backend::new("be")
+                        .set("drain_timeout", "2s")
+                        .server(name, addr),
+                )
+                .text()
         };
-        let old = format!("{{ name = \"old\", address = \"{}\" }}", echo.addr);
-        let new = format!("{{ name = \"new\", address = \"{}\" }}", other.addr);
-        std::fs::write(&file, conf(&old)).unwrap();
-        let d = start_named(file.to_str().unwrap(), &conf(&old));
+        let old = ("old", echo.addr);
+        let new = ("new", other.addr);
+        std::fs::write(&file, conf(old)).unwrap();
+        let d = start_named(file.to_str().unwrap(), &conf(old));
         let tcp = d.addr("tcp").unwrap();
         let open = |tag: &'static [u8]| async move {
             let mut s = TcpStream::connect(tcp).await.unwrap();
@@ -353,11 +359,15 @@ async fn a_removed_server_drains_then_leaves_and_is_cut_at_its_drain_timeout() {
             s
         };
         let (mut first, second) = (open(b"1").await, open(b"2").await);
-        std::fs::write(&file, conf(&new)).unwrap();
+        std::fs::write(&file, conf(new)).unwrap();
         d.reload().unwrap();
         // Removed, still carrying two connections: in the stats as draining.
         let st = d.stats();
-        let s = st.backend("be").unwrap().server("old").expect("still listed");
+        let s = st
+            .backend("be")
+            .unwrap()
+            .server("old")
+            .expect("still listed");
         assert!(s.removed && s.status == "drain" && s.conn_cur == 2, "{s:?}");
         assert_eq!(s.reason(), "removed by a reload: draining its connections");
         assert!(st.backend("be").unwrap().server("new").is_some());
@@ -380,9 +390,16 @@ async fn a_removed_server_drains_then_leaves_and_is_cut_at_its_drain_timeout() {
         // A removed server whose connections end leaves at once (next tick),
         // with nothing cut.
         let mut third = open(b"3").await;
-        std::fs::write(&file, conf(&old)).unwrap();
+        std::fs::write(&file, conf(old)).unwrap();
         d.reload().unwrap();
-        assert!(d.stats().backend("be").unwrap().server("new").unwrap().removed);
+        assert!(
+            d.stats()
+                .backend("be")
+                .unwrap()
+                .server("new")
+                .unwrap()
+                .removed
+        );
         third.shutdown().await.unwrap();
         drop(third);
         eventually(5, "new leaves the stats", || {
