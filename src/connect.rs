@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::balancers::PickCtx;
 use crate::config::routing::Persist;
@@ -158,14 +157,18 @@ pub struct Connected<'b> {
 /// extra attempts), waiting in the queue when every server is at maxconn;
 /// trying `prefer` first (a server persistence pins the client to), and
 /// offering the picked server to `reuse` (an idle keep-alive connection pool).
+/// A wait in the queue ends early when `stop` completes (the caller's
+/// session halted; http's exchange is halted from outside instead and
+/// passes `pending()`).
 pub async fn connect_with<'b>(
     backend: &'b BackendRt,
     ctx: &PickCtx<'_>,
     prefer: Option<&'b Server>,
-    force_stop: &mut watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()>,
     reuse: impl Fn(&Server) -> Option<crate::net::Stream>,
 ) -> Result<Connected<'b>, ConnectError> {
     let mut at = Attempts::default();
+    tokio::pin!(stop);
     loop {
         let notified = backend.pool.slot_freed.notified();
         tokio::pin!(notified);
@@ -183,7 +186,7 @@ pub async fn connect_with<'b>(
                     backend.counters.queue_cur.dec();
                     return Err(ConnectError::QueueTimeout(backend.name.clone()));
                 }
-                true = crate::shutdown::fired(force_stop) => {
+                () = &mut stop => {
                     backend.counters.queue_cur.dec();
                     return Err(ConnectError::Stopped);
                 }

@@ -18,7 +18,6 @@ use crate::stats::latency::Phase;
 /// Serve one accepted client connection of a tcp frontend.
 pub async fn serve(a: Accepted, conn: Conn) {
     let started = Instant::now();
-    let mut force_stop = conn.force_stop.clone();
     let front = conn.front();
     let client = &a.stream;
     let (src, dst) = (a.client, a.local);
@@ -28,8 +27,9 @@ pub async fn serve(a: Accepted, conn: Conn) {
     let ctx = PickCtx::tcp(src.ip(), dst, now, crate::net::rand::fastrand_u64());
     // Source persistence works in tcp mode too: the remembered server first.
     let pin = connect::source_pin(backend, src.ip(), now);
-    let c = match connect::connect_with(backend, &ctx, pin.server, &mut force_stop, |_| None).await
-    {
+    // A wait in the backend queue ends with the daemon's forced stop.
+    let halted = conn.shared.sessions.halted(&conn.session, false);
+    let c = match connect::connect_with(backend, &ctx, pin.server, halted, |_| None).await {
         Ok(c) => c,
         Err(e) => {
             e.count(backend);
@@ -59,7 +59,7 @@ pub async fn serve(a: Accepted, conn: Conn) {
             };
             // `shutdown sessions` ends it like the daemon's forced stop.
             tokio::select! {
-                end = pump::run(client, upstream, &popts, &up, &down, &mut force_stop) => end,
+                end = pump::run(client, upstream, &popts, &up, &down) => end,
                 () = conn.shared.sessions.halted(&conn.session, false) => End::Shutdown,
             }
         }

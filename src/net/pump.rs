@@ -5,8 +5,6 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use super::io::{Io, reset};
 use super::{copy, splice};
 use crate::runtime::{BackendRt, FrontendRt};
@@ -151,15 +149,15 @@ async fn direction<S: Io + ?Sized, D: Io + ?Sized>(
     copy::pump(src, dst, act, tally).await
 }
 
-/// Pump until both directions are done, one side fails, the connection idles out,
-/// or `force_stop` turns true.
+/// Pump until both directions are done, one side fails, or the connection
+/// idles out. The daemon's stops end it from outside: callers select it
+/// against their session's `Sessions::halted`.
 pub async fn run<C: Io + ?Sized, S: Io + ?Sized>(
     client: &C,
     server: &S,
     opts: &PumpOpts,
     up: &Tally<'_>,
     down: &Tally<'_>,
-    force_stop: &mut watch::Receiver<bool>,
 ) -> End {
     let act = Activity::new();
     let c2s = direction(client, server, opts, &act, up);
@@ -196,7 +194,6 @@ pub async fn run<C: Io + ?Sized, S: Io + ?Sized>(
                 Err(DirError::Write(_)) => { reset(server); return End::ClientError; }
             },
             _ = &mut idle => return End::IdleTimeout,
-            true = crate::shutdown::fired(force_stop) => return End::Shutdown,
         }
     }
     End::Closed

@@ -4,7 +4,6 @@
 //! a 101.
 
 use crate::net::Stream;
-use tokio::sync::watch;
 
 use super::{Exchange, Stop};
 use crate::l7::chunked::ChunkedDecoder;
@@ -123,7 +122,6 @@ impl Exchange<'_> {
         (upstream, backend, server): (&Stream, &BackendRt, &Server),
         cbuf: &mut Vec<u8>,
         early_down: &[u8],
-        force_stop: &mut watch::Receiver<bool>,
     ) -> Stop {
         let (up, down) = pump::tallies(self.front, backend, server);
         let act = Activity::new();
@@ -141,7 +139,7 @@ impl Exchange<'_> {
             splice: self.opts.splice,
             idle: self.front.client_timeout.min(backend.timeouts.server),
         };
-        pump::run(self.client, upstream, &opts, &up, &down, force_stop).await;
+        pump::run(self.client, upstream, &opts, &up, &down).await;
         Stop::Close
     }
 }

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use crate::net::Stream;
-use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
 use super::body::{Body, relay};
@@ -38,12 +37,7 @@ struct Forwarded<'r> {
 impl<'a> Exchange<'a> {
     /// Serve one request from `cbuf` (and the client): the whole exchange,
     /// then its latencies and log line (`trace.rs`).
-    pub(super) async fn run(
-        &self,
-        cbuf: &mut Vec<u8>,
-        first: bool,
-        force_stop: &mut watch::Receiver<bool>,
-    ) -> Stop {
+    pub(super) async fn run(&self, cbuf: &mut Vec<u8>, first: bool) -> Stop {
         let routed = match self.read_request(cbuf, first).await {
             Ok(p) => p,
             Err(stop) => return stop,
@@ -68,8 +62,8 @@ impl<'a> Exchange<'a> {
         let mut t = Trace::new(started, routed.req.head_len);
         t.backend = Some(routed.backend);
         t.request_id = routed.req.request_id;
-        let stop = match self.forward(&routed, cbuf, &mut t, force_stop).await {
-            Ok(fwd) => self.respond(&routed, fwd, cbuf, &mut t, force_stop).await,
+        let stop = match self.forward(&routed, cbuf, &mut t).await {
+            Ok(fwd) => self.respond(&routed, fwd, cbuf, &mut t).await,
             Err(stop) => stop,
         };
         let line = Line {
@@ -178,7 +172,6 @@ impl<'a> Exchange<'a> {
         routed: &'r Routed<'a>,
         cbuf: &mut Vec<u8>,
         t: &mut Trace<'r>,
-        force_stop: &mut watch::Receiver<bool>,
     ) -> Result<Forwarded<'r>, Stop> {
         let started = t.started;
         let Routed { req, backend, .. } = routed;
@@ -193,8 +186,14 @@ impl<'a> Exchange<'a> {
         };
         let mut attempt = 0u32;
         loop {
-            let c = match connect::connect_with(backend, &ctx, routed.pin.server, force_stop, reuse)
-                .await
+            let c = match connect::connect_with(
+                backend,
+                &ctx,
+                routed.pin.server,
+                std::future::pending(),
+                reuse,
+            )
+            .await
             {
                 Ok(c) => c,
                 Err(e) => return Err(self.fail_connect(backend, &e, t).await),
@@ -393,7 +392,6 @@ impl<'a> Exchange<'a> {
         fwd: Forwarded<'_>,
         cbuf: &mut Vec<u8>,
         t: &mut Trace<'_>,
-        force_stop: &mut watch::Receiver<bool>,
     ) -> Stop {
         let started = t.started;
         let backend = routed.backend;
@@ -426,7 +424,7 @@ impl<'a> Exchange<'a> {
         if resp.status == 101 {
             // Boxed: a rare path whose state would otherwise size every exchange.
             let ends = (&upstream, backend, server);
-            return Box::pin(self.tunnel(ends, cbuf, &sbuf, force_stop)).await;
+            return Box::pin(self.tunnel(ends, cbuf, &sbuf)).await;
         }
         let result = self
             .body_back((&upstream, backend, server), &mut sbuf, framing, &mut got)

@@ -272,7 +272,6 @@ fn serve_from(
     async move {
         // Borrowed from its own handle, so `conn` can go to the park and come back.
         let mut rt = conn.rt.clone();
-        let mut force_stop = conn.force_stop.clone();
         // The daemon's stops and `shutdown sessions` arrive through the session
         // registry (`Sessions::halted`): a graceful stop closes a connection
         // waiting between two requests (as HAProxy and nginx close idle keep-alive
@@ -316,7 +315,7 @@ fn serve_from(
             // request, from a warm free list.
             let stop = tokio::select! {
                 biased;
-                s = Box::pin(ex.run(&mut cbuf, idle.first, &mut force_stop)) => s,
+                s = Box::pin(ex.run(&mut cbuf, idle.first)) => s,
                 // The forced stop, or `shutdown sessions server` while that
                 // server serves it.
                 () = sessions.halted(&conn.session, false) => Stop::Close,
