@@ -149,6 +149,8 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
         histograms: config.stats.histograms,
         access_log: access_log.as_ref().map(|(l, _)| l.clone()),
         park_after: config.global.idle_park_after,
+        force_stop: force_rx,
+        soft_stop: stop_rx.clone(),
     });
 
     let workers = Workers::start(sockets_per_addr, per_core, threads, pool_cap, &exit_rx)?;
@@ -159,7 +161,6 @@ pub fn start(mut config: Config) -> Result<Running, StartError> {
             shared: shared.clone(),
             global_limit,
             stop_accepting: stop_rx.clone(),
-            force_stop: force_rx.clone(),
             opts,
         },
         tracker,

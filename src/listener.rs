@@ -107,7 +107,6 @@ pub struct AcceptCtx {
     pub stop_accepting: watch::Receiver<bool>,
     /// This listener alone stops (a reload removed it).
     pub removed: watch::Receiver<bool>,
-    pub force_stop: watch::Receiver<bool>,
     /// Dropped by every connection task when it ends: shutdown waits for all of them.
     pub tracker: mpsc::Sender<()>,
     pub opts: Arc<ConnOpts>,
@@ -263,7 +262,6 @@ fn spawn_connection(
     let conn = Conn::new(
         (rt, fe),
         ctx.opts.clone(),
-        (ctx.force_stop.clone(), ctx.stop_accepting.clone()),
         ctx.tracker.clone(),
         permits,
         (ctx.shared.clone(), peer),

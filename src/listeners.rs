@@ -63,7 +63,6 @@ pub struct Base {
     pub shared: Arc<Shared>,
     pub global_limit: Option<Arc<Semaphore>>,
     pub stop_accepting: watch::Receiver<bool>,
-    pub force_stop: watch::Receiver<bool>,
     pub opts: Arc<ConnOpts>,
 }
 
@@ -193,7 +192,6 @@ impl Listeners {
                     frontend_limit: limit.clone(),
                     stop_accepting: self.base.stop_accepting.clone(),
                     removed: removed.clone(),
-                    force_stop: self.base.force_stop.clone(),
                     tracker: tracker.clone(),
                     opts: self.base.opts.clone(),
                 };

@@ -88,11 +88,11 @@ pub fn park(
         {
             // First use on this thread, or the runtime that ran the task is gone
             // (then its parked connections go with it).
-            *lot = Lot::start(conn.force_stop.clone(), conn.soft_stop.clone()).ok();
+            *lot = Lot::start(conn.opts.force_stop.clone(), conn.opts.soft_stop.clone()).ok();
         }
         // After a graceful stop a connection that served a request is not
         // parked: its task sees the stop and closes it.
-        let closing = !idle.first && conn.soft_stop.has_changed().unwrap_or(false);
+        let closing = !idle.first && conn.opts.soft_stop.has_changed().unwrap_or(false);
         match lot.as_mut() {
             Some(l) if !l.stopped && !closing => l.insert(stream, idle, conn),
             _ => Err(Box::new((stream, idle, conn))),

@@ -17,6 +17,10 @@ pub struct ConnOpts {
     pub access_log: Option<Arc<crate::stats::access::AccessLog>>,
     /// http: park idle client connections after this long (`global.idle_park_after`).
     pub park_after: Option<std::time::Duration>,
+    /// The daemon's forced and graceful stops, for the park's watcher (a
+    /// connection's task waits on its session's `Sessions::halted`).
+    pub force_stop: watch::Receiver<bool>,
+    pub soft_stop: watch::Receiver<bool>,
 }
 
 /// The process-wide and frontend admission permits a connection holds.
@@ -32,9 +36,6 @@ pub struct Conn {
     /// Where newer snapshots come from (http: each request uses the newest).
     pub shared: Arc<crate::runtime::Shared>,
     pub opts: Arc<ConnOpts>,
-    pub force_stop: watch::Receiver<bool>,
-    /// The graceful stop (accepting ends): idle keep-alive connections close.
-    pub soft_stop: watch::Receiver<bool>,
     /// Counted against its source's `conn_per_source` while it lives.
     limit: Option<crate::limits::ConnGuard>,
     /// Its entry in the open sessions (`show sessions`, `shutdown sessions`).
@@ -49,7 +50,6 @@ impl Conn {
     pub fn new(
         (rt, fe): (Arc<Runtime>, usize),
         opts: Arc<ConnOpts>,
-        stops: (watch::Receiver<bool>, watch::Receiver<bool>),
         tracker: mpsc::Sender<()>,
         permits: Permits,
         (shared, client): (Arc<crate::runtime::Shared>, std::net::SocketAddr),
@@ -64,8 +64,6 @@ impl Conn {
             fe,
             shared,
             opts,
-            force_stop: stops.0,
-            soft_stop: stops.1,
             limit: None,
             session,
             _tracker: tracker,

@@ -23,7 +23,6 @@ mod upstream;
 use std::io;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{Instant as TokioInstant, timeout_at};
 
 use super::park;
@@ -53,7 +52,6 @@ struct Exchange<'a> {
     front: &'a FrontendRt,
     backends: &'a [BackendRt],
     opts: &'a ConnOpts,
-    soft_stop: &'a watch::Receiver<bool>,
     session: &'a crate::sessions::Session,
 }
 
@@ -71,7 +69,6 @@ impl<'a> Exchange<'a> {
             front,
             backends: &rt.backends,
             opts: &conn.opts,
-            soft_stop: &conn.soft_stop,
             session: &conn.session,
         }
     }

@@ -63,7 +63,7 @@ impl Exchange<'_> {
         loop {
             // During a graceful stop the response says `connection: close` (one
             // atomic load; the connection then ends after it).
-            let closing = self.soft_stop.has_changed().unwrap_or(false);
+            let closing = self.opts.soft_stop.has_changed().unwrap_or(false);
             match response_step(&sbuf, req, self.front.limits.max_head, edits, closing) {
                 Step::Informational(len, out) => {
                     self.write(&out).await.map_err(|_| Upstream::ClientGone)?;
